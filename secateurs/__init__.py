@@ -1,0 +1,32 @@
+"""secateurs: structured pruning for PyTorch models.
+
+``import secateurs`` is cheap: the verbs below load their machinery on first use.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from secateurs._version import __version__
+from secateurs.errors import SecateursError
+
+if TYPE_CHECKING:
+    from secateurs.api import analyze, apply, count, plan, prune, verify
+    from secateurs.plans import Plan
+
+_LAZY = {
+    "analyze": "secateurs.api", "plan": "secateurs.api", "apply": "secateurs.api", "verify": "secateurs.api",
+    "prune": "secateurs.api", "count": "secateurs.api", "Plan": "secateurs.plans",
+}
+
+__all__ = ["Plan", "SecateursError", "__version__", "analyze", "apply", "count", "plan", "prune", "verify"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'secateurs' has no attribute {name!r}")

@@ -1,0 +1,1 @@
+"""Selection algorithms: turn per-unit scores into the units each group removes."""

@@ -1,0 +1,96 @@
+"""Uniform (local) selection: remove the same fraction of units in every eligible group."""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from secateurs.errors import InvalidArgumentError, InvalidTypeError
+from secateurs.graph.groups import Group
+
+DEFAULT_KINDS = ("channels", "heads")
+KINDS = ("channels", "heads", "query_heads", "head_dim")
+
+
+def resolve_ratio(ratio: float | Mapping[str, float]) -> dict[str, float]:
+    """A float applies to channels and heads; a dict names unit kinds explicitly."""
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float, Mapping)):
+        raise InvalidTypeError(f"ratio must be a float or a dict of unit kind -> float, got {type(ratio).__name__}")
+    items = dict.fromkeys(DEFAULT_KINDS, float(ratio)) if isinstance(ratio, (int, float)) else dict(ratio)
+    for kind, r in items.items():
+        if kind not in KINDS:
+            raise InvalidArgumentError(f"unknown unit kind {kind!r} in ratio; use one of {', '.join(KINDS)}")
+        if not isinstance(r, (int, float)) or isinstance(r, bool) or not 0.0 <= float(r) < 1.0:
+            raise InvalidArgumentError(f"ratio for {kind!r} must be a number in [0, 1) (the fraction removed), got {r!r}")
+    return {k: float(v) for k, v in items.items()}
+
+
+@dataclass(frozen=True)
+class IgnoreSpec:
+    names: tuple[str, ...] = ()
+    types: tuple[type, ...] = ()
+
+    @staticmethod
+    def parse(ignore: Iterable[str | type] | str | type | None) -> IgnoreSpec:
+        if ignore is None:
+            return IgnoreSpec()
+        items = [ignore] if isinstance(ignore, (str, type)) else list(ignore)
+        names, types = [], []
+        for item in items:
+            if isinstance(item, str):
+                names.append(item)
+            elif isinstance(item, type) and issubclass(item, torch.nn.Module):
+                types.append(item)
+            else:
+                raise InvalidTypeError(f"ignore entries must be module names, glob patterns or nn.Module types, got {item!r}")
+        return IgnoreSpec(tuple(names), tuple(types))
+
+    def matches(self, path: str, module: torch.nn.Module | None) -> bool:
+        for pattern in self.names:
+            if path == pattern or path.startswith(pattern + ".") or fnmatch.fnmatchcase(path, pattern):
+                return True
+        return module is not None and bool(self.types) and isinstance(module, self.types)
+
+    def unmatched(self, model: torch.nn.Module) -> list[str]:
+        paths = [n for n, _ in model.named_modules()]
+        return [p for p in self.names if not any(self.matches_name(p, q) for q in paths)]
+
+    @staticmethod
+    def matches_name(pattern: str, path: str) -> bool:
+        return path == pattern or path.startswith(pattern + ".") or fnmatch.fnmatchcase(path, pattern)
+
+
+def group_is_ignored(group: Group, spec: IgnoreSpec, model: torch.nn.Module) -> bool:
+    """A group is ignored when any member belongs to an ignored module or to one of its descendants."""
+    if not spec.names and not spec.types:
+        return False
+    modules = dict(model.named_modules())
+    for m in group.members:
+        parts = m.fqn.split(".")[:-1]
+        for i in range(len(parts), 0, -1):
+            prefix = ".".join(parts[:i])
+            if spec.matches(prefix, modules.get(prefix)):
+                return True
+    return False
+
+
+def n_to_remove(n_units: int, ratio: float, round_to: int, unit_size: int, min_keep: int) -> int:
+    """Units to remove from a group of ``n_units``; ``round_to`` keeps a multiple of that many channels."""
+    keep = n_units - math.floor(ratio * n_units + 1e-9)
+    if round_to > 1 and unit_size == 1 and n_units >= round_to:
+        keep = max(round_to, int(round(keep / round_to)) * round_to)
+    keep = min(n_units, max(keep, min_keep, 1))
+    return n_units - keep
+
+
+def select_lowest(scores: np.ndarray, n_remove: int) -> np.ndarray:
+    """Indices of the ``n_remove`` lowest scores (ties broken by index, so results are reproducible)."""
+    if n_remove <= 0:
+        return np.zeros(0, dtype=np.int64)
+    order = np.lexsort((np.arange(len(scores)), scores))
+    return np.sort(order[:n_remove]).astype(np.int64)

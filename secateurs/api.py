@@ -1,0 +1,107 @@
+"""The public verbs: analyze, plan, apply, verify, prune, count."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from torch import nn
+
+from secateurs.counting import graph_macs, param_count
+from secateurs.errors import ApplyError, VerificationError
+from secateurs.graph.analysis import Analysis
+from secateurs.graph.analysis import analyze as _analyze
+from secateurs.graph.capture import ExampleInputs, capture
+from secateurs.importance.registry import Criterion
+from secateurs.planning import make_plan
+from secateurs.plans import Plan
+from secateurs.report import PruneReport
+from secateurs.surgery.apply import _snapshot, apply_plan
+from secateurs.verification import compare, has_weights, masked_outputs, run
+
+
+def analyze(model: nn.Module, example_inputs: ExampleInputs) -> Analysis:
+    """Capture the model and find its prunable groups; ``.summary()`` is readable text."""
+    return _analyze(model, example_inputs)
+
+
+def plan(
+    model: nn.Module,
+    example_inputs: ExampleInputs,
+    *,
+    ratio: float | Mapping[str, float] = 0.5,
+    importance: str | Criterion = "l2",
+    ignore: Iterable[str | type] | str | type | None = None,
+    round_to: int = 1,
+    min_keep: int = 1,
+    seed: int = 0,
+    analysis: Analysis | None = None,
+) -> Plan:
+    """Decide what to remove; the model is not changed. ``ratio`` is the fraction of units removed per group."""
+    analysis = analysis or _analyze(model, example_inputs)
+    return make_plan(model, analysis, ratio=ratio, importance=importance, ignore=ignore, round_to=round_to,
+                     min_keep=min_keep, seed=seed)
+
+
+def apply(model: nn.Module, plan: Plan) -> nn.Module:
+    """Apply ``plan`` in place. Transactional: on any error the model is left as it was."""
+    return apply_plan(model, plan)
+
+
+def verify(reference: nn.Module, pruned: nn.Module, plan: Plan, example_inputs: ExampleInputs, *,
+           tolerance: float = 1e-4, reexport: bool = True):
+    """Compare ``pruned`` with the unpruned ``reference`` whose removed units are zeroed in place (and restored)."""
+    from secateurs.verification import verify as _verify
+
+    return _verify(reference, pruned, plan, example_inputs, tolerance=tolerance, reexport=reexport)
+
+
+def prune(
+    model: nn.Module,
+    example_inputs: ExampleInputs,
+    *,
+    ratio: float | Mapping[str, float] = 0.5,
+    importance: str | Criterion = "l2",
+    ignore: Iterable[str | type] | str | type | None = None,
+    round_to: int = 1,
+    min_keep: int = 1,
+    seed: int = 0,
+    check: bool = True,
+    tolerance: float = 1e-4,
+) -> PruneReport:
+    """Plan, apply and verify in one call. On a failed verification the model is restored and an error raised."""
+    analysis = _analyze(model, example_inputs)
+    p = make_plan(model, analysis, ratio=ratio, importance=importance, ignore=ignore, round_to=round_to,
+                  min_keep=min_keep, seed=seed)
+    macs_before, params_before = graph_macs(analysis.coupled.captured), param_count(model)
+    can_run = has_weights(model)
+    reference = masked_outputs(model, p, example_inputs) if check and can_run else None
+    modules = list(model.modules())
+    undo = _snapshot(modules)
+    apply_plan(model, p)
+    result = None
+    notes: list[str] = []
+    if reference is not None:
+        result = compare(reference, model, p, example_inputs, tolerance=tolerance)
+        if not result.ok:
+            undo.restore()
+            raise VerificationError(f"{result.message}; the model was restored unchanged")
+    elif check:
+        notes.append("model has no weights (meta device): verification skipped, shapes only")
+    try:
+        macs_after = graph_macs(capture(model, example_inputs)) if can_run else macs_before
+    except Exception as exc:  # the verification above already re-exported; keep the error explicit
+        undo.restore()
+        raise ApplyError(f"pruned model cannot be captured again: {exc}; the model was restored") from exc
+    if not p.exact and p.removed_units():
+        notes.append("some pruned groups normalise over the pruned dimension: verified structurally, not numerically")
+    return PruneReport(model, p, result, macs_before, macs_after, params_before, param_count(model), notes)
+
+
+def count(model: nn.Module, example_inputs: ExampleInputs) -> tuple[int, int]:
+    """(MACs of one forward pass on ``example_inputs``, number of parameters)."""
+    from secateurs.counting import count as _count
+
+    return _count(model, example_inputs)
+
+
+__all__ = ["analyze", "apply", "count", "plan", "prune", "run", "verify"]

@@ -1,0 +1,1 @@
+"""The ``secateurs`` command line: one small module per subcommand."""

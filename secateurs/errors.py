@@ -1,0 +1,57 @@
+"""One error hierarchy for everything secateurs raises on purpose.
+
+Messages say what went wrong, where (module path, graph node, shapes) and what to do.
+"""
+
+from __future__ import annotations
+
+
+class SecateursError(Exception):
+    """Base class of every error secateurs raises on purpose."""
+
+
+class CaptureError(SecateursError):
+    """The model could not be captured as a graph."""
+
+
+class UnsupportedOpError(SecateursError):
+    """An operator has no coupling rule and the request cannot proceed without one."""
+
+
+class PlanError(SecateursError):
+    """A plan could not be made, or does not fit the model it is applied to."""
+
+
+class InvalidArgumentError(SecateursError, ValueError):
+    """A user argument has a bad value."""
+
+
+class InvalidTypeError(SecateursError, TypeError):
+    """A user argument has a bad type."""
+
+
+class TargetUnreachableError(PlanError):
+    """A MACs/params/latency target cannot be met with the prunable groups available."""
+
+
+class ApplyError(SecateursError):
+    """Surgery failed; the model has been restored to its state before apply."""
+
+
+class VerificationError(SecateursError):
+    """The pruned model does not match the masked reference, or does not run."""
+
+
+class MissingDependencyError(SecateursError, ImportError):
+    """An optional dependency is needed for this feature."""
+
+
+class FileFormatError(SecateursError):
+    """A saved file is missing, corrupt, or of an unexpected kind."""
+
+
+def missing_dependency(package: str, extra: str, feature: str) -> MissingDependencyError:
+    return MissingDependencyError(
+        f"{feature} needs the optional package '{package}'. "
+        f"Install it with: pip install 'secateurs[{extra}]'"
+    )

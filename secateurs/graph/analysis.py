@@ -1,0 +1,94 @@
+"""Analysis: the prunable groups of a model and what could not be pruned, with reasons."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from secateurs.graph.capture import ExampleInputs, capture
+from secateurs.graph.couple import CoupledGraph, Frozen, couple
+from secateurs.graph.groups import Group, find_groups
+from secateurs.graph.structure import Structure, build_structure
+
+_STRUCTURAL = ("model input", "model output", "size-1", "broadcast", "spatial", "kernel dimension", "embedding vocabulary",
+               "created by", "constant tensor", "metadata", "stacking", "reduced dimension")
+
+
+def fingerprint(model: torch.nn.Module) -> str:
+    """Hash of parameter/buffer names, shapes and dtypes: identifies an architecture, not weights."""
+    h = hashlib.sha256()
+    for name, t in model.state_dict(keep_vars=True).items():
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
+    return h.hexdigest()[:16]
+
+
+@dataclass
+class Analysis:
+    structure: Structure
+    groups: list[Group]
+    unknown_ops: list[Frozen]
+    fingerprint: str
+    shapes: dict[str, tuple[int, ...]]
+
+    @property
+    def coupled(self) -> CoupledGraph:
+        return self.structure.coupled
+
+    def blocked_params(self) -> dict[str, list[str]]:
+        """Parameters with a dimension frozen for a non-structural reason (unknown op, unmapped dim)."""
+        st = self.structure
+        out: dict[str, list[str]] = {}
+        for c, reasons in st.class_frozen.items():
+            notable = [r for r in reasons if not any(k in r for k in _STRUCTURAL)]
+            if not notable:
+                continue
+            for fqn, dim in st.class_params.get(c, []):
+                out.setdefault(f"{fqn}[dim {dim}]", []).extend(notable[:3])
+        return out
+
+    def summary(self) -> str:
+        lines = [f"{len(self.groups)} prunable groups"]
+        for g in self.groups:
+            flag = "" if g.exact else "  (structural-only: " + g.inexact_reasons[0].split(" at ")[0] + ")"
+            lines.append(f"  [{g.id:3d}] {g.kind:<11} {g.n_units:5d} units x {g.unit_size:<4d} {g.name}"
+                         f"  (+{len(g.members) - 1} coupled){flag}")
+        if self.unknown_ops:
+            lines.append(f"{len(self.unknown_ops)} ops froze dimensions (no rule or rule failed):")
+            for u in self.unknown_ops[:30]:
+                lines.append(f"  - {u.reason} at {u.where}")
+            lines.append("  Way out: register a rule with secateurs.graph.rules.register, or ignore the module.")
+        blocked = self.blocked_params()
+        if blocked:
+            lines.append(f"{len(blocked)} parameter dims blocked by those ops, e.g.:")
+            for name, reasons in list(blocked.items())[:15]:
+                lines.append(f"  - {name}: {reasons[0]}")
+        return "\n".join(lines)
+
+
+def analyze(model: torch.nn.Module, example_inputs: ExampleInputs) -> Analysis:
+    captured = capture(model, example_inputs)
+    structure = build_structure(couple(captured))
+    groups = find_groups(structure)
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict(keep_vars=True).items()}
+    return Analysis(structure, groups, couple_unknown(structure), fingerprint(model), shapes)
+
+
+def couple_unknown(structure: Structure) -> list[Frozen]:
+    return structure.coupled.unknown_ops
+
+
+def unit_member_norms(group: Group, tensors: dict[str, torch.Tensor], p: float) -> np.ndarray:
+    """Per-unit sum over parameter members of |w|^p along the member dims (used by magnitude criteria)."""
+    total = np.zeros(group.n_units)
+    for m in group.members:
+        t = tensors.get(m.fqn)
+        if t is None or t.is_meta:
+            continue
+        x = t.detach().float().abs().pow(p)
+        other = [d for d in range(x.ndim) if d != m.dim]
+        per_index = (x.sum(dim=other) if other else x).cpu().numpy()
+        total += per_index[group.unit_index[m.cls]].sum(axis=1)
+    return total

@@ -1,0 +1,215 @@
+"""Capture a model as a flat list of ATen-level operations with ``torch.export``.
+
+Higher-order ops that wrap a sub-graph (``wrap_with_set_grad_enabled``, autocast) are inlined, so
+rules only ever see plain operators. Parameters and buffers map back to their module FQNs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.fx
+
+from secateurs.errors import CaptureError, InvalidTypeError
+from secateurs.graph.meta import module_scope, node_value
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A reference to the value of another node (``index`` picks one output of a tuple-valued node)."""
+
+    name: str
+
+
+@dataclass
+class OpNode:
+    name: str
+    kind: str  # "input" | "call" | "output"
+    target: str  # e.g. "aten.conv2d.default", "getitem", "secateurs.tuple"
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    value: Any  # FakeTensor, tuple of FakeTensors, python scalar or None
+    module_path: str = ""
+    module_type: str = ""
+
+    def where(self) -> str:
+        scope = f" in module '{self.module_path}' ({self.module_type})" if self.module_path else ""
+        return f"node '{self.name}' ({self.target}){scope}"
+
+
+@dataclass
+class Captured:
+    nodes: list[OpNode]
+    by_name: dict[str, OpNode]
+    state_inputs: dict[str, str]  # placeholder name -> parameter/buffer FQN
+    state_kinds: dict[str, str]  # placeholder name -> "parameter" | "buffer" | "constant"
+    user_inputs: list[str]
+    outputs: list[Any]
+    exported: Any = field(repr=False, default=None)
+
+
+ExampleInputs = Any
+
+
+def normalize_inputs(example_inputs: ExampleInputs) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """Accept a tensor, a tuple/list of positional args, or a dict of keyword args."""
+    if isinstance(example_inputs, torch.Tensor):
+        return (example_inputs,), {}
+    if isinstance(example_inputs, Mapping):
+        return (), dict(example_inputs)
+    if isinstance(example_inputs, (tuple, list)):
+        return tuple(example_inputs), {}
+    raise InvalidTypeError(
+        f"example_inputs must be a tensor, a tuple of positional arguments or a dict of keyword "
+        f"arguments, got {type(example_inputs).__name__}"
+    )
+
+
+@contextlib.contextmanager
+def eval_mode(model: torch.nn.Module) -> Iterator[None]:
+    """Put every submodule in eval mode for the duration, then restore each one's own flag."""
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, flag in flags:
+            m.training = flag
+
+
+def export_model(model: torch.nn.Module, example_inputs: ExampleInputs) -> Any:
+    args, kwargs = normalize_inputs(example_inputs)
+    try:
+        with eval_mode(model), torch.no_grad():
+            return torch.export.export(model, args, kwargs, strict=False)
+    except Exception as exc:  # torch raises many unrelated types here; re-raise as ours
+        raise CaptureError(
+            f"torch.export could not capture {type(model).__name__}: {type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}\n"
+            "Check that the example inputs match what forward() expects (shape, dtype, device, "
+            "keyword names); for Hugging Face models pass use_cache=False; data-dependent Python "
+            "control flow in forward() must be rewritten with torch.cond or removed."
+        ) from exc
+
+
+def capture(model: torch.nn.Module, example_inputs: ExampleInputs) -> Captured:
+    if not isinstance(model, torch.nn.Module):
+        raise InvalidTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    ep = export_model(model, example_inputs)
+    return from_exported(ep)
+
+
+def _target_name(target: Any) -> str:
+    if isinstance(target, torch._ops.OpOverload):
+        return f"aten.{target.__name__}" if target.namespace == "aten" else str(target)
+    if getattr(target, "__name__", None) == "getitem":
+        return "getitem"
+    return getattr(target, "__name__", str(target))
+
+
+def from_exported(ep: Any) -> Captured:
+    sig = ep.graph_signature
+    state_inputs: dict[str, str] = {}
+    state_kinds: dict[str, str] = {}
+    user_inputs: list[str] = []
+    for spec in sig.input_specs:
+        name = spec.arg.name
+        kind = spec.kind.name
+        if kind == "PARAMETER":
+            state_inputs[name], state_kinds[name] = spec.target, "parameter"
+        elif kind == "BUFFER":
+            state_inputs[name], state_kinds[name] = spec.target, "buffer"
+        elif kind in ("CONSTANT_TENSOR", "CUSTOM_OBJ", "TOKEN"):
+            state_inputs[name], state_kinds[name] = str(spec.target), "constant"
+        else:
+            user_inputs.append(name)
+    nodes: list[OpNode] = []
+    outputs: list[Any] = []
+    _flatten_graph(ep.graph_module, ep.graph, {}, "", nodes, outputs, top=True)
+    return Captured(
+        nodes=nodes,
+        by_name={n.name: n for n in nodes},
+        state_inputs=state_inputs,
+        state_kinds=state_kinds,
+        user_inputs=user_inputs,
+        outputs=outputs,
+        exported=ep,
+    )
+
+
+def _convert(arg: Any, rename: dict[str, Any]) -> Any:
+    if isinstance(arg, torch.fx.Node):
+        return rename.get(arg.name, Ref(arg.name))
+    if isinstance(arg, (list, tuple)):
+        return type(arg)(_convert(a, rename) for a in arg)
+    if isinstance(arg, dict):
+        return {k: _convert(v, rename) for k, v in arg.items()}
+    return arg
+
+
+def _flatten_graph(
+    gm: torch.fx.GraphModule,
+    graph: torch.fx.Graph,
+    rename: dict[str, Any],
+    prefix: str,
+    nodes: list[OpNode],
+    outputs: list[Any],
+    top: bool,
+) -> None:
+    """Append the nodes of ``graph`` to ``nodes``, inlining sub-graphs of higher-order ops."""
+    for node in graph.nodes:
+        if node.op == "placeholder":
+            if top:
+                nodes.append(OpNode(node.name, "input", "placeholder", (), {}, node_value(node)))
+            continue
+        if node.op == "get_attr":
+            continue
+        if node.op == "output":
+            outputs.extend(_convert(node.args[0], rename))
+            continue
+        path, mtype = module_scope(node)
+        sub = _subgraph_of(gm, node)
+        if sub is not None:
+            sub_gm, operands = sub
+            inner_rename: dict[str, Any] = {}
+            placeholders = [n for n in sub_gm.graph.nodes if n.op == "placeholder"]
+            for ph, operand in zip(placeholders, operands, strict=False):
+                inner_rename[ph.name] = _convert(operand, rename)
+            inner_outputs: list[Any] = []
+            _flatten_graph(sub_gm, sub_gm.graph, inner_rename, f"{prefix}{node.name}.", nodes, inner_outputs, top=False)
+            nodes.append(
+                OpNode(prefix + node.name, "call", "secateurs.tuple", tuple(inner_outputs), {}, node_value(node), path, mtype)
+            )
+            rename[node.name] = Ref(prefix + node.name)
+            continue
+        name = prefix + node.name
+        if prefix:
+            rename[node.name] = Ref(name)
+        nodes.append(
+            OpNode(
+                name,
+                "call",
+                _target_name(node.target),
+                _convert(tuple(node.args), rename),
+                _convert(dict(node.kwargs), rename),
+                node_value(node),
+                path,
+                mtype,
+            )
+        )
+
+
+def _subgraph_of(gm: torch.fx.GraphModule, node: torch.fx.Node) -> tuple[torch.fx.GraphModule, list[Any]] | None:
+    """For a higher-order op wrapping a sub-graph, return (sub-graph module, its operands)."""
+    if node.op != "call_function" or isinstance(node.target, torch._ops.OpOverload):
+        return None
+    for i, arg in enumerate(node.args):
+        if isinstance(arg, torch.fx.Node) and arg.op == "get_attr":
+            sub = getattr(gm, str(arg.target), None)
+            if isinstance(sub, torch.fx.GraphModule):
+                return sub, list(node.args[i + 1 :])
+    return None

@@ -1,0 +1,99 @@
+"""Run the coupling rules over a captured graph and record every relation between index spaces."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from secateurs.graph import rules
+from secateurs.graph.capture import Captured, OpNode, Ref
+from secateurs.graph.context import RuleContext
+from secateurs.graph.meta import tensor_shape
+from secateurs.graph.relations import Relations
+
+
+@dataclass
+class Frozen:
+    op: str
+    where: str
+    reason: str
+
+
+@dataclass
+class CoupledGraph:
+    captured: Captured
+    rel: Relations
+    spaces: dict[str, list[list[int]]]
+    unknown_ops: list[Frozen] = field(default_factory=list)
+
+    def param_spaces(self) -> dict[str, list[int]]:
+        """FQN of each parameter/buffer -> its spaces (one per dim)."""
+        out: dict[str, list[int]] = {}
+        for ph, fqn in self.captured.state_inputs.items():
+            if self.captured.state_kinds[ph] in ("parameter", "buffer") and ph in self.spaces:
+                out[fqn] = self.spaces[ph][0]
+        return out
+
+
+def _allocate(node: OpNode, rel: Relations) -> list[list[int]]:
+    value = node.value
+    items = list(value) if isinstance(value, (list, tuple)) else [value]
+    result = []
+    for k, item in enumerate(items):
+        shape = tensor_shape(item)
+        result.append([] if shape is None else [rel.new_space(n, (node.name, k, d)) for d, n in enumerate(shape)])
+    return result
+
+
+def couple(captured: Captured) -> CoupledGraph:
+    rel = Relations()
+    spaces: dict[str, list[list[int]]] = {}
+    users: dict[str, list[OpNode]] = {}
+    for node in captured.nodes:
+        spaces[node.name] = _allocate(node, rel)
+    for node in captured.nodes:
+        for ref in RuleContext(node, rel, spaces, users).tensor_refs():
+            users.setdefault(ref.name, []).append(node)
+    graph = CoupledGraph(captured, rel, spaces)
+    for node in captured.nodes:
+        if node.kind == "input":
+            kind = captured.state_kinds.get(node.name)
+            if kind is None:
+                for s in spaces[node.name][0] if spaces[node.name] else []:
+                    rel.frozen.setdefault(s, []).append(f"model input '{node.name}'")
+            elif kind == "constant":
+                for s in spaces[node.name][0] if spaces[node.name] else []:
+                    rel.frozen.setdefault(s, []).append(f"constant tensor '{captured.state_inputs[node.name]}'")
+            continue
+        _apply_rule(graph, node, users)
+    for out in captured.outputs:
+        if isinstance(out, Ref):
+            for s in spaces.get(out.name, [[]])[0]:
+                rel.frozen.setdefault(s, []).append("model output (kept so outputs keep their shapes)")
+    return graph
+
+
+def _apply_rule(graph: CoupledGraph, node: OpNode, users: dict[str, list[OpNode]]) -> None:
+    rel, spaces = graph.rel, graph.spaces
+    ctx = RuleContext(node, rel, spaces, users)
+    rule = rules.lookup(node.target)
+    involved = [s for ref in ctx.tensor_refs() for s in ctx.spaces(ref)]
+    involved += [s for outs in spaces[node.name] for s in outs]
+    if rule is None:
+        reason = f"no coupling rule for {node.target}"
+        graph.unknown_ops.append(Frozen(node.target, node.where(), reason))
+        for s in involved:
+            rel.frozen.setdefault(s, []).append(f"{reason} at {node.where()}")
+        return
+    n_same, n_links, n_products = len(rel.same), len(rel.links), len(rel.products)
+    try:
+        rule(ctx)
+    except Exception as exc:  # a rule that cannot handle this call freezes it rather than guessing
+        del rel.same[n_same:], rel.links[n_links:], rel.products[n_products:]
+        reason = f"coupling rule for {node.target} failed ({type(exc).__name__}: {exc})"
+        graph.unknown_ops.append(Frozen(node.target, node.where(), reason))
+        for s in involved:
+            rel.frozen.setdefault(s, []).append(f"{reason} at {node.where()}")
+        return
+    for s in involved:
+        if s not in ctx.mentioned:
+            rel.frozen.setdefault(s, []).append(f"rule for {node.target} left this dimension unmapped at {node.where()}")

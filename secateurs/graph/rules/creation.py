@@ -1,0 +1,31 @@
+"""Tensor creation with constant sizes (frozen), and graph bookkeeping ops without tensor results."""
+
+from __future__ import annotations
+
+from secateurs.graph.context import RuleContext
+from secateurs.graph.rules import register
+
+
+@register(
+    "aten.arange", "aten.zeros", "aten.ones", "aten.full", "aten.empty", "aten.empty_strided",
+    "aten.rand", "aten.randn", "aten.randint", "aten.scalar_tensor", "aten.linspace", "aten.logspace",
+    "aten.eye", "aten.tensor", "aten.new_zeros", "aten.new_ones", "aten.new_full", "aten.new_empty",
+    "aten.new_tensor", "aten.empty_permuted", "aten.randperm",
+)
+def creation(ctx: RuleContext) -> None:
+    for k in range(ctx.n_outputs()):
+        ctx.freeze_all(ctx.out(k), f"created by {ctx.node.target} with a constant size")
+    for ref in ctx.tensor_refs():  # new_* take a template tensor for dtype/device only
+        ctx.mention(*ctx.spaces(ref))
+
+
+@register(
+    "aten._assert_tensor_metadata", "aten._assert_scalar", "aten.sym_constrain_range_for_size",
+    "aten.sym_size", "aten.sym_numel", "aten.sym_stride", "aten._assert_async", "aten.item",
+    "aten._local_scalar_dense", "aten.sym_constrain_range", "aten.dim", "aten.size",
+)
+def bookkeeping(ctx: RuleContext) -> None:
+    for ref in ctx.tensor_refs():
+        ctx.mention(*ctx.spaces(ref))
+    for k in range(ctx.n_outputs()):
+        ctx.freeze_all(ctx.out(k), "metadata value")

@@ -1,0 +1,55 @@
+"""Indexing with tensors: indexed dims are positional (frozen); the other dims pass through."""
+
+from __future__ import annotations
+
+from secateurs.graph.capture import Ref
+from secateurs.graph.context import RuleContext
+from secateurs.graph.rules import register
+from secateurs.graph.rules._common import broadcast_into, norm_dim
+
+
+@register("aten.index.Tensor", "aten._unsafe_index.Tensor")
+def index(ctx: RuleContext) -> None:
+    x = ctx.arg(0)
+    xs, out = list(ctx.spaces(x)), list(ctx.out())
+    indices = list(ctx.arg(1))
+    positions = [i for i, t in enumerate(indices) if t is not None]
+    for p in positions:
+        ctx.freeze(xs[p], "dimension indexed by a tensor of positions")
+    idx_refs = [t for t in indices if isinstance(t, Ref)]
+    n_idx = max((len(ctx.spaces(t)) for t in idx_refs), default=0)
+    contiguous = positions == list(range(positions[0], positions[-1] + 1)) if positions else True
+    first = positions[0] if positions and contiguous else 0
+    idx_out = out[first : first + n_idx]
+    for t in idx_refs:
+        broadcast_into(ctx, t, idx_out)
+    rest_x = [s for i, s in enumerate(xs) if i not in positions]
+    rest_out = out[:first] + out[first + n_idx :]
+    ctx.same_all(rest_x, rest_out)
+    ctx.mention(*out)
+
+
+@register("aten.index_select")
+def index_select(ctx: RuleContext) -> None:
+    xs, out = list(ctx.spaces(ctx.arg(0))), list(ctx.out())
+    d = norm_dim(int(ctx.arg(1)), len(xs))
+    ctx.freeze(xs[d], "dimension indexed by a tensor of positions")
+    ctx.same(ctx.spaces(ctx.arg(2))[0], out[d])
+    for i, (s, o) in enumerate(zip(xs, out, strict=True)):
+        if i != d:
+            ctx.same(s, o)
+
+
+@register("aten.gather", "aten.take_along_dim")
+def gather(ctx: RuleContext) -> None:
+    xs, out = list(ctx.spaces(ctx.arg(0))), list(ctx.out())
+    d = norm_dim(int(ctx.arg(1)), len(xs))
+    idx = list(ctx.spaces(ctx.arg(2)))
+    ctx.freeze(xs[d], "dimension gathered by a tensor of positions")
+    ctx.same_all(idx, out)
+    for i, (s, o) in enumerate(zip(xs, out, strict=True)):
+        if i != d:
+            if ctx.size(s) == ctx.size(o):
+                ctx.same(s, o)
+            else:
+                ctx.freeze(s, "gather over a larger source dimension")

@@ -1,0 +1,101 @@
+"""Reductions: sum/norm (exact over removed units), mean/var/max (inexact), arg/cum ops (frozen)."""
+
+from __future__ import annotations
+
+from secateurs.graph.context import RuleContext
+from secateurs.graph.rules import register
+from secateurs.graph.rules._common import norm_dim
+
+EXACT = ("aten.sum", "aten.nansum", "aten.norm", "aten.linalg_vector_norm", "aten.count_nonzero", "aten.any", "aten.all")
+INEXACT = ("aten.mean", "aten.nanmean", "aten.amax", "aten.amin", "aten.var", "aten.std", "aten.logsumexp",
+           "aten.max", "aten.min", "aten.var_mean", "aten.std_mean", "aten.prod", "aten.median")
+POSITIONAL = ("aten.argmax", "aten.argmin")
+
+
+def _reduce_dims(ctx: RuleContext, ndim: int) -> tuple[list[int], bool]:
+    name = ctx.node.target
+    args = ctx.node.args
+    dims = None
+    keepdim = bool(ctx.node.kwargs.get("keepdim", False))
+    if name.startswith(("aten.norm", "aten.linalg_vector_norm")):
+        dims = args[2] if len(args) > 2 else ctx.node.kwargs.get("dim")
+        keepdim = bool(args[3]) if len(args) > 3 else keepdim
+    elif len(args) > 1 and not isinstance(args[1], bool):
+        dims = args[1]
+        keepdim = bool(args[2]) if len(args) > 2 and isinstance(args[2], bool) else keepdim
+    else:
+        dims = ctx.node.kwargs.get("dim")
+    if name.startswith(("aten.var", "aten.std")) and "correction" in name and len(args) > 1:
+        dims = args[1]
+    if dims is None or dims == []:
+        return list(range(ndim)), keepdim
+    if isinstance(dims, int):
+        dims = [dims]
+    return sorted(norm_dim(int(d), ndim) for d in dims), keepdim
+
+
+def _reduce(ctx: RuleContext, mode: str) -> None:
+    xs = list(ctx.spaces(ctx.arg(0)))
+    dims, keepdim = _reduce_dims(ctx, len(xs))
+    for k in range(ctx.n_outputs()):
+        out = list(ctx.out(k))
+        if keepdim and len(out) == len(xs):
+            ctx.freeze_all([out[d] for d in dims], "reduced dimension")
+            kept = [o for i, o in enumerate(out) if i not in dims]
+        else:
+            kept = out
+        ctx.same_all([s for i, s in enumerate(xs) if i not in dims], kept)
+    for d in dims:
+        if mode == "exact":
+            ctx.mention(xs[d])
+        elif mode == "inexact":
+            ctx.inexact(xs[d], f"{ctx.node.target} reduces over the dimension")
+        else:
+            ctx.freeze(xs[d], f"{ctx.node.target} returns positions along the dimension")
+
+
+@register(*EXACT)
+def exact_reduce(ctx: RuleContext) -> None:
+    _reduce(ctx, "exact")
+
+
+@register(*INEXACT)
+def inexact_reduce(ctx: RuleContext) -> None:
+    _reduce(ctx, "inexact")
+
+
+@register(*POSITIONAL)
+def positional_reduce(ctx: RuleContext) -> None:
+    _reduce(ctx, "positional")
+
+
+@register("aten.cumsum", "aten.cumprod", "aten.diff", "aten.flip", "aten.roll", "aten.sort", "aten.topk",
+          "aten.tril", "aten.triu", "aten.cummax", "aten.cummin")
+def positional(ctx: RuleContext) -> None:
+    """Ops whose result depends on positions along some dims: those dims are frozen, others kept."""
+    xs = list(ctx.spaces(ctx.arg(0)))
+    n = len(xs)
+    name = ctx.node.target
+    if name.startswith(("aten.tril", "aten.triu")):
+        dims = {n - 2, n - 1}
+    elif name.startswith("aten.roll"):
+        given = ctx.arg(2, "dims", [])
+        dims = {norm_dim(int(d), n) for d in given} if given else set(range(n))
+    elif name.startswith("aten.flip"):
+        dims = {norm_dim(int(d), n) for d in ctx.arg(1)}
+    elif name.startswith("aten.topk") or name.startswith("aten.diff"):
+        dims = {norm_dim(int(ctx.arg(2, "dim", -1)), n)}
+    elif name.startswith("aten.sort"):
+        dims = {norm_dim(int(ctx.arg(1, "dim", -1)), n)}
+    else:
+        dims = {norm_dim(int(ctx.arg(1, "dim", -1)), n)}
+    for k in range(ctx.n_outputs()):
+        out = ctx.out(k)
+        for i, (s, o) in enumerate(zip(xs, out, strict=False)):
+            if i in dims:
+                ctx.freeze_all([s, o], f"{name} depends on positions along the dimension")
+            else:
+                ctx.same(s, o)
+    for ref in ctx.tensor_refs():
+        if ref != ctx.arg(0):
+            ctx.freeze_all(ctx.spaces(ref), f"operand of {name}")

@@ -1,0 +1,73 @@
+"""Registry of importance criteria, keyed by name."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from secateurs.errors import InvalidArgumentError, InvalidTypeError
+from secateurs.graph.groups import Group
+
+
+@dataclass
+class ScoringContext:
+    """What a criterion may read: the model's tensors, and (for data-driven criteria) statistics."""
+
+    model: torch.nn.Module
+    tensors: dict[str, torch.Tensor]
+    seed: int = 0
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+class Criterion(Protocol):
+    name: str
+    needs_data: bool
+
+    def scores(self, group: Group, ctx: ScoringContext) -> np.ndarray: ...
+
+
+_CRITERIA: dict[str, Callable[[], Criterion]] = {}
+_LOADED = False
+
+
+def register_criterion(name: str) -> Callable[[Callable[[], Criterion]], Callable[[], Criterion]]:
+    def deco(factory: Callable[[], Criterion]) -> Callable[[], Criterion]:
+        if name in _CRITERIA:
+            raise RuntimeError(f"criterion {name!r} registered twice")
+        _CRITERIA[name] = factory
+        return factory
+
+    return deco
+
+
+def _load() -> None:
+    global _LOADED
+    if not _LOADED:
+        import secateurs.importance as pkg
+
+        for info in pkgutil.iter_modules(pkg.__path__):
+            if info.name not in ("registry",) and not info.name.startswith("_"):
+                importlib.import_module(f"secateurs.importance.{info.name}")
+        _LOADED = True
+
+
+def registered_criteria() -> list[str]:
+    _load()
+    return sorted(_CRITERIA)
+
+
+def get_criterion(spec: str | Criterion) -> Criterion:
+    if not isinstance(spec, str):
+        if not hasattr(spec, "scores"):
+            raise InvalidTypeError(f"importance must be a criterion name or an object with .scores(), got {type(spec).__name__}")
+        return spec
+    _load()
+    if spec not in _CRITERIA:
+        raise InvalidArgumentError(f"unknown importance criterion {spec!r}; choose one of {', '.join(sorted(_CRITERIA))}")
+    return _CRITERIA[spec]()

@@ -1,0 +1,100 @@
+"""Plan: the JSON-serializable record of what a pruning removes, replayable on a fresh model."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from secateurs._version import __version__
+from secateurs.errors import FileFormatError
+
+FORMAT = 1
+
+
+@dataclass
+class GroupRecord:
+    id: int
+    kind: str
+    name: str
+    members: list[tuple[str, int]]
+    n_units: int
+    unit_size: int
+    removed: list[int]
+    exact: bool
+    inexact_reason: str = ""
+
+
+@dataclass
+class Plan:
+    fingerprint: str
+    shapes: dict[str, list[int]]  # every parameter/buffer before pruning
+    keep: dict[str, dict[int, list[int]]]  # fqn -> dim -> sorted kept indices
+    hints: dict[str, dict[str, Any]] = field(default_factory=dict)  # module path -> argument -> new value
+    groups: list[GroupRecord] = field(default_factory=list)
+    settings: dict[str, Any] = field(default_factory=dict)
+    version: str = __version__
+    format: int = FORMAT
+
+    @property
+    def exact(self) -> bool:
+        """True when every group that removes units can be checked exactly against the masked original."""
+        return all(g.exact for g in self.groups if g.removed)
+
+    def removed_units(self) -> int:
+        return sum(len(g.removed) for g in self.groups)
+
+    def shapes_after(self) -> dict[str, list[int]]:
+        out = {k: list(v) for k, v in self.shapes.items()}
+        for fqn, dims in self.keep.items():
+            for d, idx in dims.items():
+                out[fqn][int(d)] = len(idx)
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["keep"] = {k: {str(dim): idx for dim, idx in v.items()} for k, v in self.keep.items()}
+        return d
+
+    def to_json(self, indent: int | None = None) -> str:
+        return json.dumps(self.to_dict(), indent=indent, sort_keys=False)
+
+    @staticmethod
+    def from_json(text: str) -> Plan:
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise FileFormatError(f"plan is not valid JSON: {exc}") from exc
+        return Plan.from_dict(d)
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> Plan:
+        if not isinstance(d, dict) or d.get("format") != FORMAT:
+            raise FileFormatError(f"not a secateurs plan of format {FORMAT} (found format {d.get('format') if isinstance(d, dict) else None!r})")
+        try:
+            keep = {k: {int(dim): [int(i) for i in idx] for dim, idx in v.items()} for k, v in d["keep"].items()}
+            groups = [GroupRecord(**{**g, "members": [tuple(m) for m in g["members"]]}) for g in d.get("groups", [])]
+            plan = Plan(
+                fingerprint=str(d["fingerprint"]),
+                shapes={k: [int(s) for s in v] for k, v in d["shapes"].items()},
+                keep=keep,
+                hints=dict(d.get("hints", {})),
+                groups=groups,
+                settings=dict(d.get("settings", {})),
+                version=str(d.get("version", "")),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise FileFormatError(f"plan JSON is missing or has malformed fields: {exc}") from exc
+        plan.validate()
+        return plan
+
+    def validate(self) -> None:
+        for fqn, dims in self.keep.items():
+            if fqn not in self.shapes:
+                raise FileFormatError(f"plan keeps indices of {fqn!r}, which is not among its recorded shapes")
+            shape = self.shapes[fqn]
+            for d, idx in dims.items():
+                if not 0 <= d < len(shape):
+                    raise FileFormatError(f"plan dim {d} out of range for {fqn!r} of shape {shape}")
+                if not idx or idx != sorted(set(idx)) or idx[0] < 0 or idx[-1] >= shape[d]:
+                    raise FileFormatError(f"plan kept indices for {fqn!r} dim {d} must be sorted, unique, non-empty and < {shape[d]}")

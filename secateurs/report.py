@@ -1,0 +1,62 @@
+"""PruneReport: what prune() did, with before/after counts and the verification result."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from secateurs.plans import Plan
+from secateurs.verification import VerifyResult
+
+
+def _fmt(n: float) -> str:
+    for unit, div in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= div:
+            return f"{n / div:.2f}{unit}"
+    return f"{n:.0f}"
+
+
+@dataclass
+class PruneReport:
+    model: nn.Module = field(repr=False)
+    plan: Plan = field(repr=False)
+    verification: VerifyResult | None
+    macs_before: int
+    macs_after: int
+    params_before: int
+    params_after: int
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def macs_ratio(self) -> float:
+        return self.macs_after / self.macs_before if self.macs_before else 1.0
+
+    @property
+    def params_ratio(self) -> float:
+        return self.params_after / self.params_before if self.params_before else 1.0
+
+    def to_dict(self) -> dict[str, Any]:
+        v = self.verification
+        return {
+            "macs_before": self.macs_before, "macs_after": self.macs_after,
+            "params_before": self.params_before, "params_after": self.params_after,
+            "groups_pruned": sum(1 for g in self.plan.groups if g.removed),
+            "units_removed": self.plan.removed_units(),
+            "verification": None if v is None else {"ok": v.ok, "mode": v.mode, "rel_error": v.rel_error, "message": v.message},
+            "notes": list(self.notes),
+            "settings": self.plan.settings,
+        }
+
+    def summary(self) -> str:
+        lines = [
+            f"params {_fmt(self.params_before)} -> {_fmt(self.params_after)} ({self.params_ratio:.1%} kept)",
+            f"MACs   {_fmt(self.macs_before)} -> {_fmt(self.macs_after)} ({self.macs_ratio:.1%} kept)",
+            f"groups pruned: {sum(1 for g in self.plan.groups if g.removed)} of {len(self.plan.groups)}, "
+            f"units removed: {self.plan.removed_units()}",
+        ]
+        if self.verification is not None:
+            lines.append(self.verification.message)
+        lines.extend(f"note: {n}" for n in self.notes)
+        return "\n".join(lines)

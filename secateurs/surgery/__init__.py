@@ -1,0 +1,1 @@
+"""Surgery: slice parameters and buffers, then refresh module attributes (plan-then-apply)."""

@@ -1,0 +1,125 @@
+"""Apply a plan to a model in place, transactionally: on any failure the model is restored."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from secateurs.errors import ApplyError, PlanError
+from secateurs.graph.analysis import fingerprint
+from secateurs.plans import Plan
+from secateurs.surgery.registry import find_handler, load_for
+
+
+@dataclass
+class _Snapshot:
+    modules: dict[nn.Module, tuple[dict[str, Any], dict[str, Any], dict[str, Any]]]
+    configs: dict[int, tuple[Any, dict[str, Any]]]
+
+    def restore(self) -> None:
+        for m, (attrs, params, buffers) in self.modules.items():
+            m.__dict__.clear()
+            m.__dict__.update(attrs)
+            m.__dict__["_parameters"] = params
+            m.__dict__["_buffers"] = buffers
+        for obj, state in self.configs.values():
+            obj.__dict__.clear()
+            obj.__dict__.update(state)
+
+
+def check_plan_fits(model: nn.Module, plan: Plan) -> None:
+    if fingerprint(model) == plan.fingerprint:
+        return
+    state = model.state_dict(keep_vars=True)
+    for name, shape in plan.shapes.items():
+        if name not in state:
+            raise PlanError(f"plan does not fit this model: it has no tensor {name!r} (plan made for another architecture)")
+        if list(state[name].shape) != list(shape):
+            raise PlanError(
+                f"plan does not fit this model: {name!r} has shape {list(state[name].shape)} but the plan expects "
+                f"{list(shape)} (already pruned, or a different model); apply plans to a fresh copy of the model they were made for"
+            )
+
+
+def _owners(model: nn.Module) -> dict[int, list[tuple[str, nn.Module, str]]]:
+    """id(tensor) -> every (fqn, owning module, attribute) it appears under (tied weights share one id)."""
+    out: dict[int, list[tuple[str, nn.Module, str]]] = {}
+    for path, m in model.named_modules(remove_duplicate=False):
+        for attr, t in list(m._parameters.items()) + list(m._buffers.items()):
+            if t is not None:
+                out.setdefault(id(t), []).append((f"{path}.{attr}" if path else attr, m, attr))
+    return out
+
+
+def _sliced(t: torch.Tensor, dims: dict[int, list[int]]) -> torch.Tensor:
+    out = t.detach()
+    for d, idx in sorted(dims.items()):
+        out = out.index_select(d, torch.as_tensor(idx, dtype=torch.long, device=t.device))
+    return out.clone() if out.data_ptr() == t.data_ptr() and not t.is_meta else out
+
+
+def apply_plan(model: nn.Module, plan: Plan) -> nn.Module:
+    check_plan_fits(model, plan)
+    load_for(model)
+    state = model.state_dict(keep_vars=True)
+    owners = _owners(model)
+    modules = dict(model.named_modules(remove_duplicate=False))
+    touched_paths: set[str] = set()
+    for fqn in plan.keep:
+        if fqn not in state:
+            raise PlanError(f"plan slices {fqn!r}, which this model does not have")
+        for name, _, _ in owners.get(id(state[fqn]), []):
+            parts = name.split(".")[:-1]
+            for i in range(len(parts) + 1):
+                touched_paths.add(".".join(parts[:i]))
+    touched_paths |= {p for p in plan.hints if p in modules}
+    snapshot = _snapshot([modules[p] for p in touched_paths if p in modules])
+    try:
+        _slice_tensors(state, owners, plan)
+        for path in sorted(touched_paths, key=lambda p: -p.count(".") if p else 1):
+            m = modules.get(path)
+            if m is None:
+                continue
+            handler = find_handler(m)
+            if handler is not None:
+                handler(m, plan.hints.get(path, {}))
+    except Exception as exc:
+        snapshot.restore()
+        raise ApplyError(f"surgery failed ({type(exc).__name__}: {exc}); the model was restored unchanged") from exc
+    return model
+
+
+def _snapshot(mods: list[nn.Module]) -> _Snapshot:
+    saved = {m: (dict(m.__dict__), dict(m._parameters), dict(m._buffers)) for m in mods}
+    configs: dict[int, tuple[Any, dict[str, Any]]] = {}
+    for m in mods:
+        cfg = getattr(m, "config", None)
+        if cfg is not None and hasattr(cfg, "__dict__") and id(cfg) not in configs:
+            configs[id(cfg)] = (cfg, copy.deepcopy(cfg.__dict__))
+    return _Snapshot(saved, configs)
+
+
+def _slice_tensors(state: dict[str, torch.Tensor], owners: dict[int, list[tuple[str, nn.Module, str]]], plan: Plan) -> None:
+    done: set[int] = set()
+    for fqn, dims in plan.keep.items():
+        old = state[fqn]
+        if id(old) in done:
+            continue
+        done.add(id(old))
+        new = _sliced(old, dims)
+        for _, module, attr in owners[id(old)]:
+            if attr in module._parameters:
+                module._parameters[attr] = nn.Parameter(new, requires_grad=old.requires_grad)
+            else:
+                module._buffers[attr] = new
+        # tied parameters must stay one object
+        replacement = None
+        for _, module, attr in owners[id(old)]:
+            if attr in module._parameters:
+                if replacement is None:
+                    replacement = module._parameters[attr]
+                module._parameters[attr] = replacement

@@ -1,0 +1,1 @@
+"""Built-in surgery handlers, one module family per file."""

@@ -1,0 +1,1 @@
+"""Toy models and helpers for tests, examples and plugin authors."""

@@ -1,0 +1,126 @@
+"""Verification: the pruned model equals the original with removed units zeroed (where exact)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.utils._pytree import tree_leaves
+
+from secateurs.errors import VerificationError
+from secateurs.graph.capture import ExampleInputs, eval_mode, export_model, normalize_inputs
+from secateurs.plans import Plan
+
+
+@dataclass
+class VerifyResult:
+    ok: bool
+    mode: str  # "exact": compared with the masked original; "structural": runs, shapes, re-export
+    max_abs_error: float | None
+    rel_error: float | None
+    tolerance: float
+    shapes_ok: bool
+    reexported: bool | None
+    message: str
+
+    def raise_if_failed(self) -> None:
+        if not self.ok:
+            raise VerificationError(self.message)
+
+
+def run(model: nn.Module, example_inputs: ExampleInputs) -> list[torch.Tensor]:
+    args, kwargs = normalize_inputs(example_inputs)
+    with eval_mode(model), torch.no_grad():
+        out = model(*args, **kwargs)
+    if isinstance(out, dict) and not tree_leaves(out):
+        out = list(out.values())
+    return [t for t in tree_leaves(out) if isinstance(t, torch.Tensor)]
+
+
+@contextlib.contextmanager
+def masked(model: nn.Module, plan: Plan) -> Iterator[None]:
+    """Temporarily zero, in place, every slice the plan removes; restore the exact values after."""
+    state = model.state_dict(keep_vars=True)
+    saved: list[tuple[torch.Tensor, int, torch.Tensor, torch.Tensor]] = []
+    seen: set[int] = set()
+    try:
+        with torch.no_grad():
+            for fqn, dims in plan.keep.items():
+                t = state[fqn]
+                if id(t) in seen:
+                    continue
+                seen.add(id(t))
+                for d, keep in dims.items():
+                    removed = sorted(set(range(t.shape[d])) - set(keep))
+                    if not removed:
+                        continue
+                    idx = torch.as_tensor(removed, dtype=torch.long, device=t.device)
+                    saved.append((t, d, idx, t.index_select(d, idx).clone()))
+                    t.index_fill_(d, idx, 0)
+        yield
+    finally:
+        with torch.no_grad():
+            for t, d, idx, values in reversed(saved):
+                t.index_copy_(d, idx, values)
+
+
+def masked_outputs(model: nn.Module, plan: Plan, example_inputs: ExampleInputs) -> list[torch.Tensor]:
+    with masked(model, plan):
+        return run(model, example_inputs)
+
+
+def compare(reference: list[torch.Tensor], pruned_model: nn.Module, plan: Plan, example_inputs: ExampleInputs,
+            *, exact: bool | None = None, tolerance: float = 1e-4, reexport: bool = True) -> VerifyResult:
+    exact = plan.exact if exact is None else exact
+    try:
+        outputs = run(pruned_model, example_inputs)
+    except Exception as exc:
+        return VerifyResult(False, "exact" if exact else "structural", None, None, tolerance, False, None,
+                            f"pruned model does not run: {type(exc).__name__}: {exc}")
+    shapes_ok = len(outputs) == len(reference) and all(a.shape == b.shape for a, b in zip(outputs, reference, strict=False))
+    if not shapes_ok:
+        got = [tuple(t.shape) for t in outputs]
+        want = [tuple(t.shape) for t in reference]
+        return VerifyResult(False, "structural", None, None, tolerance, False, None,
+                            f"pruned model output shapes {got} differ from the original {want}")
+    max_abs, rel = 0.0, 0.0
+    for a, b in zip(reference, outputs, strict=True):
+        if not a.is_floating_point():
+            continue
+        err = (a.float() - b.float()).abs().max().item() if a.numel() else 0.0
+        scale = max(a.float().abs().max().item() if a.numel() else 0.0, 1e-6)
+        max_abs, rel = max(max_abs, err), max(rel, err / scale)
+    reexported = None
+    if reexport:
+        try:
+            export_model(pruned_model, example_inputs)
+            reexported = True
+        except Exception:
+            reexported = False
+    if exact and not rel <= tolerance:  # also catches NaN
+        return VerifyResult(False, "exact", max_abs, rel, tolerance, True, reexported,
+                            f"pruned model differs from the masked original: max abs error {max_abs:.3g}, "
+                            f"relative {rel:.3g} > tolerance {tolerance:g}")
+    if reexported is False:
+        return VerifyResult(False, "exact" if exact else "structural", max_abs, rel, tolerance, True, False,
+                            "pruned model runs but torch.export can no longer capture it")
+    mode = "exact" if exact else "structural"
+    detail = f"max relative error {rel:.2g}" if exact else "runs, keeps output shapes" + (", re-exports" if reexported else "")
+    return VerifyResult(True, mode, max_abs if exact else None, rel if exact else None, tolerance, True, reexported,
+                        f"verified ({mode}): {detail}")
+
+
+def verify(reference: nn.Module, pruned: nn.Module, plan: Plan, example_inputs: ExampleInputs, *,
+           tolerance: float = 1e-4, reexport: bool = True) -> VerifyResult:
+    """Compare ``pruned`` with the unpruned ``reference`` model masked by ``plan``."""
+    return compare(masked_outputs(reference, plan, example_inputs), pruned, plan, example_inputs,
+                   tolerance=tolerance, reexport=reexport)
+
+
+def has_weights(model: nn.Module) -> bool:
+    return not any(p.is_meta for p in model.parameters())
+
+
