@@ -61,7 +61,7 @@ def _pieces(ctx: RuleContext, src: Ref, d: int, sizes: list[int], outputs: list[
         ctx.freeze(piece[d], "unequal split piece")
 
 
-@register("aten.split", "aten.split_with_sizes", "aten.chunk", "aten.unsafe_split", "aten.tensor_split_unused")
+@register("aten.split", "aten.split_with_sizes", "aten.chunk", "aten.unsafe_split")
 def split(ctx: RuleContext) -> None:
     src = ctx.arg(0)
     xs = ctx.spaces(src)

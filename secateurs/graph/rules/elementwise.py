@@ -9,7 +9,7 @@ from secateurs.graph.rules._common import broadcast, passthrough
 UNARY = [
     "aten.relu", "aten.relu6", "aten.gelu", "aten.silu", "aten.sigmoid", "aten.tanh", "aten.hardtanh",
     "aten.hardswish", "aten.hardsigmoid", "aten.leaky_relu", "aten.elu", "aten.selu", "aten.celu",
-    "aten.softplus", "aten.mish", "aten.log_sigmoid", "aten.threshold", "aten.glu_backward_unused",
+    "aten.softplus", "aten.mish", "aten.log_sigmoid", "aten.threshold",
     "aten.dropout", "aten.feature_dropout", "aten.alpha_dropout", "aten.feature_alpha_dropout",
     "aten.clone", "aten.contiguous", "aten.alias", "aten.detach", "aten.lift_fresh_copy",
     "aten.neg", "aten.abs", "aten.exp", "aten.log", "aten.log1p", "aten.expm1", "aten.sqrt", "aten.rsqrt",
@@ -18,7 +18,7 @@ UNARY = [
     "aten.isinf", "aten.nan_to_num", "aten.to", "aten._to_copy", "aten.type_as", "aten.zeros_like",
     "aten.ones_like", "aten.full_like", "aten.empty_like", "aten.rand_like", "aten.randn_like",
     "aten.fill", "aten.pow.Tensor_Scalar", "aten.clamp", "aten.clamp_min", "aten.clamp_max",
-    "aten.nonzero_static_unused", "aten.bernoulli", "aten.sgn",
+    "aten.bernoulli", "aten.sgn",
 ]
 
 BINARY = [

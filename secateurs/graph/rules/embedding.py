@@ -6,7 +6,7 @@ from secateurs.graph.context import RuleContext
 from secateurs.graph.rules import register
 
 
-@register("aten.embedding", "aten.embedding_bag_unused")
+@register("aten.embedding")
 def embedding(ctx: RuleContext) -> None:
     w, ids = ctx.arg(0), ctx.arg(1)
     ws, idx, out = ctx.spaces(w), ctx.spaces(ids), ctx.out()

@@ -54,7 +54,7 @@ def matmul(ctx: RuleContext) -> None:
     _batched_matmul(ctx, ctx.arg(0), ctx.arg(1), ctx.out())
 
 
-@register("aten.addmm", "aten.baddbmm", "aten.addbmm_unused")
+@register("aten.addmm", "aten.baddbmm")
 def addmm(ctx: RuleContext) -> None:
     bias, a, b = ctx.arg(0), ctx.arg(1), ctx.arg(2)
     _batched_matmul(ctx, a, b, ctx.out())
