@@ -63,10 +63,13 @@ class _Closure:
         self.st = st
         self.frozen = frozen_atom
         self.factor_of: dict[int, list[tuple[int, int, int]]] = {}
+        self.rows: list[list[np.ndarray]] = []  # rows[r][k][i]: flat atoms with coordinate k == i
         self.flat_of: dict[int, set[int]] = {}
         self.may_cover: set[int] = set()  # flat atoms big enough to be a whole slice of a product
         self.mask = np.zeros(st.n_atoms, dtype=bool)
         for r, p in enumerate(st.products):
+            self.rows.append([np.moveaxis(p.flat_atoms, k, 0).reshape(p.flat_atoms.shape[k], -1)
+                              for k in range(p.flat_atoms.ndim)])
             for k, fa in enumerate(p.factor_atoms):
                 for i, a in enumerate(fa.tolist()):
                     self.factor_of.setdefault(a, []).append((r, k, i))
@@ -96,7 +99,6 @@ class _Closure:
     def _add(self, atoms: np.ndarray, members: list[int], stack: list[int]) -> None:
         new = atoms[~self.mask[atoms]]
         if len(new):
-            new = np.unique(new)
             self.mask[new] = True
             members.extend(new.tolist())
             stack.extend(new.tolist())
@@ -112,7 +114,7 @@ class _Closure:
                     return None
                 for r, k, i in self.factor_of.get(a, ()):
                     touched.add(r)
-                    self._add(np.take(st.products[r].flat_atoms, i, axis=k).ravel(), members, stack)
+                    self._add(self.rows[r][k][i], members, stack)
                 touched.update(self.flat_of.get(a, ()))
             for r in list(touched):
                 p = st.products[r]
@@ -131,7 +133,7 @@ class _Closure:
                 if not stack:
                     return None  # removes part of a product that no factor explains
             if not stack:
-                return set(members)
+                return set(members)  # members may repeat; the set removes duplicates
 
 
 def find_groups(st: Structure) -> list[Group]:
@@ -145,10 +147,13 @@ def find_groups(st: Structure) -> list[Group]:
     has_param[st.atom[param_elem]] = True
     closure = _Closure(st, frozen_atom)
     elements = st.atom_elements()
+    atom_size = np.bincount(st.atom, minlength=n_atoms)
+    involved = np.zeros(n_atoms, dtype=bool)
+    involved[np.fromiter(set(closure.factor_of) | set(closure.flat_of), dtype=np.int64)] = True
+    simple = (atom_size == 1) & ~frozen_atom & ~involved & has_param
+    groups = _simple_groups(st, simple)
     units: dict[frozenset[int], int] = {}
-    for a in range(n_atoms):
-        if frozen_atom[a]:
-            continue
+    for a in np.nonzero(~simple & ~frozen_atom)[0].tolist():
         if closure.involved(a):
             if closure.hopeless(a):
                 continue
@@ -161,7 +166,35 @@ def find_groups(st: Structure) -> list[Group]:
                 continue
             key = frozenset((a,))
         units.setdefault(key, a)
-    return _group_units(st, units, elements)
+    groups.extend(_group_units(st, units, elements))
+    groups.sort(key=lambda g: _order_key(st, g))
+    for i, g in enumerate(groups):
+        g.id = i
+    return groups
+
+
+def _simple_groups(st: Structure, simple: np.ndarray) -> list[Group]:
+    """Atoms of one element (a channel not linked by cat/split): one group per class, vectorized."""
+    elem = np.nonzero(simple[st.atom])[0]
+    classes = st.elem_class[elem]
+    order = np.argsort(classes, kind="stable")
+    elem, classes = elem[order], classes[order]
+    groups: list[Group] = []
+    if not len(classes):
+        return groups
+    starts = np.flatnonzero(np.r_[True, classes[1:] != classes[:-1]])
+    for start, end in zip(starts.tolist(), np.r_[starts[1:], len(classes)].tolist(), strict=True):
+        c = int(classes[start])
+        local = elem[start:end] - st.class_offset[c]
+        if len(local) < 2:
+            continue
+        members = [Member(fqn, dim, c) for fqn, dim in st.class_params[c]]
+        members.sort(key=lambda m: (m.fqn not in st.param_fqns, m.fqn, m.dim))
+        inexact = sorted(set(st.class_inexact.get(c, [])))
+        tags = st.class_tags.get(c, set())
+        kind = next((k for k in ("heads", "query_heads", "head_dim") if k in tags), "channels")
+        groups.append(Group(0, kind, members, {c: np.sort(local)[:, None]}, exact=not inexact, inexact_reasons=inexact))
+    return groups
 
 
 def _group_units(st: Structure, units: dict[frozenset[int], int], elements: list[np.ndarray]) -> list[Group]:
@@ -198,9 +231,6 @@ def _group_units(st: Structure, units: dict[frozenset[int], int], elements: list
                 kind = label
                 break
         groups.append(Group(len(groups), kind, members, unit_index, exact=not inexact, inexact_reasons=sorted(set(inexact))))
-    groups.sort(key=lambda g: _order_key(st, g))
-    for i, g in enumerate(groups):
-        g.id = i
     return groups
 
 
