@@ -63,6 +63,9 @@ def couple(captured: Captured) -> CoupledGraph:
             elif kind == "constant":
                 for s in spaces[node.name][0] if spaces[node.name] else []:
                     rel.frozen.setdefault(s, []).append(f"constant tensor '{captured.state_inputs[node.name]}'")
+            elif not users.get(node.name):
+                for s in spaces[node.name][0] if spaces[node.name] else []:
+                    rel.frozen.setdefault(s, []).append(f"'{captured.state_inputs[node.name]}' is not used by forward()")
             continue
         _apply_rule(graph, node, users)
     for out in captured.outputs:

@@ -189,6 +189,8 @@ def _simple_groups(st: Structure, simple: np.ndarray) -> list[Group]:
         if len(local) < 2:
             continue
         members = [Member(fqn, dim, c) for fqn, dim in st.class_params[c]]
+        if not any(m.fqn in st.param_fqns for m in members):
+            continue  # only buffers: nothing to learn or score, and nothing worth removing
         members.sort(key=lambda m: (m.fqn not in st.param_fqns, m.fqn, m.dim))
         inexact = sorted(set(st.class_inexact.get(c, [])))
         tags = st.class_tags.get(c, set())
@@ -222,6 +224,8 @@ def _group_units(st: Structure, units: dict[frozenset[int], int], elements: list
         items.sort(key=lambda it: int(it[1][first][0]))
         unit_index = {c: np.stack([it[1][c] for it in items]) for c, _ in sig}
         members = [Member(fqn, dim, c) for c in pclasses for fqn, dim in st.class_params[c]]
+        if not any(m.fqn in st.param_fqns for m in members):
+            continue
         members.sort(key=lambda m: (m.fqn not in st.param_fqns, m.fqn, m.dim))
         inexact = [r for c, _ in sig for r in st.class_inexact.get(c, [])]
         root_tags = _root_tags(st, items[0][0])
