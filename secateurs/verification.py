@@ -79,7 +79,10 @@ def compare(reference: list[torch.Tensor], pruned_model: nn.Module, plan: Plan, 
         outputs = run(pruned_model, example_inputs)
     except Exception as exc:
         return VerifyResult(False, "exact" if exact else "structural", None, None, tolerance, False, None,
-                            f"pruned model does not run: {type(exc).__name__}: {exc}")
+                            f"pruned model does not run: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}. "
+                            "A forward() probably uses a constant size (e.g. a head count or width stored as an "
+                            "attribute) that no surgery handler refreshed: register one with "
+                            "secateurs.surgery.registry.register_handler, or leave that module out with ignore=[...]")
     shapes_ok = len(outputs) == len(reference) and all(a.shape == b.shape for a, b in zip(outputs, reference, strict=False))
     if not shapes_ok:
         got = [tuple(t.shape) for t in outputs]

@@ -79,7 +79,10 @@ def _apply_rule(graph: CoupledGraph, node: OpNode, users: dict[str, list[OpNode]
     rel, spaces = graph.rel, graph.spaces
     ctx = RuleContext(node, rel, spaces, users)
     rule = rules.lookup(node.target)
-    involved = [s for ref in ctx.tensor_refs() for s in ctx.spaces(ref)]
+    if node.target == "getitem":  # reads one element of a tuple-valued node
+        involved = list(ctx.spaces(node.args[0], int(node.args[1])))
+    else:
+        involved = [s for ref in ctx.tensor_refs() for s in ctx.spaces(ref)]
     involved += [s for outs in spaces[node.name] for s in outs]
     if rule is None:
         reason = f"no coupling rule for {node.target}"
