@@ -18,7 +18,10 @@ import torch
 Handler = Callable[[torch.nn.Module, dict[str, Any]], None]
 _HANDLERS: dict[type, Handler] = {}
 _LOADED = False
-_INTEGRATIONS = {"transformers": "secateurs.integrations.hf.handlers"}
+_INTEGRATIONS = {
+    "transformers": "secateurs.integrations.hf.handlers",
+    "timm": "secateurs.integrations.timm.handlers",
+}
 
 
 def register_handler(*types: type) -> Callable[[Handler], Handler]:

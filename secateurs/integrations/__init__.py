@@ -1,0 +1,1 @@
+"""Optional integrations (Hugging Face, torchvision, timm); imported only when a model needs them."""

@@ -1,0 +1,1 @@
+"""timm integration: surgery handlers for timm's own layers."""
