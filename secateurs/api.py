@@ -48,7 +48,7 @@ def apply(model: nn.Module, plan: Plan) -> nn.Module:
 
 
 def verify(reference: nn.Module, pruned: nn.Module, plan: Plan, example_inputs: ExampleInputs, *,
-           tolerance: float = 1e-4, reexport: bool = True):
+           tolerance: float | None = None, reexport: bool = True):
     """Compare ``pruned`` with the unpruned ``reference`` whose removed units are zeroed in place (and restored)."""
     from secateurs.verification import verify as _verify
 
@@ -66,7 +66,7 @@ def prune(
     min_keep: int = 1,
     seed: int = 0,
     check: bool = True,
-    tolerance: float = 1e-4,
+    tolerance: float | None = None,
 ) -> PruneReport:
     """Plan, apply and verify in one call. On a failed verification the model is restored and an error raised."""
     analysis = _analyze(model, example_inputs)

@@ -73,8 +73,9 @@ def masked_outputs(model: nn.Module, plan: Plan, example_inputs: ExampleInputs) 
 
 
 def compare(reference: list[torch.Tensor], pruned_model: nn.Module, plan: Plan, example_inputs: ExampleInputs,
-            *, exact: bool | None = None, tolerance: float = 1e-4, reexport: bool = True) -> VerifyResult:
+            *, exact: bool | None = None, tolerance: float | None = None, reexport: bool = True) -> VerifyResult:
     exact = plan.exact if exact is None else exact
+    tolerance = default_tolerance(reference) if tolerance is None else tolerance
     try:
         outputs = run(pruned_model, example_inputs)
     except Exception as exc:
@@ -116,8 +117,17 @@ def compare(reference: list[torch.Tensor], pruned_model: nn.Module, plan: Plan, 
                         f"verified ({mode}): {detail}")
 
 
+_TOLERANCE = {torch.float64: 1e-8, torch.float32: 1e-4, torch.float16: 5e-3, torch.bfloat16: 3e-2}
+
+
+def default_tolerance(outputs: list[torch.Tensor]) -> float:
+    """Relative tolerance for the least precise floating output (float32: 1e-4, bfloat16: 3e-2)."""
+    dtypes = [t.dtype for t in outputs if t.is_floating_point()]
+    return max((_TOLERANCE.get(d, 1e-4) for d in dtypes), default=1e-4)
+
+
 def verify(reference: nn.Module, pruned: nn.Module, plan: Plan, example_inputs: ExampleInputs, *,
-           tolerance: float = 1e-4, reexport: bool = True) -> VerifyResult:
+           tolerance: float | None = None, reexport: bool = True) -> VerifyResult:
     """Compare ``pruned`` with the unpruned ``reference`` model masked by ``plan``."""
     return compare(masked_outputs(reference, plan, example_inputs), pruned, plan, example_inputs,
                    tolerance=tolerance, reexport=reexport)

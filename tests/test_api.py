@@ -54,3 +54,11 @@ def test_count_drops_after_pruning():
     sc.prune(model, x, ratio=0.5)
     macs2, params2 = sc.count(model, x)
     assert macs2 < 0.4 * macs and params2 < 0.4 * params
+
+
+def test_bfloat16_model_verifies_with_dtype_tolerance():
+    model = TinyResNet().eval().to(torch.bfloat16)
+    x = torch.randn(1, 3, 16, 16, dtype=torch.bfloat16)
+    report = sc.prune(model, x, ratio=0.5)
+    assert report.verification.ok and report.verification.tolerance == pytest.approx(3e-2)
+    assert model.fc.weight.dtype == torch.bfloat16
