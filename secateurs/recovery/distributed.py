@@ -82,6 +82,28 @@ def mean_across_ranks(values: list[float]) -> list[float]:
     return (t / world_size()).tolist()
 
 
+def average_buffers_(module: torch.nn.Module) -> None:
+    """Average floating-point buffers (BatchNorm running statistics) over ranks, in place.
+
+    DDP keeps parameters identical but each rank's last forward updates its own running statistics;
+    averaging them leaves identical replicas, so any rank's checkpoint or plan is the same.
+    """
+    if not is_distributed():
+        return
+    buffers = [b for b in module.buffers() if b.is_floating_point()]
+    if not buffers:
+        return
+    flat = torch.cat([b.detach().reshape(-1).to(torch.float64) for b in buffers]).to(_collective_device())
+    dist.all_reduce(flat)
+    flat /= world_size()
+    offset = 0
+    with torch.no_grad():
+        for b in buffers:
+            n = b.numel()
+            b.copy_(flat[offset:offset + n].reshape(b.shape).to(b.device, b.dtype))
+            offset += n
+
+
 def broadcast_object(obj: Any, src: int = 0) -> Any:
     """Rank ``src``'s ``obj`` on every rank."""
     if not is_distributed():

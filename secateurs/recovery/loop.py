@@ -252,6 +252,8 @@ def _run(s: _Setup, data: Iterable[Any], optimizer: OptimizerSpec, metric: Calla
                 raise InvalidArgumentError(
                     f"data yielded no batches in epoch {epoch} (a generator can be iterated only once: pass a "
                     "list or a DataLoader, or use steps=)" if epoch else "data yielded no batches")
+            if s.ddp:
+                D.average_buffers_(s.student)
             record = _record(epoch, result.steps, sums, n)
             record.metric = _measure(s, metric)
             result.epochs.append(record)
