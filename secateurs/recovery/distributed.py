@@ -161,9 +161,10 @@ class Shard:
                 obj.set_epoch(epoch)
 
     def __iter__(self) -> Iterator[Any]:
-        limit = None
-        if hasattr(self.data, "__len__"):
-            limit = len(self) * self.world_size
+        try:
+            limit: int | None = len(self) * self.world_size
+        except TypeError:
+            limit = None
         for i, batch in enumerate(self.data):
             if limit is not None and i >= limit:
                 return

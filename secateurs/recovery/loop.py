@@ -211,8 +211,11 @@ def _progress(s: _Setup, data: Any) -> Any:
     from tqdm.auto import tqdm
 
     total = s.cfg.steps
-    if total is None and hasattr(data, "__len__"):
-        total = s.cfg.epochs * math.ceil(len(data) / s.cfg.grad_accum)
+    if total is None:
+        try:
+            total = s.cfg.epochs * math.ceil(len(data) / s.cfg.grad_accum)  # type: ignore[arg-type]
+        except TypeError:  # no length (a generator, or a shard of one)
+            total = None
     disable = not (s.cfg.progress and D.is_main() and sys.stderr.isatty())
     return tqdm(total=total, disable=disable, desc="recover", unit="step", leave=False)
 

@@ -96,7 +96,8 @@ def make_optimizer(spec: OptimizerSpec, trainable: Trainable, lr: float, momentu
         extra = [p for p in trainable.projections.parameters() if id(p) not in held]
         if extra:
             spec.add_param_group({"params": extra})
-        stale = sum(1 for g in spec.param_groups for p in g["params"] if id(p) not in {id(q) for q in params})
+        current = {id(q) for q in params}
+        stale = sum(1 for g in spec.param_groups for p in g["params"] if id(p) not in current)
         if stale:
             raise InvalidArgumentError(
                 f"the optimizer holds {stale} tensors that are not parameters of the student; build it after "

@@ -142,3 +142,23 @@ def test_config_object_and_dict_inputs():
     result = sc.recover(DictModel(), data, config=cfg, seed=3)
     assert len(result.epochs) == 2
     assert RecoverConfig(feature_pairs={"a": "b"}).to_dict()["feature_pairs"] == [["a", "b"]]
+
+
+def test_shard_and_sharded_loader_split_data_evenly():
+    from secateurs.recovery.distributed import Shard, sharded_loader
+
+    data = list(range(7))
+    assert list(Shard(data, 0, 2)) == [0, 2, 4] and list(Shard(data, 1, 2)) == [1, 3, 5]  # tail dropped
+    assert list(Shard(iter(data), 1, 2)) == [1, 3, 5]
+    loader = sharded_loader(torch.utils.data.TensorDataset(torch.arange(10.0), torch.arange(10)), batch_size=4)
+    result = sc.recover(torch.nn.Linear(1, 10), [(x[:, None], y) for x, y in loader], epochs=1)
+    assert result.steps == 3
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_amp_on_cuda():
+    data = [(x.cuda(), y.cuda()) for x, y in image_batches(n=3)]
+    m = small_cnn().cuda()
+    result = sc.recover(m, data, teacher=small_cnn(16).cuda(), loss=F.cross_entropy, epochs=2, amp="auto")
+    assert all(math.isfinite(loss) for loss in result.losses)
