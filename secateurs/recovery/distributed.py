@@ -73,6 +73,14 @@ def all_true(flag: bool) -> bool:
     return bool(t.item())
 
 
+def min_across_ranks(value: int) -> int:
+    if not is_distributed():
+        return value
+    t = torch.tensor([value], dtype=torch.int64, device=_collective_device())
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return int(t.item())
+
+
 def mean_across_ranks(values: list[float]) -> list[float]:
     """Average a few floats over ranks (for reporting losses and metrics)."""
     if not is_distributed() or not values:

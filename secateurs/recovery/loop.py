@@ -188,16 +188,30 @@ def _optimizer_step(s: _Setup) -> None:
 
 
 def _batches(data: Iterable[Any], device: torch.device) -> Iterator[tuple[Any, Any, bool]]:
-    """(inputs, targets, is_last) while every rank still has a batch; ranks stop together."""
+    """(inputs, targets, is_last) while every rank still has a batch; ranks stop together.
+
+    With ``len(data)`` the ranks agree on the count once per epoch; without it they check every batch.
+    """
+    try:
+        count: int | None = D.min_across_ranks(len(data))  # type: ignore[arg-type]
+    except TypeError:
+        count = None
     it = iter(data)
-    nxt = next(it, _END)
-    alive = D.all_true(nxt is not _END)
-    while alive:
-        cur = nxt
+    i = 0
+
+    def fetch() -> Any:
+        if count is not None:
+            return next(it, _END) if i < count else _END
         nxt = next(it, _END)
-        alive = D.all_true(nxt is not _END)
+        return nxt if D.all_true(nxt is not _END) else _END
+
+    nxt = fetch()
+    while nxt is not _END:
+        cur = nxt
+        i += 1
+        nxt = fetch()
         inputs, targets = split_batch(cur)
-        yield to_device(inputs, device), to_device(targets, device), not alive
+        yield to_device(inputs, device), to_device(targets, device), nxt is _END
 
 
 def _set_epoch(data: Any, epoch: int) -> None:

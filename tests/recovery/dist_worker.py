@@ -20,13 +20,16 @@ from secateurs.errors import PlanError
 from secateurs.recovery import distributed as D
 
 
-def ddp_matches_single_process() -> float:
+def ddp_matches_single_process(grad_accum: int) -> float:
+    """2 ranks x grad_accum micro-batches per step == one process on the merged batch."""
     torch.manual_seed(0)
     model = mlp()
     single = copy.deepcopy(model)
-    data = vector_batches(n=4, batch=4)  # identical on every rank (seeded)
-    sc.recover(model, D.shard(data), epochs=2, lr=0.1)  # rank r trains on batches r, r + 2
-    merged = [(torch.cat([data[i][0], data[i + 1][0]]), torch.cat([data[i][1], data[i + 1][1]])) for i in (0, 2)]
+    per_step = 2 * grad_accum
+    data = vector_batches(n=2 * per_step, batch=4)  # identical on every rank (seeded)
+    sc.recover(model, D.shard(data), epochs=2, lr=0.1, grad_accum=grad_accum)  # rank r: batches r, r + 2, ...
+    merged = [(torch.cat([x for x, _ in data[i:i + per_step]]), torch.cat([y for _, y in data[i:i + per_step]]))
+              for i in range(0, len(data), per_step)]
     sc.recover(single, merged, epochs=2, lr=0.1, distributed=False)
     return max((a - b).abs().max().item() for a, b in zip(model.parameters(), single.parameters(), strict=True))
 
@@ -64,7 +67,7 @@ def main() -> None:
     torch.set_num_threads(1)
     assert sc.recovery.init_distributed(backend="gloo", timeout_s=30)
     rank = D.rank()
-    report = {"world_size": D.world_size(), "ddp_max_diff": ddp_matches_single_process(),
+    report = {"world_size": D.world_size(), "ddp_max_diff": ddp_matches_single_process(grad_accum=2),
               "mismatch": plan_mismatch_message(), **iterative_with_distillation(out / "ckpt")}
     (out / f"rank{rank}.json").write_text(json.dumps(report))
     if mode == "crash":
