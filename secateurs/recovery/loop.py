@@ -75,7 +75,7 @@ def recover(
 
     With a ``teacher`` the loss mixes soft-target distillation (``temperature``, ``alpha``) with the task
     loss; with a teacher and ``loss=None`` it is pure distillation and targets may be None. Without a
-    teacher, ``loss=None`` means cross-entropy on the logits. ``feature_pairs`` adds hidden-feature matching
+    teacher (or with an explicit ``alpha < 1``), ``loss=None`` means cross-entropy on the logits. ``feature_pairs`` adds hidden-feature matching
     through learned projections. ``regularizer``: callables returning a penalty added to the loss (e.g.
     ``sc.regularizers.bn_l1(model, 1e-4)``). ``metric(student) -> float`` runs after each epoch, in eval
     mode, for early stopping (``patience``). Scalar settings are the fields of :class:`RecoverConfig`,
@@ -88,11 +88,9 @@ def recover(
     if pairs and teacher is None:
         raise InvalidArgumentError("feature_pairs need a teacher to match features against")
     alpha = cfg.alpha if cfg.alpha is not None else (0.0 if teacher is None else (1.0 if loss is None else 0.5))
-    task = loss if loss is not None else (default_task_loss if teacher is None else None)
+    task = loss if loss is not None else default_task_loss
     if teacher is None and alpha > 0:
         raise InvalidArgumentError(f"alpha={alpha} weighs a distillation loss, but no teacher was given")
-    if task is None and alpha < 1:
-        raise InvalidArgumentError(f"alpha={alpha} leaves weight on a task loss, but loss=None with a teacher means pure distillation")
     device = model_device(student)
     amp = _resolve_amp(cfg.amp, device)
     torch.manual_seed(cfg.seed)

@@ -61,6 +61,8 @@ def test_pure_distillation_without_targets_matches_teacher():
     assert all(e.task is None and e.distill is not None for e in result.epochs)
     assert result.epochs[-1].distill < result.epochs[0].distill
     assert teacher.training  # modes restored
+    mixed = sc.recover(student, data, teacher=teacher, alpha=0.5, steps=1)  # loss=None: cross-entropy
+    assert mixed.epochs[0].task is not None
 
 
 def test_mixed_loss_and_feature_matching_with_projection():
