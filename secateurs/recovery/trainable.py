@@ -111,6 +111,10 @@ def make_optimizer(spec: OptimizerSpec, trainable: Trainable, lr: float, momentu
 
 
 def default_task_loss(output: Any, targets: Any) -> torch.Tensor:
+    if targets is None:
+        raise InvalidArgumentError(
+            "cross-entropy needs targets, but the batch has targets=None; pass a teacher with alpha=1 for pure "
+            "distillation, or a loss that does not need targets")
     logits = logits_of(output)
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
 

@@ -124,6 +124,8 @@ def test_clear_errors_for_bad_arguments():
         sc.recover(m, (b for b in data), epochs=2)
     with pytest.raises(TypeError, match="inputs, targets"):
         sc.recover(m, [torch.randn(2, 6)])
+    with pytest.raises(InvalidArgumentError, match="cross-entropy needs targets"):
+        sc.recover(m, [(x, None) for x, _ in data])
     with pytest.raises(InvalidArgumentError, match="feature_pairs need a teacher"):
         sc.recover(m, data, feature_pairs=["0"])
     with pytest.raises(InvalidArgumentError, match="no module named"):
