@@ -166,3 +166,17 @@ def test_amp_on_cuda():
     m = small_cnn().cuda()
     result = sc.recover(m, data, teacher=small_cnn(16).cuda(), loss=F.cross_entropy, epochs=2, amp="auto")
     assert all(math.isfinite(loss) for loss in result.losses)
+
+
+def test_logits_and_feature_pairs_accept_common_forms():
+    from types import SimpleNamespace
+
+    from secateurs.recovery.distill import logits_of, parse_feature_pairs
+
+    t = torch.randn(2, 3)
+    for out in (t, (t, None), [t], {"logits": t}, SimpleNamespace(logits=t)):
+        assert logits_of(out) is t
+    with pytest.raises(TypeError, match="cannot find logits"):
+        logits_of("nope")
+    assert parse_feature_pairs(["a", ("b", "c")]) == [("a", "a"), ("b", "c")]
+    assert parse_feature_pairs({"s": "t"}) == [("s", "t")]
