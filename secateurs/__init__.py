@@ -13,13 +13,16 @@ from secateurs.errors import SecateursError
 if TYPE_CHECKING:
     from secateurs.api import analyze, apply, count, plan, prune, verify
     from secateurs.plans import Plan
+    from secateurs.recovery import iterative_prune, recover, regularizers
 
 _LAZY = {
     "analyze": "secateurs.api", "plan": "secateurs.api", "apply": "secateurs.api", "verify": "secateurs.api",
     "prune": "secateurs.api", "count": "secateurs.api", "Plan": "secateurs.plans",
+    "recover": "secateurs.recovery", "iterative_prune": "secateurs.recovery", "regularizers": "secateurs.recovery",
 }
 
-__all__ = ["Plan", "SecateursError", "__version__", "analyze", "apply", "count", "plan", "prune", "verify"]
+__all__ = ["Plan", "SecateursError", "__version__", "analyze", "apply", "count", "iterative_prune", "plan", "prune",
+           "recover", "regularizers", "verify"]
 
 
 def __getattr__(name: str) -> Any:

@@ -1,0 +1,114 @@
+"""RecoverConfig: the scalar settings of ``recover``; RecoverResult: what it did, epoch by epoch."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from secateurs.errors import InvalidArgumentError
+
+
+@dataclass
+class RecoverConfig:
+    """Settings of one ``recover`` run. JSON-serializable (``to_dict``), so it can be logged with a plan.
+
+    ``epochs`` passes over ``data``, or exactly ``steps`` optimizer steps when ``steps`` is set (the data
+    is cycled). ``alpha`` weighs distillation against the task loss: ``alpha * kd + (1 - alpha) * task``;
+    ``None`` means 1.0 with a teacher and no task loss, 0.5 with both, 0.0 without a teacher.
+    """
+
+    epochs: int = 1
+    steps: int | None = None
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    temperature: float = 2.0
+    alpha: float | None = None
+    feature_pairs: Any = None  # {student_module: teacher_module} | [(s, t), ...] | [name, ...]
+    feature_weight: float = 1.0
+    grad_accum: int = 1
+    max_grad_norm: float | None = None
+    amp: bool | Literal["auto"] = "auto"
+    seed: int = 0
+    metric_mode: Literal["max", "min"] = "max"
+    patience: int | None = None
+    restore_best: bool = False
+    progress: bool = True
+    distributed: bool | Literal["auto"] = "auto"
+
+    def validate(self) -> None:
+        def positive_int(name: str, value: Any, allow_none: bool = False) -> None:
+            if value is None and allow_none:
+                return
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise InvalidArgumentError(f"{name} must be a positive integer, got {value!r}")
+
+        positive_int("epochs", self.epochs)
+        positive_int("steps", self.steps, allow_none=True)
+        positive_int("grad_accum", self.grad_accum)
+        positive_int("patience", self.patience, allow_none=True)
+        if not self.lr > 0:
+            raise InvalidArgumentError(f"lr must be positive, got {self.lr!r}")
+        if not self.temperature > 0:
+            raise InvalidArgumentError(f"temperature must be positive, got {self.temperature!r}")
+        if self.alpha is not None and not 0.0 <= self.alpha <= 1.0:
+            raise InvalidArgumentError(f"alpha must be in [0, 1], got {self.alpha!r}")
+        if self.amp not in (True, False, "auto"):
+            raise InvalidArgumentError(f"amp must be True, False or 'auto', got {self.amp!r}")
+        if self.metric_mode not in ("max", "min"):
+            raise InvalidArgumentError(f"metric_mode must be 'max' or 'min', got {self.metric_mode!r}")
+        if self.distributed not in (True, False, "auto"):
+            raise InvalidArgumentError(f"distributed must be True, False or 'auto', got {self.distributed!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        if d["feature_pairs"] is not None:
+            from secateurs.recovery.distill import parse_feature_pairs
+
+            d["feature_pairs"] = [list(p) for p in parse_feature_pairs(self.feature_pairs)]
+        return d
+
+    @staticmethod
+    def make(config: RecoverConfig | None, options: dict[str, Any]) -> RecoverConfig:
+        names = {f.name for f in dataclasses.fields(RecoverConfig)}
+        unknown = sorted(set(options) - names)
+        if unknown:
+            raise InvalidArgumentError(f"unknown recover option(s) {unknown}; known: {sorted(names)}")
+        cfg = dataclasses.replace(config, **options) if config is not None else RecoverConfig(**options)
+        cfg.validate()
+        return cfg
+
+
+@dataclass
+class EpochRecord:
+    """Mean losses over one epoch (averaged over ranks) and the metric measured after it."""
+
+    epoch: int
+    steps: int
+    loss: float
+    task: float | None = None
+    distill: float | None = None
+    features: float | None = None
+    regularizer: float | None = None
+    metric: float | None = None
+
+
+@dataclass
+class RecoverResult:
+    epochs: list[EpochRecord] = field(default_factory=list)
+    steps: int = 0
+    stopped_early: bool = False
+    best_metric: float | None = None
+    best_epoch: int | None = None
+
+    @property
+    def losses(self) -> list[float]:
+        return [e.loss for e in self.epochs]
+
+    @property
+    def metrics(self) -> list[float | None]:
+        return [e.metric for e in self.epochs]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
