@@ -247,7 +247,7 @@ def _plan_for_targets(model: torch.nn.Module, analysis: Analysis, req: _Request,
         return cost.kept({**counts, **fixed_counts}, groups)
 
     effective = dict(req.targets)
-    achieved: dict[str, float] = {}
+    tried: list[dict[str, float]] = []
     for _ in range(4):
         x, counts = solve_targets(counts_at, kept, effective)
         plan = finish(counts)
@@ -259,10 +259,12 @@ def _plan_for_targets(model: torch.nn.Module, analysis: Analysis, req: _Request,
         plan.settings["achieved"] = achieved
         if _within(achieved, req.targets):
             return plan
+        tried.append(achieved)
         effective = {m: min(1.0, effective[m] * t / max(achieved[m], 1e-12)) for m, t in req.targets.items()}
+    near = ", ".join(sorted({f"{m}={a[m]:.3f}" for a in tried for m in req.targets}))
     raise TargetUnreachableError(
-        f"targets {req.targets} not met within ±{TOLERANCE:.0%}: the closest plan keeps {achieved}; the units "
-        "left are too coarse (whole heads, round_to) or the cost model misses an op; try a nearby target"
+        f"targets {req.targets} cannot be met within ±{TOLERANCE:.0%}: the nearest plans keep {near}. The units "
+        "are too coarse here (whole heads, round_to, small groups); ask for one of those values, or lower round_to"
     )
 
 

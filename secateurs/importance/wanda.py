@@ -1,8 +1,9 @@
 """Wanda (Sun et al., 2023) for structures: |W_ij| * ||X_j|| summed over the slices a unit removes.
 
-||X_j|| is the L2 norm of input channel j of the layer over all calibration tokens/pixels. Every
-Linear/Conv weight member contributes: an input-dim member sums its column, an output-dim member sums
-its row, both weighted by the layer's input norms.
+||X_j|| is the L2 norm of input channel j of the layer over all calibration tokens/pixels. A unit is
+scored where consumer layers read it: the columns it removes from Linear/Conv weights (input dims),
+each weighted by that layer's input norm. A group with no consumer input dim is scored on the rows it
+removes instead (output dims, sum_j |W_ij| * ||X_j||).
 """
 
 from __future__ import annotations
@@ -45,20 +46,23 @@ class Wanda:
 
     def scores(self, group: Group, ctx: ScoringContext) -> np.ndarray:
         stats = require_stats(ctx, self.name)
-        total, found = np.zeros(group.n_units), False
-        for m, t in param_members(group, ctx):
-            module, attr = ctx.module(m.fqn)
-            layout = layout_for(module) if module is not None else None
-            s = stats.inputs.get(m.fqn.rpartition(".")[0])
-            if attr != "weight" or layout is None or layout.weight_in is None or s is None:
-                continue
-            if m.dim not in (layout.weight_in, layout.weight_out):
-                continue
-            scored = weighted_weight(module, t, s.norm, layout.weight_in)  # type: ignore[arg-type]
-            if scored is not None:
-                total += to_units(group, m, per_index(scored, m.dim))
-                found = True
-        return total if found else fallback(group, ctx, self.name, "has no Linear/Conv weight with recorded inputs")
+        for side in ("in", "out"):
+            total, found = np.zeros(group.n_units), False
+            for m, t in param_members(group, ctx):
+                module, attr = ctx.module(m.fqn)
+                layout = layout_for(module) if module is not None else None
+                s = stats.inputs.get(m.fqn.rpartition(".")[0])
+                if attr != "weight" or layout is None or layout.weight_in is None or s is None:
+                    continue
+                if m.dim != (layout.weight_in if side == "in" else layout.weight_out):
+                    continue
+                scored = weighted_weight(module, t, s.norm, layout.weight_in)  # type: ignore[arg-type]
+                if scored is not None:
+                    total += to_units(group, m, per_index(scored, m.dim))
+                    found = True
+            if found:
+                return total
+        return fallback(group, ctx, self.name, "has no Linear/Conv weight with recorded inputs")
 
 
 @register_criterion("wanda")
