@@ -274,13 +274,32 @@ def _within(achieved: dict[str, float], targets: dict[str, float]) -> bool:
     return all(o <= TOLERANCE for o in off.values()) and any(abs(o) <= TOLERANCE for o in off.values())
 
 
+def meta_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy of ``model`` whose parameters and buffers live on the meta device (no weight memory)."""
+    memo: dict[int, Any] = {}
+    for t in list(model.parameters()) + list(model.buffers()):
+        meta = torch.empty_like(t, device="meta")
+        memo[id(t)] = torch.nn.Parameter(meta, requires_grad=t.requires_grad) if isinstance(t, torch.nn.Parameter) else meta
+    return copy.deepcopy(model, memo)
+
+
 def measure_kept(model: torch.nn.Module, plan: Plan, example_inputs: Any) -> dict[str, float]:
-    """Fractions of MACs and parameters a plan keeps, counted with ``count`` on a pruned copy."""
+    """Fractions of MACs and parameters a plan keeps, counted with ``count`` on a pruned meta-device copy."""
     from secateurs.counting import count
     from secateurs.surgery.apply import apply_plan
 
-    pruned = copy.deepcopy(model)
+    def to_meta(x: Any) -> Any:
+        if isinstance(x, torch.Tensor):
+            return x.to("meta")
+        if isinstance(x, (list, tuple)):
+            return type(x)(to_meta(v) for v in x)
+        if isinstance(x, Mapping):
+            return {k: to_meta(v) for k, v in x.items()}
+        return x
+
+    inputs = to_meta(example_inputs)
+    pruned = meta_copy(model)
+    macs0, params0 = count(pruned, inputs)
     apply_plan(pruned, plan)
-    macs0, params0 = count(model, example_inputs)
-    macs1, params1 = count(pruned, example_inputs)
+    macs1, params1 = count(pruned, inputs)
     return {"macs": macs1 / max(macs0, 1), "params": params1 / max(params0, 1)}
