@@ -21,6 +21,7 @@ class Layout:
 
 
 _LAYOUTS: dict[type, Layout] = {}
+_BY_NAME: dict[str, Layout] = {}  # "module.QualName" of classes from optional packages, never imported here
 
 
 def register_layout(*types: type) -> Callable[[Layout], Layout]:
@@ -41,10 +42,22 @@ register_layout(nn.LayerNorm)(Layout(act_dim=-1, weight_in=None, weight_out=0, p
 register_layout(nn.Embedding)(Layout(act_dim=-1, weight_in=None, weight_out=1, records_input=False))
 
 
+def register_layout_by_name(qualified_name: str, layout: Layout) -> None:
+    """Register a layout for a class of an optional package without importing it."""
+    _BY_NAME[qualified_name] = layout
+
+
+# Hugging Face GPT-2 style Conv1D: weight is (in_features, out_features)
+register_layout_by_name("transformers.pytorch_utils.Conv1D", Layout(act_dim=-1, weight_in=0, weight_out=1))
+
+
 def layout_for(module: nn.Module) -> Layout | None:
     for cls in type(module).__mro__:
         if cls in _LAYOUTS:
             return _LAYOUTS[cls]
+        by_name = _BY_NAME.get(f"{cls.__module__}.{cls.__qualname__}")
+        if by_name is not None:
+            return by_name
     return None
 
 

@@ -117,3 +117,14 @@ def test_all_reduce_sums_across_a_process_group(tmp_path) -> None:
         dist.destroy_process_group()
     torch.testing.assert_close(stats.inputs["fc1"].sum, before)
     assert stats.n_batches == 2 and stats2.n_batches == 2
+
+
+def test_hf_conv1d_layout_is_known_by_name() -> None:
+    pytorch_utils = pytest.importorskip("transformers.pytorch_utils")
+    layer = pytorch_utils.Conv1D(5, 3)  # nf=5 outputs, nx=3 inputs; weight (3, 5)
+    model = nn.Sequential(layer).eval()
+    stats = collect(model, [torch.randn(2, 3)])
+    ctx = ScoringContext(model, dict(model.state_dict(keep_vars=True)), stats=stats)
+    assert member_stats(ctx, Member("0.weight", 0, 0))[0] == "in"
+    assert member_stats(ctx, Member("0.weight", 1, 0))[0] == "out"
+    assert len(stats.outputs["0"].sum) == 5
