@@ -68,3 +68,27 @@ class MultiHeadAttention(nn.Module):
 
         y = F.scaled_dot_product_attention(split(self.q(x)), split(self.k(x)), split(self.v(x)))
         return x + self.o(y.transpose(1, 2).reshape(b, n, -1))
+
+
+class GroupedQueryAttention(nn.Module):
+    """Grouped-query attention (``heads`` query heads share ``kv_heads`` key/value heads via repeat_interleave):
+    a ``heads`` group whose units are whole KV groups with their query heads."""
+
+    def __init__(self, dim: int = 16, heads: int = 8, kv_heads: int = 4, head_dim: int = 4):
+        super().__init__()
+        self.head_dim, self.rep = head_dim, heads // kv_heads
+        self.q = nn.Linear(dim, heads * head_dim)
+        self.k = nn.Linear(dim, kv_heads * head_dim)
+        self.v = nn.Linear(dim, kv_heads * head_dim)
+        self.o = nn.Linear(heads * head_dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, _ = x.shape
+
+        def split(t: torch.Tensor) -> torch.Tensor:
+            return t.view(b, n, -1, self.head_dim).transpose(1, 2)
+
+        k = split(self.k(x)).repeat_interleave(self.rep, dim=1)
+        v = split(self.v(x)).repeat_interleave(self.rep, dim=1)
+        y = F.scaled_dot_product_attention(split(self.q(x)), k, v)
+        return x + self.o(y.transpose(1, 2).reshape(b, n, -1))

@@ -11,7 +11,7 @@ import secateurs as sc
 from secateurs.algorithms.cost import CostModel
 from secateurs.errors import InvalidArgumentError, TargetUnreachableError
 from secateurs.testing.models import ConcatNet
-from secateurs.testing.toys import ConvBN, DeepMLP, MultiHeadAttention
+from secateurs.testing.toys import ConvBN, DeepMLP, GroupedQueryAttention, MultiHeadAttention
 
 CASES = [
     (ConvBN, (2, 3, 8, 8)),
@@ -85,3 +85,14 @@ def test_unreachable_target_is_a_clear_error() -> None:
 def test_bad_targets(kwargs: dict) -> None:
     with pytest.raises(InvalidArgumentError):
         sc.plan(ConvBN().eval(), torch.randn(1, 3, 8, 8), **kwargs)
+
+
+def test_gqa_target_removes_whole_kv_groups() -> None:
+    model, x = GroupedQueryAttention().eval(), torch.randn(1, 5, 16)
+    report = sc.prune(model, x, params=0.75, scope="global")
+    assert report.verification is not None and report.verification.ok
+    heads = next(g for g in report.plan.groups if g.kind == "heads")
+    assert heads.removed and report.plan.settings["achieved"]["params"] == pytest.approx(0.75, rel=0.05)
+    gone = len(heads.removed)
+    assert model.k.out_features == (4 - gone) * 4 and model.q.out_features == (4 - gone) * 8
+    assert sc.Plan.from_json(report.plan.to_json()).settings == report.plan.settings
