@@ -136,10 +136,13 @@ def _statistics(criterion: Criterion, model: torch.nn.Module, calibration: Any, 
             f"importance {name!r} needs calibration data: pass calibration=<iterable of batches shaped like "
             f"example_inputs> (a DataLoader, or a list such as [x1, x2]){extra}"
         )
+    grad_stats = tuple(getattr(criterion, "grad_stats", ("sum", "sq"))) if grads else ()
     if isinstance(calibration, Statistics):
-        if grads and not calibration.has_grads:
-            raise InvalidArgumentError(f"importance {name!r} needs gradients, but the Statistics given were collected "
-                                       "without them; collect(model, batches, loss_fn=..., grads=True)")
+        missing = [k for k in grad_stats if not calibration.has(k)]
+        if missing:
+            raise InvalidArgumentError(
+                f"importance {name!r} needs gradient statistics {missing}, but the Statistics given were collected "
+                f"without them; collect(model, batches, loss_fn=..., grads=True, grad_stats={grad_stats!r})")
         return calibration
     if grads and loss_fn is None:
         raise InvalidArgumentError(
@@ -148,7 +151,7 @@ def _statistics(criterion: Criterion, model: torch.nn.Module, calibration: Any, 
         )
     if loss_fn is not None and not callable(loss_fn):
         raise InvalidArgumentError(f"loss_fn must be callable as loss_fn(output, batch), got {type(loss_fn).__name__}")
-    return collect(model, calibration, loss_fn=loss_fn, grads=grads)
+    return collect(model, calibration, loss_fn=loss_fn, grads=grads, grad_stats=grad_stats or ("sum", "sq"))
 
 
 def _score(criterion: Criterion, groups: list[Group], ctx: ScoringContext) -> dict[int, np.ndarray]:

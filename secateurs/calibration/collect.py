@@ -90,20 +90,29 @@ def collect(
     *,
     loss_fn: LossFn | None = None,
     grads: bool = False,
+    grad_stats: tuple[str, ...] = ("sum", "sq"),
 ) -> Statistics:
     """Forward every batch (and backward ``loss_fn(output, batch)`` when ``grads``) and return statistics.
 
     The model runs in eval mode and is left as it was: hooks are removed, ``requires_grad`` flags and
     ``.grad`` fields are untouched. Under ``torch.distributed`` every sum is all-reduced across ranks.
+    ``grad_stats`` picks the gradient accumulators, each the size of the model: ``"sum"`` (mean gradient,
+    for Taylor) and ``"sq"`` (squared gradients, for the Fisher); float32 at least, float64 for float64 models.
     """
     data = as_calibration(calibration)
     if grads and loss_fn is None:
         raise InvalidArgumentError("gradient statistics need loss_fn=lambda output, batch: <scalar loss tensor>")
     params = dict(model.named_parameters())
     stats = Statistics()
+    unknown = set(grad_stats) - {"sum", "sq"}
+    if unknown:
+        raise InvalidArgumentError(f"grad_stats entries must be 'sum' or 'sq', got {sorted(unknown)}")
     if grads:
-        stats.grads = {k: torch.zeros_like(p, dtype=torch.float64) for k, p in params.items()}
-        stats.grad_sq = {k: torch.zeros_like(p, dtype=torch.float64) for k, p in params.items()}
+        def zeros(p: torch.Tensor) -> torch.Tensor:
+            return torch.zeros_like(p, dtype=torch.promote_types(p.dtype, torch.float32))
+
+        stats.grads = {k: zeros(p) for k, p in params.items()} if "sum" in grad_stats else {}
+        stats.grad_sq = {k: zeros(p) for k, p in params.items()} if "sq" in grad_stats else {}
     total = data.max_batches
     if total is None and hasattr(data.batches, "__len__"):
         total = len(data.batches)  # type: ignore[arg-type]
@@ -139,10 +148,12 @@ def _accumulate_grads(stats: Statistics, params: dict[str, nn.Parameter], loss: 
     names = list(params)
     gs = torch.autograd.grad(loss.reshape(()), [params[k] for k in names], allow_unused=True)
     for k, g in zip(names, gs, strict=True):
-        if g is not None:
-            g64 = g.detach().to(torch.float64)
-            stats.grads[k] += g64
-            stats.grad_sq[k] += g64.square()
+        if g is None:
+            continue
+        if k in stats.grads:
+            stats.grads[k] += g.detach()
+        if k in stats.grad_sq:
+            stats.grad_sq[k] += g.detach().to(stats.grad_sq[k].dtype).square()
 
 
 def all_reduce_(stats: Statistics) -> None:

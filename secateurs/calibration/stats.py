@@ -76,7 +76,11 @@ class Statistics:
 
     @property
     def has_grads(self) -> bool:
-        return bool(self.grads)
+        return bool(self.grads) or bool(self.grad_sq)
+
+    def has(self, grad_stat: str) -> bool:
+        """Whether gradient accumulator ``"sum"`` or ``"sq"`` was collected."""
+        return bool(self.grads if grad_stat == "sum" else self.grad_sq)
 
     def mean_grad(self, fqn: str) -> torch.Tensor | None:
         g = self.grads.get(fqn)

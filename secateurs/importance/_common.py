@@ -57,8 +57,9 @@ def member_stats(ctx: ScoringContext, member: Member, side: str | None = None) -
     return found, s.folded(size)
 
 
-def require_stats(ctx: ScoringContext, name: str, grads: bool = False) -> Statistics:
-    if ctx.stats is None or (grads and not ctx.stats.has_grads):
+def require_stats(ctx: ScoringContext, name: str, grads: str | None = None) -> Statistics:
+    """The calibration statistics, with gradient accumulator ``grads`` ("sum" or "sq") when asked."""
+    if ctx.stats is None or (grads is not None and not ctx.stats.has(grads)):
         need = "calibration= batches and loss_fn=lambda output, batch: loss" if grads else "calibration= batches"
         raise InvalidArgumentError(f"importance {name!r} needs data: pass {need}")
     return ctx.stats

@@ -22,9 +22,10 @@ class Hessian:
     name: str = "hessian"
     needs_data: bool = True
     needs_grads: bool = True
+    grad_stats: tuple[str, ...] = ("sq",)
 
     def scores(self, group: Group, ctx: ScoringContext) -> np.ndarray:
-        stats = require_stats(ctx, self.name, grads=True)
+        stats = require_stats(ctx, self.name, grads="sq")
         total = np.zeros(group.n_units)
         for m, t in param_members(group, ctx):
             f = stats.fisher(m.fqn)

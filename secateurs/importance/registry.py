@@ -50,7 +50,8 @@ class ScoringContext:
 class Criterion(Protocol):
     """``scores`` returns one float per unit of ``group`` (higher = more important).
 
-    Optional attributes: ``needs_grads`` (calibration runs backward through ``loss_fn``) and
+    Optional attributes: ``needs_grads`` (calibration runs backward through ``loss_fn``), ``grad_stats``
+    (which gradient accumulators it reads: ``("sum",)``, ``("sq",)``; both by default) and
     ``normalize`` (the per-group normalisation global ranking uses unless the caller picks one).
     """
 

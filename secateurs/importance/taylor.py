@@ -22,9 +22,10 @@ class Taylor:
     name: str = "taylor"
     needs_data: bool = True
     needs_grads: bool = True
+    grad_stats: tuple[str, ...] = ("sum",)
 
     def scores(self, group: Group, ctx: ScoringContext) -> np.ndarray:
-        stats = require_stats(ctx, self.name, grads=True)
+        stats = require_stats(ctx, self.name, grads="sum")
         total = np.zeros(group.n_units)
         for m, t in param_members(group, ctx):
             g = stats.mean_grad(m.fqn)

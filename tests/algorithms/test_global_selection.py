@@ -8,6 +8,7 @@ import torch
 
 import secateurs as sc
 from secateurs.algorithms.normalize import NORMALIZERS, normalize
+from secateurs.calibration import collect
 from secateurs.errors import InvalidArgumentError, InvalidTypeError
 from secateurs.testing.toys import DeepMLP, MultiHeadAttention
 
@@ -125,3 +126,7 @@ def test_data_criteria_name_the_missing_argument(name: str) -> None:
     if name == "taylor":
         with pytest.raises(InvalidArgumentError, match="loss_fn="):
             sc.plan(skewed(), X, importance=name, calibration=[X])
+        stats = collect(skewed(), [X], loss_fn=lambda out, b: out.sum(), grads=True, grad_stats=("sq",))
+        with pytest.raises(InvalidArgumentError, match="gradient statistics"):
+            sc.plan(skewed(), X, importance=name, calibration=stats)
+        assert sc.plan(skewed(), X, importance="hessian", calibration=stats).settings["calibration"]["batches"] == 1

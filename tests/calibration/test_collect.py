@@ -87,7 +87,9 @@ def test_gradients_leave_model_untouched_and_read_labels() -> None:
     assert model.training and all(not m._forward_hooks for m in model.modules())
     g = torch.autograd.grad(F.cross_entropy(model.eval()(pairs[0][0]), pairs[0][1]), model.fc2.bias)[0]
     g = g + torch.autograd.grad(F.cross_entropy(model(pairs[1][0]), pairs[1][1]), model.fc2.bias)[0]
-    torch.testing.assert_close(stats.grads["fc2.bias"], g.double())
+    torch.testing.assert_close(stats.grads["fc2.bias"], g)
+    only_sq = collect(model, calib, loss_fn=lambda out, b: F.cross_entropy(out, b[1]), grads=True, grad_stats=("sq",))
+    assert not only_sq.grads and only_sq.has("sq") and not only_sq.has("sum")
 
 
 def test_max_batches_and_errors() -> None:
