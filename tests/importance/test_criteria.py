@@ -14,7 +14,7 @@ from secateurs.calibration import collect
 from secateurs.importance import get_criterion, registered_criteria
 from secateurs.importance.lamp import lamp_scores
 from secateurs.importance.registry import ScoringContext
-from secateurs.testing.toys import MLP, ConvBN
+from secateurs.testing.toys import MLP, ConvBN, MultiHeadAttention
 
 DEAD = 3  # the unit each case makes least important
 
@@ -214,16 +214,17 @@ def test_criterion_known_answer(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", registered_criteria())
-def test_every_criterion_plans_and_prunes_a_cnn(name: str) -> None:
-    model = ConvBN().eval()
-    x = torch.randn(2, 3, 8, 8)
+@pytest.mark.parametrize("factory,shape", [(ConvBN, (2, 3, 8, 8)), (MultiHeadAttention, (2, 5, 16))])
+def test_every_criterion_plans_and_prunes(name: str, factory, shape) -> None:
+    model = factory().eval()
+    x = torch.randn(*shape)
     crit = get_criterion(name)
-    data = [torch.randn(2, 3, 8, 8) for _ in range(2)] if crit.needs_data else None
+    data = [torch.randn(*shape) for _ in range(2)] if crit.needs_data else None
     loss = (lambda out, batch: out.logsumexp(-1).mean()) if getattr(crit, "needs_grads", False) else None
-    report = sc.prune(model, x, ratio=0.5, importance=name, calibration=data, loss_fn=loss)
+    report = sc.prune(model, x, ratio=0.5, importance=name, calibration=data, loss_fn=loss, scope="global")
     assert report.verification is not None and report.verification.ok
-    assert report.plan.settings["importance"] == name
-    assert model.conv1.out_channels == 4
+    assert report.plan.settings["importance"] == name and report.plan.removed_units() > 0
+    assert not report.plan.settings["notes"] or name == "bn_scale"  # every other criterion reads these groups
 
 
 def test_bn_scale_without_batchnorm_falls_back_with_a_note() -> None:
