@@ -125,8 +125,7 @@ def collect(
             for i, batch in enumerate(_progress(data.batches, data.progress, total)):
                 if data.max_batches is not None and i >= data.max_batches:
                     break
-                args, kwargs = normalize_inputs(data.inputs(batch) if data.inputs else batch)
-                out = model(*args, **kwargs)
+                out = _forward(model, data, batch, i)
                 if grads:
                     _accumulate_grads(stats, params, loss_fn(out, batch))  # type: ignore[misc]
                 stats.n_batches += 1
@@ -137,6 +136,20 @@ def collect(
         raise InvalidArgumentError("calibration yielded no batches; pass at least one batch shaped like example_inputs")
     all_reduce_(stats)
     return stats
+
+
+def _forward(model: nn.Module, data: CalibrationData, batch: Any, i: int) -> Any:
+    args, kwargs = normalize_inputs(data.inputs(batch) if data.inputs else batch)
+    try:
+        return model(*args, **kwargs)
+    except (TypeError, RuntimeError, ValueError) as exc:
+        shapes = [tuple(a.shape) if isinstance(a, torch.Tensor) else type(a).__name__ for a in args]
+        raise InvalidArgumentError(
+            f"calibration batch {i} does not run through {type(model).__name__} (positional arguments {shapes}, "
+            f"keywords {sorted(kwargs)}): {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}. "
+            "Each batch is passed like example_inputs; for (inputs, labels) batches use "
+            "CalibrationData(loader, inputs=lambda b: b[0])"
+        ) from exc
 
 
 def _accumulate_grads(stats: Statistics, params: dict[str, nn.Parameter], loss: Any) -> None:

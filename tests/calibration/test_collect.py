@@ -101,6 +101,8 @@ def test_max_batches_and_errors() -> None:
         collect(model, [])
     with pytest.raises(InvalidArgumentError, match="loss_fn"):
         collect(model, data(1), grads=True)
+    with pytest.raises(InvalidArgumentError, match=r"inputs=lambda b: b\[0\]"):
+        collect(model, [(torch.randn(2, 6), torch.tensor([0, 1]))])
     with pytest.raises(InvalidArgumentError, match="scalar"):
         collect(model, data(1), grads=True, loss_fn=lambda out, b: out)
 
