@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 from torch import nn
 
+from secateurs.calibration.collect import LossFn
 from secateurs.counting import graph_macs, param_count
 from secateurs.errors import ApplyError, VerificationError
 from secateurs.graph.analysis import Analysis
@@ -28,18 +30,37 @@ def plan(
     model: nn.Module,
     example_inputs: ExampleInputs,
     *,
-    ratio: float | Mapping[str, float] = 0.5,
+    ratio: float | Mapping[str, float] | None = None,
     importance: str | Criterion = "l2",
     ignore: Iterable[str | type] | str | type | None = None,
     round_to: int = 1,
     min_keep: int = 1,
     seed: int = 0,
     analysis: Analysis | None = None,
+    scope: str = "local",
+    normalize: str | None = None,
+    macs: float | None = None,
+    params: float | None = None,
+    overrides: Mapping[str, float] | None = None,
+    max_ratio: float | None = None,
+    calibration: Any = None,
+    loss_fn: LossFn | None = None,
 ) -> Plan:
-    """Decide what to remove; the model is not changed. ``ratio`` is the fraction of units removed per group."""
+    """Decide what to remove; the model is not changed.
+
+    ``ratio`` is the fraction of units removed (per group with ``scope="local"``, of all units of a kind
+    with ``scope="global"``; default 0.5). ``macs=`` / ``params=`` instead ask for the fraction KEPT,
+    met within ±5% and checked with ``count``. ``importance`` names a criterion (``registered_criteria()``);
+    data criteria read ``calibration`` batches shaped like ``example_inputs`` and, for gradients,
+    ``loss_fn(output, batch)``. ``overrides={"pattern": ratio}`` fixes the ratio of matching modules,
+    ``max_ratio`` caps the fraction of any group removed, ``normalize`` picks the per-group score
+    normalisation of global ranking (mean by default).
+    """
     analysis = analysis or _analyze(model, example_inputs)
     return make_plan(model, analysis, ratio=ratio, importance=importance, ignore=ignore, round_to=round_to,
-                     min_keep=min_keep, seed=seed)
+                     min_keep=min_keep, seed=seed, scope=scope, normalize=normalize, macs=macs, params=params,
+                     overrides=overrides, max_ratio=max_ratio, calibration=calibration, loss_fn=loss_fn,
+                     example_inputs=example_inputs)
 
 
 def apply(model: nn.Module, plan: Plan) -> nn.Module:
@@ -59,7 +80,7 @@ def prune(
     model: nn.Module,
     example_inputs: ExampleInputs,
     *,
-    ratio: float | Mapping[str, float] = 0.5,
+    ratio: float | Mapping[str, float] | None = None,
     importance: str | Criterion = "l2",
     ignore: Iterable[str | type] | str | type | None = None,
     round_to: int = 1,
@@ -67,11 +88,22 @@ def prune(
     seed: int = 0,
     check: bool = True,
     tolerance: float | None = None,
+    scope: str = "local",
+    normalize: str | None = None,
+    macs: float | None = None,
+    params: float | None = None,
+    overrides: Mapping[str, float] | None = None,
+    max_ratio: float | None = None,
+    calibration: Any = None,
+    loss_fn: LossFn | None = None,
 ) -> PruneReport:
-    """Plan, apply and verify in one call. On a failed verification the model is restored and an error raised."""
+    """Plan, apply and verify in one call (arguments as in ``plan``). On a failed verification the model is
+    restored and an error raised."""
     analysis = _analyze(model, example_inputs)
     p = make_plan(model, analysis, ratio=ratio, importance=importance, ignore=ignore, round_to=round_to,
-                  min_keep=min_keep, seed=seed)
+                  min_keep=min_keep, seed=seed, scope=scope, normalize=normalize, macs=macs, params=params,
+                  overrides=overrides, max_ratio=max_ratio, calibration=calibration, loss_fn=loss_fn,
+                  example_inputs=example_inputs)
     macs_before, params_before = graph_macs(analysis.coupled.captured), param_count(model)
     can_run = has_weights(model)
     reference = masked_outputs(model, p, example_inputs) if check and can_run else None

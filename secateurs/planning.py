@@ -2,30 +2,45 @@
 
 from __future__ import annotations
 
+import copy
+import math
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
 from secateurs._version import __version__
+from secateurs.algorithms.cost import CostModel
+from secateurs.algorithms.normalize import check_normalize
+from secateurs.algorithms.overrides import override_for, parse_overrides
+from secateurs.algorithms.ranking import (
+    TOLERANCE,
+    Counts,
+    GlobalPool,
+    global_counts,
+    local_counts,
+    solve_targets,
+)
 from secateurs.algorithms.select import (
+    DEFAULT_KINDS,
     IgnoreSpec,
+    Limits,
     group_is_ignored,
-    n_to_remove,
     resolve_ratio,
     select_lowest,
 )
-from secateurs.errors import InvalidArgumentError, PlanError
+from secateurs.calibration.collect import LossFn, collect
+from secateurs.calibration.stats import Statistics
+from secateurs.errors import InvalidArgumentError, PlanError, TargetUnreachableError
 from secateurs.graph.analysis import Analysis
 from secateurs.graph.groups import Group
-from secateurs.importance.registry import Criterion, ScoringContext, get_criterion
+from secateurs.importance.registry import Criterion, ScoringContext, criterion_name, get_criterion
 from secateurs.plans import GroupRecord, Plan
 
-
-def eligible_groups(analysis: Analysis, model: torch.nn.Module, ratios: dict[str, float], ignore: IgnoreSpec) -> list[Group]:
-    return [g for g in analysis.groups if ratios.get(g.kind, 0.0) > 0 and not group_is_ignored(g, ignore, model)]
+SCOPES = ("local", "global")
 
 
 def build_plan(analysis: Analysis, removed: dict[int, np.ndarray], settings: dict[str, Any]) -> Plan:
@@ -63,44 +78,231 @@ def build_plan(analysis: Analysis, removed: dict[int, np.ndarray], settings: dic
     return Plan(analysis.fingerprint, shapes, keep, hints, records, settings, __version__)
 
 
+@dataclass
+class _Request:
+    """Validated arguments of make_plan."""
+
+    ratios: dict[str, float]
+    targets: dict[str, float]
+    scope: str
+    normalize: str
+    limits: Limits
+    overrides: dict[str, float]
+    ignore: IgnoreSpec
+
+
+def _check_args(model: torch.nn.Module, criterion: Criterion, ratio: Any, scope: str, normalize: str | None,
+                macs: float | None, params: float | None, overrides: Any, max_ratio: float | None,
+                round_to: int, min_keep: int, ignore: Any) -> _Request:
+    if not isinstance(round_to, int) or round_to < 1:
+        raise InvalidArgumentError(f"round_to must be a positive integer, got {round_to!r}")
+    if not isinstance(min_keep, int) or min_keep < 1:
+        raise InvalidArgumentError(f"min_keep must be a positive integer, got {min_keep!r}")
+    if scope not in SCOPES:
+        raise InvalidArgumentError(f"scope must be one of {', '.join(SCOPES)}, got {scope!r}")
+    if max_ratio is not None and (isinstance(max_ratio, bool) or not isinstance(max_ratio, (int, float))
+                                  or not 0.0 < float(max_ratio) < 1.0):
+        raise InvalidArgumentError(f"max_ratio must be a number in (0, 1) (the most of a group removed), got {max_ratio!r}")
+    targets: dict[str, float] = {}
+    for name, value in (("macs", macs), ("params", params)):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < float(value) <= 1.0:
+            raise InvalidArgumentError(f"{name} must be the fraction of {name} KEPT, in (0, 1], got {value!r}")
+        targets[name] = float(value)
+    if targets and ratio is not None:
+        raise InvalidArgumentError("pass either ratio= or a budget (macs=/params=), not both: a budget sets the ratios")
+    how = check_normalize(normalize if normalize is not None else str(getattr(criterion, "normalize", "mean")))
+    spec = IgnoreSpec.parse(ignore)
+    for pattern in spec.unmatched(model):
+        warnings.warn(f"ignore pattern {pattern!r} matches no module of {type(model).__name__}", stacklevel=4)
+    ratios = resolve_ratio(0.5 if ratio is None else ratio)
+    if targets:
+        ratios = dict.fromkeys(DEFAULT_KINDS, 0.0)
+    limits = Limits(round_to, min_keep, None if max_ratio is None else float(max_ratio))
+    return _Request(ratios, targets, scope, how, limits, parse_overrides(overrides, model), spec)
+
+
+def _statistics(criterion: Criterion, model: torch.nn.Module, calibration: Any, loss_fn: LossFn | None) -> Statistics | None:
+    name = criterion_name(criterion)
+    if not getattr(criterion, "needs_data", False):
+        if calibration is not None:
+            warnings.warn(f"calibration data is not used by importance {name!r}", stacklevel=4)
+        return None
+    grads = bool(getattr(criterion, "needs_grads", False))
+    if calibration is None:
+        extra = " and loss_fn=lambda output, batch: <scalar loss>" if grads else ""
+        raise InvalidArgumentError(
+            f"importance {name!r} needs calibration data: pass calibration=<iterable of batches shaped like "
+            f"example_inputs> (a DataLoader, or a list such as [x1, x2]){extra}"
+        )
+    grad_stats = tuple(getattr(criterion, "grad_stats", ("sum", "sq"))) if grads else ()
+    if isinstance(calibration, Statistics):
+        missing = [k for k in grad_stats if not calibration.has(k)]
+        if missing:
+            raise InvalidArgumentError(
+                f"importance {name!r} needs gradient statistics {missing}, but the Statistics given were collected "
+                f"without them; collect(model, batches, loss_fn=..., grads=True, grad_stats={grad_stats!r})")
+        return calibration
+    if grads and loss_fn is None:
+        raise InvalidArgumentError(
+            f"importance {name!r} needs gradients: pass loss_fn=lambda output, batch: <scalar loss tensor> "
+            "(e.g. F.cross_entropy(output, labels)); it is called on every calibration batch"
+        )
+    if loss_fn is not None and not callable(loss_fn):
+        raise InvalidArgumentError(f"loss_fn must be callable as loss_fn(output, batch), got {type(loss_fn).__name__}")
+    return collect(model, calibration, loss_fn=loss_fn, grads=grads, grad_stats=grad_stats or ("sum", "sq"))
+
+
+def _score(criterion: Criterion, groups: list[Group], ctx: ScoringContext) -> dict[int, np.ndarray]:
+    out: dict[int, np.ndarray] = {}
+    for g in groups:
+        scores = np.asarray(criterion.scores(g, ctx), dtype=np.float64)
+        if scores.shape != (g.n_units,):
+            raise PlanError(f"criterion returned {scores.shape} scores for group {g.name} of {g.n_units} units")
+        if not np.isfinite(scores).all():
+            raise PlanError(f"criterion {criterion_name(criterion)!r} returned non-finite scores for group {g.name}")
+        out[g.id] = scores
+    return out
+
+
 def make_plan(
     model: torch.nn.Module,
     analysis: Analysis,
     *,
-    ratio: float | Mapping[str, float] = 0.5,
+    ratio: float | Mapping[str, float] | None = None,
     importance: str | Criterion = "l2",
     ignore: Iterable[str | type] | str | type | None = None,
     round_to: int = 1,
     min_keep: int = 1,
     seed: int = 0,
+    scope: str = "local",
+    normalize: str | None = None,
+    macs: float | None = None,
+    params: float | None = None,
+    overrides: Mapping[str, float] | None = None,
+    max_ratio: float | None = None,
+    calibration: Any = None,
+    loss_fn: LossFn | None = None,
+    example_inputs: Any = None,
 ) -> Plan:
-    ratios = resolve_ratio(ratio)
-    if not isinstance(round_to, int) or round_to < 1:
-        raise InvalidArgumentError(f"round_to must be a positive integer, got {round_to!r}")
-    if not isinstance(min_keep, int) or min_keep < 1:
-        raise InvalidArgumentError(f"min_keep must be a positive integer, got {min_keep!r}")
     criterion = get_criterion(importance)
-    spec = IgnoreSpec.parse(ignore)
-    for pattern in spec.unmatched(model):
-        warnings.warn(f"ignore pattern {pattern!r} matches no module of {type(model).__name__}", stacklevel=3)
+    req = _check_args(model, criterion, ratio, scope, normalize, macs, params, overrides, max_ratio, round_to,
+                      min_keep, ignore)
     tensors = dict(model.state_dict(keep_vars=True))
-    reads_weights = not getattr(criterion, "needs_data", False) and getattr(criterion, "name", "") != "random"
-    if reads_weights and any(t.is_meta for t in tensors.values()):
+    name = criterion_name(criterion)
+    if name != "random" and any(t.is_meta for t in tensors.values()):
         raise InvalidArgumentError(
-            f"importance {getattr(criterion, 'name', criterion)!r} reads weights, but the model is on the meta "
+            f"importance {name!r} reads weights, but the model is on the meta "
             "device; load the weights first or use importance='random' to plan the shapes only"
         )
-    ctx = ScoringContext(model, tensors, seed)
-    removed: dict[int, np.ndarray] = {}
-    for g in eligible_groups(analysis, model, ratios, spec):
-        n = n_to_remove(g.n_units, ratios[g.kind], round_to, g.unit_size, min_keep)
-        if n <= 0:
-            continue
-        scores = np.asarray(criterion.scores(g, ctx), dtype=np.float64)
-        if scores.shape != (g.n_units,):
-            raise PlanError(f"criterion returned {scores.shape} scores for group {g.name} of {g.n_units} units")
-        removed[g.id] = select_lowest(scores, n)
-    settings = {"ratio": ratios, "importance": getattr(criterion, "name", type(criterion).__name__),
-                "ignore": list(spec.names) + [t.__qualname__ for t in spec.types], "round_to": round_to,
-                "min_keep": min_keep, "seed": seed}
-    return build_plan(analysis, removed, settings)
+    candidates = [g for g in analysis.groups if not group_is_ignored(g, req.ignore, model)]
+    fixed_ratio = {g.id: r for g in candidates if (r := override_for(g, req.overrides)) is not None}
+    kinds = DEFAULT_KINDS if req.targets else tuple(k for k, r in req.ratios.items() if r > 0)
+    free = [g for g in candidates if g.kind in kinds and g.id not in fixed_ratio]
+    fixed = [g for g in candidates if fixed_ratio.get(g.id, 0.0) > 0]
+    stats = _statistics(criterion, model, calibration, loss_fn) if free or fixed else None
+    ctx = ScoringContext(model, tensors, seed, stats=stats)
+    scores = _score(criterion, free + fixed, ctx)
+    fixed_counts = {g.id: req.limits.rounded(g, math.floor(fixed_ratio[g.id] * g.n_units + 1e-9), capped=False)
+                    for g in fixed}
+    settings: dict[str, Any] = {
+        "ratio": None if req.targets else req.ratios, "importance": name, "scope": req.scope,
+        "normalize": req.normalize if req.scope == "global" else None,
+        "ignore": list(req.ignore.names) + [t.__qualname__ for t in req.ignore.types], "round_to": round_to,
+        "min_keep": min_keep, "max_ratio": req.limits.max_ratio, "overrides": req.overrides, "seed": seed,
+        "targets": req.targets or None,
+        "calibration": {"batches": stats.n_batches, "gradients": stats.has_grads} if stats is not None else None,
+        "loss_fn": getattr(loss_fn, "__name__", type(loss_fn).__name__) if loss_fn is not None else None,
+    }
+
+    def finish(counts: Counts) -> Plan:
+        counts = {**counts, **fixed_counts}
+        removed = {gid: select_lowest(scores[gid], n) for gid, n in counts.items() if n > 0}
+        return build_plan(analysis, removed, {**settings, "notes": sorted(set(ctx.notes))})
+
+    if not req.targets:
+        if req.scope == "global":
+            counts = global_counts(free, scores, req.normalize, req.limits, {k: req.ratios[k] for k in kinds})
+        else:
+            counts = local_counts(free, lambda g: req.ratios[g.kind], req.limits)
+        return finish(counts)
+    return _plan_for_targets(model, analysis, req, free, scores, fixed_counts, finish, example_inputs)
+
+
+def _plan_for_targets(model: torch.nn.Module, analysis: Analysis, req: _Request, free: list[Group],
+                      scores: dict[int, np.ndarray], fixed_counts: Counts, finish: Callable[[Counts], Plan],
+                      example_inputs: Any) -> Plan:
+    """Bisect a global threshold (or a uniform ratio for scope='local') until the cost model meets the
+    targets, then measure the pruned copy with ``count`` and correct the targets if the model was off."""
+    cost = CostModel(analysis, model)
+    groups = free + [g for g in analysis.groups if g.id in fixed_counts]
+    if req.scope == "global":
+        pool = GlobalPool(free, scores, req.normalize, req.limits)
+
+        def counts_at(x: float) -> Counts:
+            return pool.counts(int(round(x * pool.size)))
+    else:
+        def counts_at(x: float) -> Counts:
+            return local_counts(free, lambda g: x, req.limits)
+
+    def kept(counts: Counts) -> dict[str, float]:
+        return cost.kept({**counts, **fixed_counts}, groups)
+
+    effective = dict(req.targets)
+    tried: list[dict[str, float]] = []
+    for _ in range(4):
+        x, counts = solve_targets(counts_at, kept, effective)
+        plan = finish(counts)
+        plan.settings["strength"] = x
+        plan.settings["estimated"] = kept(counts)
+        if example_inputs is None:
+            return plan
+        achieved = measure_kept(model, plan, example_inputs)
+        plan.settings["achieved"] = achieved
+        if _within(achieved, req.targets):
+            return plan
+        tried.append(achieved)
+        effective = {m: min(1.0, effective[m] * t / max(achieved[m], 1e-12)) for m, t in req.targets.items()}
+    near = ", ".join(sorted({f"{m}={a[m]:.3f}" for a in tried for m in req.targets}))
+    raise TargetUnreachableError(
+        f"targets {req.targets} cannot be met within ±{TOLERANCE:.0%}: the nearest plans keep {near}. The units "
+        "are too coarse here (whole heads, round_to, small groups); ask for one of those values, or lower round_to"
+    )
+
+
+def _within(achieved: dict[str, float], targets: dict[str, float]) -> bool:
+    """Every metric at most its target (+tolerance), and at least one of them within tolerance of its target."""
+    off = {m: achieved[m] / t - 1.0 for m, t in targets.items()}
+    return all(o <= TOLERANCE for o in off.values()) and any(abs(o) <= TOLERANCE for o in off.values())
+
+
+def meta_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy of ``model`` whose parameters and buffers live on the meta device (no weight memory)."""
+    memo: dict[int, Any] = {}
+    for t in list(model.parameters()) + list(model.buffers()):
+        meta = torch.empty_like(t, device="meta")
+        memo[id(t)] = torch.nn.Parameter(meta, requires_grad=t.requires_grad) if isinstance(t, torch.nn.Parameter) else meta
+    return copy.deepcopy(model, memo)
+
+
+def measure_kept(model: torch.nn.Module, plan: Plan, example_inputs: Any) -> dict[str, float]:
+    """Fractions of MACs and parameters a plan keeps, counted with ``count`` on a pruned meta-device copy."""
+    from secateurs.counting import count
+    from secateurs.surgery.apply import apply_plan
+
+    def to_meta(x: Any) -> Any:
+        if isinstance(x, torch.Tensor):
+            return x.to("meta")
+        if isinstance(x, (list, tuple)):
+            return type(x)(to_meta(v) for v in x)
+        if isinstance(x, Mapping):
+            return {k: to_meta(v) for k, v in x.items()}
+        return x
+
+    inputs = to_meta(example_inputs)
+    pruned = meta_copy(model)
+    macs0, params0 = count(pruned, inputs)
+    apply_plan(pruned, plan)
+    macs1, params1 = count(pruned, inputs)
+    return {"macs": macs1 / max(macs0, 1), "params": params1 / max(params0, 1)}

@@ -79,13 +79,32 @@ def group_is_ignored(group: Group, spec: IgnoreSpec, model: torch.nn.Module) -> 
     return False
 
 
-def n_to_remove(n_units: int, ratio: float, round_to: int, unit_size: int, min_keep: int) -> int:
-    """Units to remove from a group of ``n_units``; ``round_to`` keeps a multiple of that many channels."""
-    keep = n_units - math.floor(ratio * n_units + 1e-9)
-    if round_to > 1 and unit_size == 1 and n_units >= round_to:
-        keep = max(round_to, int(round(keep / round_to)) * round_to)
-    keep = min(n_units, max(keep, min_keep, 1))
-    return n_units - keep
+@dataclass(frozen=True)
+class Limits:
+    """Per-group bounds on removal: keep ``min_keep`` units, remove at most ``max_ratio`` of them, and keep a
+    multiple of ``round_to`` channels (groups of single-channel units only; heads are whole already)."""
+
+    round_to: int = 1
+    min_keep: int = 1
+    max_ratio: float | None = None
+
+    def cap(self, group: Group) -> int:
+        n = group.n_units
+        cap = n - max(self.min_keep, 1)
+        if self.max_ratio is not None:
+            cap = min(cap, math.floor(self.max_ratio * n + 1e-9))
+        return max(cap, 0)
+
+    def rounded(self, group: Group, n_remove: int, capped: bool = True) -> int:
+        """``n_remove`` adjusted so the kept count obeys every bound."""
+        n = group.n_units
+        cap = self.cap(group) if capped else max(n - max(self.min_keep, 1), 0)
+        keep = n - min(max(n_remove, 0), cap)
+        if n_remove > 0 and self.round_to > 1 and group.unit_size == 1 and n >= self.round_to:
+            keep = max(self.round_to, int(round(keep / self.round_to)) * self.round_to)
+            if n - keep > cap:
+                keep = math.ceil((n - cap) / self.round_to) * self.round_to
+        return n - min(n, keep)
 
 
 def select_lowest(scores: np.ndarray, n_remove: int) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Weight-magnitude criteria: L1 and L2 norm of every parameter slice a unit removes."""
+"""Weight-magnitude criteria: L1 and L2 norm of every parameter slice a unit removes (buffers excluded)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ class Magnitude:
     needs_data: bool = False
 
     def scores(self, group: Group, ctx: ScoringContext) -> np.ndarray:
-        return unit_member_norms(group, ctx.tensors, self.p) ** (1.0 / self.p)
+        return unit_member_norms(group, ctx.params, self.p) ** (1.0 / self.p)
 
 
 @register_criterion("l1")

@@ -6,13 +6,16 @@ import importlib
 import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
 
 from secateurs.errors import InvalidArgumentError, InvalidTypeError
 from secateurs.graph.groups import Group
+
+if TYPE_CHECKING:
+    from secateurs.calibration.stats import Statistics
 
 
 @dataclass
@@ -23,9 +26,35 @@ class ScoringContext:
     tensors: dict[str, torch.Tensor]
     seed: int = 0
     extras: dict[str, Any] = field(default_factory=dict)
+    stats: Statistics | None = None
+    notes: list[str] = field(default_factory=list)  # fallbacks taken while scoring, recorded in the plan
+
+    @property
+    def params(self) -> dict[str, torch.Tensor]:
+        """Trainable parameters only (buffers such as running_var are sliced, never scored)."""
+        cached = self.extras.get("_params")
+        if cached is None:
+            names = {n for n, _ in self.model.named_parameters()}
+            cached = self.extras["_params"] = {k: v for k, v in self.tensors.items() if k in names}
+        return cached
+
+    def module(self, fqn: str) -> tuple[torch.nn.Module | None, str]:
+        """(owning module, attribute name) of a parameter FQN."""
+        path, _, attr = fqn.rpartition(".")
+        try:
+            return self.model.get_submodule(path), attr
+        except AttributeError:
+            return None, attr
 
 
 class Criterion(Protocol):
+    """``scores`` returns one float per unit of ``group`` (higher = more important).
+
+    Optional attributes: ``needs_grads`` (calibration runs backward through ``loss_fn``), ``grad_stats``
+    (which gradient accumulators it reads: ``("sum",)``, ``("sq",)``; both by default) and
+    ``normalize`` (the per-group normalisation global ranking uses unless the caller picks one).
+    """
+
     name: str
     needs_data: bool
 
@@ -71,3 +100,7 @@ def get_criterion(spec: str | Criterion) -> Criterion:
     if spec not in _CRITERIA:
         raise InvalidArgumentError(f"unknown importance criterion {spec!r}; choose one of {', '.join(sorted(_CRITERIA))}")
     return _CRITERIA[spec]()
+
+
+def criterion_name(criterion: Criterion) -> str:
+    return str(getattr(criterion, "name", type(criterion).__name__))

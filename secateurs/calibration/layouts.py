@@ -1,0 +1,77 @@
+"""Per module type: which activation dim holds channels and which weight dims index them.
+
+One small registry, found through the class MRO, so supporting a new layer type touches one entry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import nn
+
+
+@dataclass(frozen=True)
+class Layout:
+    act_dim: int  # channel dim of the input and output activations
+    weight_in: int | None  # weight dim indexing input channels (None: the layer has no input-channel weight dim)
+    weight_out: int | None  # weight dim indexing output channels
+    per_channel: bool = False  # weight/bias are one value per channel (norm layers)
+    records_input: bool = True  # the first input is a float activation worth recording
+
+
+_LAYOUTS: dict[type, Layout] = {}
+_BY_NAME: dict[str, Layout] = {}  # "module.QualName" of classes from optional packages, never imported here
+
+
+def register_layout(*types: type) -> Callable[[Layout], Layout]:
+    def add(layout: Layout) -> Layout:
+        for t in types:
+            _LAYOUTS[t] = layout
+        return layout
+
+    return add
+
+
+register_layout(nn.Linear)(Layout(act_dim=-1, weight_in=1, weight_out=0))
+register_layout(nn.Conv1d, nn.Conv2d, nn.Conv3d)(Layout(act_dim=1, weight_in=1, weight_out=0))
+register_layout(nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)(Layout(act_dim=1, weight_in=0, weight_out=1))
+register_layout(nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm)(
+    Layout(act_dim=1, weight_in=None, weight_out=0, per_channel=True))
+register_layout(nn.LayerNorm)(Layout(act_dim=-1, weight_in=None, weight_out=0, per_channel=True))
+register_layout(nn.Embedding)(Layout(act_dim=-1, weight_in=None, weight_out=1, records_input=False))
+
+
+def register_layout_by_name(qualified_name: str, layout: Layout) -> None:
+    """Register a layout for a class of an optional package without importing it."""
+    _BY_NAME[qualified_name] = layout
+
+
+# Hugging Face GPT-2 style Conv1D: weight is (in_features, out_features)
+register_layout_by_name("transformers.pytorch_utils.Conv1D", Layout(act_dim=-1, weight_in=0, weight_out=1))
+
+
+def layout_for(module: nn.Module) -> Layout | None:
+    for cls in type(module).__mro__:
+        if cls in _LAYOUTS:
+            return _LAYOUTS[cls]
+        by_name = _BY_NAME.get(f"{cls.__module__}.{cls.__qualname__}")
+        if by_name is not None:
+            return by_name
+    return None
+
+
+def member_side(module: nn.Module, param: str, dim: int) -> str | None:
+    """'in' when (param, dim) indexes the module's input channels, 'out' for output channels, else None."""
+    layout = layout_for(module)
+    if layout is None:
+        return None
+    if param == "bias" and dim == 0:
+        return "out"
+    if param != "weight":
+        return None
+    if dim == layout.weight_in:
+        return "in"
+    if dim == layout.weight_out:
+        return "out"
+    return None

@@ -1,0 +1,94 @@
+"""Very small models whose prunable groups are known by construction, for criterion and selection tests.
+
+Each takes a fraction of a second to analyze; tests set weights by hand so the right answer is known.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class MLP(nn.Module):
+    """in -> Linear -> ReLU -> Linear -> out: one group, the ``hidden`` units (fc1 rows, fc1 bias, fc2 columns)."""
+
+    def __init__(self, d_in: int = 6, hidden: int = 8, d_out: int = 3):
+        super().__init__()
+        self.fc1 = nn.Linear(d_in, hidden)
+        self.fc2 = nn.Linear(hidden, d_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.relu(self.fc1(x)))
+
+
+class DeepMLP(nn.Module):
+    """Two hidden layers, two independent groups (``fc1``/``fc2`` and ``fc2``/``fc3``), for global ranking."""
+
+    def __init__(self, d_in: int = 8, hidden: int = 16, d_out: int = 4):
+        super().__init__()
+        self.fc1 = nn.Linear(d_in, hidden)
+        self.fc2 = nn.Linear(hidden, hidden)
+        self.fc3 = nn.Linear(hidden, d_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc3(F.relu(self.fc2(F.relu(self.fc1(x)))))
+
+
+class ConvBN(nn.Module):
+    """conv -> BN -> ReLU -> conv -> BN -> ReLU -> pool -> linear: two channel groups with BatchNorm."""
+
+    def __init__(self, c_in: int = 3, width: int = 8, n_out: int = 4):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, width, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = nn.Conv2d(width, 2 * width, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(2 * width)
+        self.fc = nn.Linear(2 * width, n_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.relu(self.bn1(self.conv1(x)))
+        y = F.relu(self.bn2(self.conv2(y)))
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(y, 1), 1))
+
+
+class MultiHeadAttention(nn.Module):
+    """Separate q/k/v/o projections split into heads: a ``heads`` group whose units are whole heads."""
+
+    def __init__(self, dim: int = 16, heads: int = 4):
+        super().__init__()
+        self.head_dim = dim // heads  # forward infers the head count, so pruned heads need no attribute update
+        self.q, self.k, self.v, self.o = (nn.Linear(dim, dim) for _ in range(4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, _ = x.shape
+
+        def split(t: torch.Tensor) -> torch.Tensor:
+            return t.view(b, n, -1, self.head_dim).transpose(1, 2)
+
+        y = F.scaled_dot_product_attention(split(self.q(x)), split(self.k(x)), split(self.v(x)))
+        return x + self.o(y.transpose(1, 2).reshape(b, n, -1))
+
+
+class GroupedQueryAttention(nn.Module):
+    """Grouped-query attention (``heads`` query heads share ``kv_heads`` key/value heads via repeat_interleave):
+    a ``heads`` group whose units are whole KV groups with their query heads."""
+
+    def __init__(self, dim: int = 16, heads: int = 8, kv_heads: int = 4, head_dim: int = 4):
+        super().__init__()
+        self.head_dim, self.rep = head_dim, heads // kv_heads
+        self.q = nn.Linear(dim, heads * head_dim)
+        self.k = nn.Linear(dim, kv_heads * head_dim)
+        self.v = nn.Linear(dim, kv_heads * head_dim)
+        self.o = nn.Linear(heads * head_dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, _ = x.shape
+
+        def split(t: torch.Tensor) -> torch.Tensor:
+            return t.view(b, n, -1, self.head_dim).transpose(1, 2)
+
+        k = split(self.k(x)).repeat_interleave(self.rep, dim=1)
+        v = split(self.v(x)).repeat_interleave(self.rep, dim=1)
+        y = F.scaled_dot_product_attention(split(self.q(x)), k, v)
+        return x + self.o(y.transpose(1, 2).reshape(b, n, -1))
