@@ -5,20 +5,29 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import numpy as np
 from torch import nn
 
 from secateurs.calibration.collect import LossFn
 from secateurs.counting import graph_macs, param_count
-from secateurs.errors import ApplyError, VerificationError
+from secateurs.errors import ApplyError, InvalidArgumentError, VerificationError
 from secateurs.graph.analysis import Analysis
 from secateurs.graph.analysis import analyze as _analyze
 from secateurs.graph.capture import ExampleInputs, capture
 from secateurs.importance.registry import Criterion
-from secateurs.planning import make_plan
+from secateurs.planning import build_plan, make_plan
 from secateurs.plans import Plan
 from secateurs.report import PruneReport
 from secateurs.surgery.apply import _snapshot, apply_plan
-from secateurs.verification import compare, has_weights, masked_outputs, run
+from secateurs.verification import (
+    VerifyResult,
+    combine,
+    compare,
+    has_weights,
+    masked_outputs,
+    run,
+    verify_exact_subset,
+)
 
 
 def analyze(model: nn.Module, example_inputs: ExampleInputs) -> Analysis:
@@ -86,7 +95,7 @@ def prune(
     round_to: int = 1,
     min_keep: int = 1,
     seed: int = 0,
-    check: bool = True,
+    check: bool | str = True,
     tolerance: float | None = None,
     scope: str = "local",
     normalize: str | None = None,
@@ -98,7 +107,15 @@ def prune(
     loss_fn: LossFn | None = None,
 ) -> PruneReport:
     """Plan, apply and verify in one call (arguments as in ``plan``). On a failed verification the model is
-    restored and an error raised."""
+    restored and an error raised.
+
+    ``check``: ``True`` (default) verifies; when the plan also prunes dims that are normalised over
+    (structural-only groups), the exactly-checkable groups are additionally applied to a copy of the
+    model and compared numerically, if the model's parameters take at most 2 GB (``"full"``: always;
+    ``False``: no verification).
+    """
+    if check not in (True, False, "full"):
+        raise InvalidArgumentError(f"check must be True, False or 'full', got {check!r}")
     analysis = _analyze(model, example_inputs)
     p = make_plan(model, analysis, ratio=ratio, importance=importance, ignore=ignore, round_to=round_to,
                   min_keep=min_keep, seed=seed, scope=scope, normalize=normalize, macs=macs, params=params,
@@ -106,6 +123,7 @@ def prune(
                   example_inputs=example_inputs)
     macs_before, params_before = graph_macs(analysis.coupled.captured), param_count(model)
     can_run = has_weights(model)
+    subset_result = _exact_subset(model, analysis, p, example_inputs, check, tolerance) if check and can_run else None
     reference = masked_outputs(model, p, example_inputs) if check and can_run else None
     modules = list(model.modules())
     undo = _snapshot(modules)
@@ -114,6 +132,8 @@ def prune(
     notes: list[str] = []
     if reference is not None:
         result = compare(reference, model, p, example_inputs, tolerance=tolerance)
+        if subset_result is not None:
+            result = combine(result, subset_result, sum(1 for g in p.groups if g.removed and not g.exact))
         if not result.ok:
             undo.restore()
             raise VerificationError(f"{result.message}; the model was restored unchanged")
@@ -124,9 +144,22 @@ def prune(
     except Exception as exc:  # the verification above already re-exported; keep the error explicit
         undo.restore()
         raise ApplyError(f"pruned model cannot be captured again: {exc}; the model was restored") from exc
-    if not p.exact and p.removed_units():
+    if not p.exact and p.removed_units() and subset_result is None:
         notes.append("some pruned groups normalise over the pruned dimension: verified structurally, not numerically")
     return PruneReport(model, p, result, macs_before, macs_after, params_before, param_count(model), notes)
+
+
+def _exact_subset(model: nn.Module, analysis: Analysis, p: Plan, example_inputs: ExampleInputs,
+                  check: bool | str, tolerance: float | None) -> VerifyResult | None:
+    """Numerically check the exact groups of a plan that also has structural-only groups (on a copy)."""
+    exact = {g.id: np.asarray(g.removed, dtype=np.int64) for g in p.groups if g.removed and g.exact}
+    if p.exact or not exact:
+        return None
+    size = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    if check != "full" and size > 2 * 1024**3:
+        return None
+    subset = build_plan(analysis, exact, dict(p.settings))
+    return verify_exact_subset(model, subset, example_inputs, tolerance=tolerance)
 
 
 def count(model: nn.Module, example_inputs: ExampleInputs) -> tuple[int, int]:

@@ -18,7 +18,8 @@ from secateurs.plans import Plan
 @dataclass
 class VerifyResult:
     ok: bool
-    mode: str  # "exact": compared with the masked original; "structural": runs, shapes, re-export
+    mode: str  # "exact": compared with the masked original; "structural": runs, shapes, re-export;
+    # "partial": exact groups compared numerically on a copy, the rest structurally
     max_abs_error: float | None
     rel_error: float | None
     tolerance: float
@@ -131,6 +132,33 @@ def verify(reference: nn.Module, pruned: nn.Module, plan: Plan, example_inputs: 
     """Compare ``pruned`` with the unpruned ``reference`` model masked by ``plan``."""
     return compare(masked_outputs(reference, plan, example_inputs), pruned, plan, example_inputs,
                    tolerance=tolerance, reexport=reexport)
+
+
+def verify_exact_subset(model: nn.Module, subset: Plan, example_inputs: ExampleInputs, *,
+                        tolerance: float | None = None) -> VerifyResult:
+    """Apply only the exactly-checkable groups to a copy of the unpruned ``model`` and compare numerically."""
+    import copy
+
+    from secateurs.surgery.apply import apply_plan
+
+    reference = masked_outputs(model, subset, example_inputs)
+    clone = copy.deepcopy(model)
+    apply_plan(clone, subset)
+    return compare(reference, clone, subset, example_inputs, exact=True, tolerance=tolerance, reexport=False)
+
+
+def combine(structural: VerifyResult, subset: VerifyResult, n_inexact: int) -> VerifyResult:
+    """One result for a plan whose exact groups were compared numerically and the rest structurally."""
+    if not subset.ok:
+        return VerifyResult(False, "exact", subset.max_abs_error, subset.rel_error, subset.tolerance, subset.shapes_ok,
+                            structural.reexported, f"exactly-checkable groups alone: {subset.message}")
+    if not structural.ok:
+        return structural
+    message = (f"verified: exact groups match the masked original (max relative error {subset.rel_error:.2g}); "
+               f"{n_inexact} group(s) that normalise over the pruned dimension checked structurally "
+               f"(runs, keeps output shapes{', re-exports' if structural.reexported else ''})")
+    return VerifyResult(True, "partial", subset.max_abs_error, subset.rel_error, subset.tolerance, True,
+                        structural.reexported, message)
 
 
 def has_weights(model: nn.Module) -> bool:
