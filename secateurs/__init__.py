@@ -12,14 +12,16 @@ from secateurs.errors import SecateursError
 
 if TYPE_CHECKING:
     from secateurs.api import analyze, apply, count, plan, prune, verify
+    from secateurs.io import load, save
     from secateurs.plans import Plan
 
 _LAZY = {
     "analyze": "secateurs.api", "plan": "secateurs.api", "apply": "secateurs.api", "verify": "secateurs.api",
     "prune": "secateurs.api", "count": "secateurs.api", "Plan": "secateurs.plans",
+    "save": "secateurs.io", "load": "secateurs.io",
 }
 
-__all__ = ["Plan", "SecateursError", "__version__", "analyze", "apply", "count", "plan", "prune", "verify"]
+__all__ = ["Plan", "SecateursError", "__version__", "analyze", "apply", "count", "load", "plan", "prune", "save", "verify"]
 
 
 def __getattr__(name: str) -> Any:

@@ -1,0 +1,122 @@
+"""``secateurs prune MODEL -o DIR``: plan, apply, verify, measure and save the model with its reports."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from secateurs.cli._common import (
+    add_model_flags,
+    add_output_flags,
+    emit_json,
+    load_model,
+    say,
+    set_threads,
+    step,
+)
+from secateurs.cli._measure import add_latency_flags, batch_sizes, measure
+from secateurs.errors import InvalidArgumentError
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("prune", help="prune a model and save it (safetensors + plan) with report.json/md/html")
+    add_model_flags(p)
+    p.add_argument("-o", "--output", required=True, metavar="DIR", help="directory to write (must not exist unless --force)")
+    p.add_argument("--ratio", default="0.5", help="fraction of units removed per group: 0.3, or per unit kind: channels=0.3,heads=0.25")
+    p.add_argument("--importance", default="l2", help="importance criterion (default l2)")
+    p.add_argument("--ignore", action="append", default=[], metavar="PATTERN",
+                   help="module path or glob never pruned (repeatable), e.g. --ignore fc --ignore 'layer3.*'")
+    p.add_argument("--round-to", type=int, default=1, help="keep a multiple of this many channels per group")
+    p.add_argument("--min-keep", type=int, default=1, help="never keep fewer units per group")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tolerance", type=float, default=1e-4, help="verification tolerance (relative error)")
+    p.add_argument("--dry-run", action="store_true", help="only plan: write DIR/plan.json, leave weights alone")
+    p.add_argument("--force", action="store_true", help="replace DIR if it exists")
+    p.add_argument("--no-bench", action="store_true", help="skip the latency measurement")
+    p.add_argument("--int8", action="store_true", help="also measure int8 dynamic quantization fidelity for the report")
+    add_latency_flags(p)
+    add_output_flags(p)
+    p.set_defaults(run=run)
+
+
+def parse_ratio(text: str) -> float | dict[str, float]:
+    try:
+        if "=" not in text:
+            return float(text)
+        out = {}
+        for item in text.split(","):
+            kind, _, value = item.partition("=")
+            out[kind.strip()] = float(value)
+        return out
+    except ValueError:
+        raise InvalidArgumentError(f"--ratio must be a number like 0.3 or kind=value pairs like channels=0.3,heads=0.25, "
+                                   f"got {text!r}") from None
+
+
+def _settings(args: argparse.Namespace) -> dict[str, Any]:
+    return {"ratio": parse_ratio(args.ratio), "importance": args.importance, "ignore": list(args.ignore) or None,
+            "round_to": args.round_to, "min_keep": args.min_keep, "seed": args.seed}
+
+
+def _dry_run(args: argparse.Namespace, model: Any, spec: Any, out: Path, settings: dict[str, Any]) -> int:
+    import secateurs as sc
+    from secateurs.io.atomic import atomic_dir, write_text
+
+    step(args, "planning (dry run: the model is not changed)")
+    plan = sc.plan(model, spec.make(), **settings)
+    with atomic_dir(out, args.force) as tmp:
+        write_text(tmp / "plan.json", plan.to_json(indent=1))
+    pruned = sum(1 for g in plan.groups if g.removed)
+    emit_json(args, {"output": str(out), "plan": str(out / "plan.json"), "dry_run": True, "groups": len(plan.groups),
+                     "groups_pruned": pruned, "units_removed": plan.removed_units()})
+    say(args, f"dry run: {pruned} of {len(plan.groups)} groups would lose {plan.removed_units()} units; "
+              f"plan written to {out / 'plan.json'}")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    import secateurs as sc
+    from secateurs.graph.analysis import fingerprint
+    from secateurs.io.atomic import check_target
+    from secateurs.reporting import build_report, render_html, render_markdown
+    from secateurs.reporting.document import latency_rows
+
+    set_threads(args)
+    out = Path(args.output)
+    check_target(out, args.force)  # fail before any slow work
+    settings = _settings(args)
+    sizes = [] if args.no_bench or args.dry_run else batch_sizes(args)
+    source, model, spec = load_model(args)
+    if args.dry_run:
+        return _dry_run(args, model, spec, out, settings)
+    base_fp = fingerprint(model)
+    before = {}
+    if sizes:
+        step(args, f"measuring latency before pruning (batch {sizes}, median of {args.repeats})")
+        before = measure(model, spec, sizes, args.repeats)
+    step(args, "planning, pruning and verifying")
+    x = spec.make()
+    result = sc.prune(model, x, tolerance=args.tolerance, **settings)
+    after = {}
+    if sizes:
+        step(args, "measuring latency after pruning")
+        after = measure(model, spec, sizes, args.repeats)
+    doc = build_report(result, model_spec=source.spec, input_desc=spec.to_dict(), latency=latency_rows(before, after))
+    if args.int8:
+        from secateurs.export.quantize import quantize_int8
+
+        step(args, "int8 dynamic quantization of Linear layers")
+        doc["exports"]["int8"] = quantize_int8(model, x)[1]
+    step(args, f"writing {out}")
+    files = {"report.json": json.dumps(doc, indent=1), "report.md": render_markdown(doc), "report.html": render_html(doc)}
+    sc.save(model, result.plan, out, overwrite=args.force, model_spec=source.spec, input_spec=spec,
+            unpruned_fingerprint=base_fp, extra_files=files)
+    emit_json(args, {"output": str(out), **doc})
+    say(args, result.summary())
+    for row in doc["latency"]:
+        say(args, f"latency batch {row['batch']}: {row['before']['median_ms']:.2f} ms -> {row['after']['median_ms']:.2f} ms "
+                  f"({row['speedup']:.2f}x; MAC ideal {doc['mac_ideal_speedup']:.2f}x)")
+    say(args, f"saved to {out} (model.safetensors, plan.json, manifest.json, report.json/md/html)")
+    return 0
