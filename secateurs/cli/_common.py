@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from secateurs.errors import InvalidArgumentError
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 def add_output_flags(p: argparse.ArgumentParser) -> None:
@@ -58,6 +58,8 @@ def emit_json(args: argparse.Namespace, obj: Any) -> None:
 
 
 def set_threads(args: argparse.Namespace) -> None:
+    import torch
+
     threads = getattr(args, "threads", 1)
     if threads is None or threads < 1:
         raise InvalidArgumentError(f"--threads must be a positive integer, got {threads}")
@@ -78,7 +80,7 @@ def input_spec(args: argparse.Namespace, default: Any = None) -> Any:
     return default
 
 
-def load_model(args: argparse.Namespace) -> tuple[Any, nn.Module, Any]:
+def load_model(args: argparse.Namespace) -> tuple[Any, nn.Module, Any]:  # torch imported lazily: --help stays fast
     """(ModelSource, model, InputSpec) for the MODEL argument; the input spec is checked by one forward pass."""
     from secateurs.io.specs import resolve
 
@@ -92,6 +94,8 @@ def load_model(args: argparse.Namespace) -> tuple[Any, nn.Module, Any]:
 
 def check_input(model: nn.Module, spec: Any) -> None:
     """Run the model once so a wrong --input-shape fails here with the shape in the message."""
+    import torch
+
     from secateurs.graph.capture import normalize_inputs
 
     args, kwargs = normalize_inputs(spec.make())

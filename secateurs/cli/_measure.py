@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
-
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from secateurs.errors import InvalidArgumentError
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 def add_latency_flags(p: argparse.ArgumentParser, default_batches: str = "1,8") -> None:

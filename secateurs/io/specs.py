@@ -101,7 +101,8 @@ def _factory(module: str, attr: str, spec: str) -> ModelSource:
     try:
         mod = importlib.import_module(module)
     except ImportError as exc:
-        raise InvalidArgumentError(f"model spec {spec!r}: cannot import module {module!r} ({exc})") from None
+        raise InvalidArgumentError(f"unknown model spec {spec!r}: cannot import module {module!r} ({exc}); "
+                                   f"use {SPEC_HELP}") from None
     fn = getattr(mod, attr, None)
     if not callable(fn):
         raise InvalidArgumentError(f"model spec {spec!r}: {module!r} has no callable {attr!r}")
