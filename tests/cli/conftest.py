@@ -21,8 +21,14 @@ def pruned_dir(tmp_path_factory):
     return out
 
 
-def run_json(capsys, argv):
-    capsys.readouterr()
-    rc = main([*argv, "--json"])
-    out = capsys.readouterr()
-    return rc, (json.loads(out.out) if out.out.strip() else None), out.err
+@pytest.fixture
+def run_json(capsys):
+    """Run the CLI with --json: (exit code, parsed stdout, stderr)."""
+
+    def run(argv):
+        capsys.readouterr()
+        rc = main([*argv, "--json"])
+        out = capsys.readouterr()
+        return rc, (json.loads(out.out) if out.out.strip() else None), out.err
+
+    return run

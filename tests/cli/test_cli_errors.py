@@ -2,7 +2,8 @@ import pytest
 
 from secateurs.cli.main import main
 
-from .conftest import SHAPE, SPEC
+SPEC = "secateurs.testing.models:TinyViT"
+SHAPE = "1,3,16,16"
 
 
 def _err(capsys, argv):

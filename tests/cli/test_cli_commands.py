@@ -6,7 +6,8 @@ import pytest
 
 from secateurs.cli.main import SUBCOMMANDS, build_parser, main
 
-from .conftest import SHAPE, SPEC, run_json
+SPEC = "secateurs.testing.models:TinyViT"  # same model as the pruned_dir fixture
+SHAPE = "1,3,16,16"
 
 
 def test_every_subcommand_is_registered():
@@ -38,28 +39,28 @@ def test_pruned_dir_loads_without_arguments(pruned_dir):
     assert sum(p.numel() for p in model.parameters()) == json.loads((pruned_dir / "report.json").read_text())["counts"]["params_after"]
 
 
-def test_report_json_and_text(pruned_dir, capsys):
-    rc, doc, _ = run_json(capsys, ["report", str(pruned_dir)])
+def test_report_json_and_text(pruned_dir, run_json, capsys):
+    rc, doc, _ = run_json(["report", str(pruned_dir)])
     assert rc == 0 and doc["model"]["spec"] == SPEC
     assert main(["report", str(pruned_dir)]) == 0
     assert "verification: passed" in capsys.readouterr().out
 
 
-def test_bench_dir_reports_before_and_after(pruned_dir, capsys):
-    rc, info, _ = run_json(capsys, ["bench", str(pruned_dir), "--repeats", "2", "--batch-sizes", "1"])
+def test_bench_dir_reports_before_and_after(pruned_dir, run_json, capsys):
+    rc, info, _ = run_json(["bench", str(pruned_dir), "--repeats", "2", "--batch-sizes", "1"])
     assert rc == 0 and info["threads"] == 1
     assert info["results"]["after"]["params"] < info["results"]["before"]["params"]
     assert set(info["speedup"]) == {"1"}
 
 
-def test_bench_model_spec(capsys):
-    rc, info, _ = run_json(capsys, ["bench", SPEC, "--input-shape", SHAPE, "--repeats", "1", "--batch-sizes", "1,2"])
+def test_bench_model_spec(run_json):
+    rc, info, _ = run_json(["bench", SPEC, "--input-shape", SHAPE, "--repeats", "1", "--batch-sizes", "1,2"])
     assert rc == 0 and [s["batch"] for s in info["results"]["model"]["latency"]] == [1, 2]
 
 
-def test_export_onnx_and_int8(pruned_dir, capsys):
+def test_export_onnx_and_int8(pruned_dir, run_json, capsys):
     pytest.importorskip("onnxruntime")
-    rc, info, err = run_json(capsys, ["export", str(pruned_dir), "--onnx", "--int8", "--exporter", "legacy"])
+    rc, info, err = run_json(["export", str(pruned_dir), "--onnx", "--int8", "--exporter", "legacy"])
     assert rc == 0, err
     assert info["exports"]["onnx"]["parity_ok"] and (pruned_dir / "model.onnx").is_file()
     assert (pruned_dir / "model.int8.onnx").is_file()
@@ -68,19 +69,19 @@ def test_export_onnx_and_int8(pruned_dir, capsys):
     assert "ONNX" in (pruned_dir / "report.md").read_text()
 
 
-def test_inspect_json(capsys):
-    rc, info, _ = run_json(capsys, ["inspect", SPEC, "--input-shape", SHAPE])
+def test_inspect_json(run_json):
+    rc, info, _ = run_json(["inspect", SPEC, "--input-shape", SHAPE])
     assert rc == 0 and info["params"] > 0 and info["macs"] > 0
     assert info["groups"] and all(g["units"] > 0 for g in info["groups"])
     assert isinstance(info["frozen_ops"], list)
 
 
-def test_dry_run_writes_only_the_plan(tmp_path, capsys):
+def test_dry_run_writes_only_the_plan(tmp_path, run_json):
     out = tmp_path / "plan"
-    rc, info, _ = run_json(capsys, ["prune", SPEC, "--input-shape", SHAPE, "-o", str(out), "--dry-run"])
+    rc, info, _ = run_json(["prune", SPEC, "--input-shape", SHAPE, "-o", str(out), "--dry-run"])
     assert rc == 0 and info["dry_run"] and info["units_removed"] > 0
     assert [p.name for p in out.iterdir()] == ["plan.json"]
-    rc, info, _ = run_json(capsys, ["report", str(out)])
+    rc, info, _ = run_json(["report", str(out)])
     assert rc == 0 and info["dry_run"]
 
 
