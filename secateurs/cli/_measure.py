@@ -29,7 +29,12 @@ def batch_sizes(args: argparse.Namespace) -> list[int]:
     return sizes
 
 
-def measure(model: nn.Module, spec: Any, sizes: list[int], repeats: int) -> dict[int, Any]:
+def measure(model: nn.Module, spec: Any, sizes: list[int], repeats: int, quiet: bool = False) -> dict[int, Any]:
+    from tqdm import tqdm
+
     from secateurs.reporting.latency import measure_latency
 
-    return {b: measure_latency(model, spec.make(batch=b), repeats=repeats) for b in sizes}
+    out = {}
+    for b in tqdm(sizes, desc="latency", unit="batch size", disable=quiet or len(sizes) < 2, leave=False):
+        out[b] = measure_latency(model, spec.make(batch=b), repeats=repeats)
+    return out

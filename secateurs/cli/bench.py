@@ -12,6 +12,7 @@ from secateurs.cli._common import (
     check_input,
     emit_json,
     input_spec,
+    is_quiet,
     say,
     set_threads,
     step,
@@ -57,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         check_input(model, spec)
         step(args, f"timing {name} (batch {sizes}, median of {args.repeats})")
         results[name] = {"params": param_count(model),
-                         "latency": [s.to_dict() for s in measure(model, spec, sizes, args.repeats).values()]}
+                         "latency": [s.to_dict() for s in measure(model, spec, sizes, args.repeats, is_quiet(args)).values()]}
     info: dict[str, Any] = {"model": source.spec, "input": spec.to_dict(), "threads": torch.get_num_threads(), "torch_version": torch.__version__,
             "results": results}
     if "before" in results:

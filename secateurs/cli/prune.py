@@ -11,6 +11,7 @@ from secateurs.cli._common import (
     add_model_flags,
     add_output_flags,
     emit_json,
+    is_quiet,
     load_model,
     say,
     set_threads,
@@ -95,14 +96,14 @@ def run(args: argparse.Namespace) -> int:
     before = {}
     if sizes:
         step(args, f"measuring latency before pruning (batch {sizes}, median of {args.repeats})")
-        before = measure(model, spec, sizes, args.repeats)
+        before = measure(model, spec, sizes, args.repeats, is_quiet(args))
     step(args, "planning, pruning and verifying")
     x = spec.make()
     result = sc.prune(model, x, tolerance=args.tolerance, **settings)
     after = {}
     if sizes:
         step(args, "measuring latency after pruning")
-        after = measure(model, spec, sizes, args.repeats)
+        after = measure(model, spec, sizes, args.repeats, is_quiet(args))
     doc = build_report(result, model_spec=source.spec, input_desc=spec.to_dict(), latency=latency_rows(before, after))
     if args.int8:
         from secateurs.export.quantize import quantize_int8

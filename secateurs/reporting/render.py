@@ -18,6 +18,14 @@ def fmt(n: float | None) -> str:
     return f"{n:.0f}"
 
 
+def describe_input(desc: dict[str, Any] | None) -> str:
+    if not desc:
+        return "n/a"
+    if "shape" in desc:
+        return "tensor " + "x".join(str(d) for d in desc["shape"])
+    return f"token ids, sequence length {desc.get('seq_len')}"
+
+
 def summary_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     """(quantity, before, after, after/before) rows shared by the Markdown and HTML renderers."""
     c = r["counts"]
@@ -51,7 +59,7 @@ def render_markdown(r: dict[str, Any]) -> str:
     lines = [f"# secateurs pruning report: {r['model'].get('spec') or r['model']['class']}", "",
              f"secateurs {r['library_version']}, torch {r['torch_version']}, {r['created']}", ""]
     if r.get("input"):
-        lines += [f"Input: {r['input']}", ""]
+        lines += [f"Input: {describe_input(r['input'])}", ""]
     lines += ["| quantity | before | after | after / before |", "|---|---:|---:|---:|"]
     lines += [f"| {q} | {b} | {a} | {k} |" for q, b, a, k in summary_rows(r)]
     g = r["groups"]
@@ -90,7 +98,7 @@ def render_html(r: dict[str, Any], *, plots: bool = True) -> str:
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{e(title)}</title><style>{_CSS}</style></head><body>",
              f"<h1>{e(title)}</h1><p>secateurs {e(r['library_version'])}, torch {e(r['torch_version'])}, {e(r['created'])}</p>"]
     if r.get("input"):
-        parts.append(f"<p>Input: {e(str(r['input']))}</p>")
+        parts.append(f"<p>Input: {e(describe_input(r['input']))}</p>")
     parts.append("<table><tr><th>quantity</th><th>before</th><th>after</th><th>after / before</th></tr>")
     parts += [f"<tr><td>{e(q)}</td><td>{e(b)}</td><td>{e(a)}</td><td>{e(k)}</td></tr>" for q, b, a, k in summary_rows(r)]
     parts.append("</table>")
