@@ -35,6 +35,6 @@ def measure(model: nn.Module, spec: Any, sizes: list[int], repeats: int, quiet: 
     from secateurs.reporting.latency import measure_latency
 
     out = {}
-    for b in tqdm(sizes, desc="latency", unit="batch size", disable=quiet or len(sizes) < 2, leave=False):
+    for b in tqdm(sizes, desc="latency", unit="batch size", disable=True if quiet or len(sizes) < 2 else None, leave=False):
         out[b] = measure_latency(model, spec.make(batch=b), repeats=repeats)
     return out

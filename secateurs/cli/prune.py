@@ -61,6 +61,18 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
             "round_to": args.round_to, "min_keep": args.min_keep, "seed": args.seed}
 
 
+def _validate(settings: dict[str, Any]) -> None:
+    """Check ratio, criterion and rounding before building the model, so a typo fails in a second."""
+    from secateurs.algorithms.select import resolve_ratio
+    from secateurs.importance.registry import get_criterion
+
+    resolve_ratio(settings["ratio"])
+    get_criterion(settings["importance"])
+    for key in ("round_to", "min_keep"):
+        if settings[key] < 1:
+            raise InvalidArgumentError(f"--{key.replace('_', '-')} must be a positive integer, got {settings[key]}")
+
+
 def _dry_run(args: argparse.Namespace, model: Any, spec: Any, out: Path, settings: dict[str, Any]) -> int:
     import secateurs as sc
     from secateurs.io.atomic import atomic_dir, write_text
@@ -88,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.output)
     check_target(out, args.force)  # fail before any slow work
     settings = _settings(args)
+    _validate(settings)
     sizes = [] if args.no_bench or args.dry_run else batch_sizes(args)
     source, model, spec = load_model(args)
     if args.dry_run:

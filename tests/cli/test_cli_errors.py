@@ -28,12 +28,16 @@ def _one_error_line(err):
     (["prune", SPEC, "--input-shape", SHAPE, "-o", "{tmp}/o", "--ratio", "1.5"], "must be a number in"),
     (["prune", SPEC, "--input-shape", SHAPE, "-o", "{tmp}/o", "--ratio", "lots"], "--ratio must be"),
     (["prune", SPEC, "--input-shape", SHAPE, "-o", "{tmp}/o", "--importance", "vibes"], "unknown importance"),
+    (["prune", SPEC, "--input-shape", SHAPE, "-o", "{tmp}/o", "--round-to", "0"], "--round-to"),
     (["report", "{tmp}"], "neither report.json nor plan.json"),
     (["export", "{tmp}"], "nothing to export"),
     (["export", "{tmp}", "--onnx"], "manifest.json"),
     (["bench", "{tmp}/missing"], "unknown model spec"),
 ])
-def test_bad_input_gives_one_line_and_nonzero_exit(capsys, tmp_path, argv, match):
+def test_bad_input_gives_one_line_and_nonzero_exit(capsys, tmp_path, monkeypatch, argv, match):
+    import secateurs.cli.prune as prune
+
+    monkeypatch.setattr(prune, "measure", lambda *a, **k: pytest.fail("bad arguments must fail before latency runs"))
     rc, err = _err(capsys, [a.replace("{tmp}", str(tmp_path)) for a in argv])
     assert rc == 2
     assert match in _one_error_line(err)
