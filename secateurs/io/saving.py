@@ -103,6 +103,7 @@ def save(
             "library_version": __version__, "torch_version": torch.__version__,
             "model_spec": model_spec, "model_class": f"{type(model).__module__}.{type(model).__qualname__}",
             "input": input_spec.to_dict() if input_spec is not None else None,
+            "training": model.training,
             "fingerprint_unpruned": unpruned_fingerprint or plan.fingerprint,
             "fingerprint_pruned": pruned_fp,
             "aliases": aliases,
@@ -209,6 +210,8 @@ def load(
         raise PlanError(f"applying the plan in {root} did not give the saved architecture "
                         f"(fingerprint {fingerprint(model)} != {manifest.get('fingerprint_pruned')})")
     _load_weights(model, _read_weights(weights_path), dict(manifest.get("aliases") or {}), weights_path)
+    if isinstance(manifest.get("training"), bool):
+        model.train(manifest["training"])  # the mode it was saved in (BatchNorm and dropout behave accordingly)
     return model
 
 

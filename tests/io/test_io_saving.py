@@ -44,7 +44,8 @@ def test_round_trip_with_fresh_model_and_with_factory(saved):
     root, model, fresh, plan, x = saved
     loaded = sc.load(root, model=copy.deepcopy(fresh))
     torch.testing.assert_close(loaded(x), model(x))
-    other = sc.load(root, model_factory=lambda: TinyResNet().eval())  # other init: weights come from the file
+    other = sc.load(root, model_factory=TinyResNet)  # other init: weights come from the file
+    assert not other.training  # restored to the mode it was saved in
     torch.testing.assert_close(other(x), model(x))
 
 
@@ -235,3 +236,12 @@ def test_save_checks_arguments(saved, tmp_path):
     with pytest.raises(InvalidArgumentError, match="reserved"):
         sc.save(model, plan, tmp_path / "c", extra_files={"plan.json": "x"})
     assert not any(tmp_path.iterdir())
+
+
+def test_import_secateurs_stays_cheap_and_exports_save_load():
+    import subprocess
+    import sys
+
+    code = ("import sys, secateurs; assert 'safetensors' not in sys.modules and 'secateurs.io' not in sys.modules; "
+            "from secateurs.io import save, load; assert secateurs.save is save and secateurs.load is load")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
