@@ -44,6 +44,10 @@ def test_report_json_and_text(pruned_dir, run_json, capsys):
     assert rc == 0 and doc["model"]["spec"] == SPEC
     assert main(["report", str(pruned_dir)]) == 0
     assert "verification: passed" in capsys.readouterr().out
+    assert main(["--json", "report", str(pruned_dir)]) == 0  # global flags work before the subcommand too
+    assert json.loads(capsys.readouterr().out)["format"] == "secateurs-report"
+    assert main(["--quiet", "report", str(pruned_dir)]) == 0
+    assert capsys.readouterr().out == ""
 
 
 def test_bench_dir_reports_before_and_after(pruned_dir, run_json, capsys):
@@ -88,3 +92,20 @@ def test_dry_run_writes_only_the_plan(tmp_path, run_json):
 def test_python_dash_m_entry_point():
     proc = subprocess.run([sys.executable, "-m", "secateurs", "--help"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "inspect" in proc.stdout and "export" in proc.stdout
+
+
+@pytest.mark.slow
+def test_prune_local_hf_model(tmp_path, run_json):
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("secateurs.integrations.hf.handlers")  # the engine's HF surgery adapters
+    cfg = transformers.BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                  intermediate_size=32, architectures=["BertModel"])
+    transformers.BertModel(cfg).save_pretrained(tmp_path / "bert")
+    rc, info, err = run_json(["prune", f"hf:{tmp_path / 'bert'}", "--seq-len", "8", "-o", str(tmp_path / "out"),
+                              "--no-bench", "--int8"])
+    assert rc == 0, err
+    assert info["verification"]["ok"] and info["exports"]["int8"]["quantized_layers"] > 0
+    import secateurs as sc
+
+    model = sc.load(tmp_path / "out")
+    assert model.config.hidden_size == 16
