@@ -205,29 +205,42 @@ def load(
     if got != want or plan.fingerprint != want:
         raise PlanError(f"{root} was saved from a different model (fingerprint {want}, plan {plan.fingerprint}); the "
                         f"given model has fingerprint {got}. Pass a fresh, unpruned instance of the model the plan was made for")
+    tensors = _read_weights(weights_path)
+    aliases = dict(manifest.get("aliases") or {})
+    _check_weights(_with_aliases(tensors, aliases), plan.shapes_after(), weights_path)  # before touching the model
     apply_plan(model, plan)
     if fingerprint(model) != manifest.get("fingerprint_pruned"):
         raise PlanError(f"applying the plan in {root} did not give the saved architecture "
                         f"(fingerprint {fingerprint(model)} != {manifest.get('fingerprint_pruned')})")
-    _load_weights(model, _read_weights(weights_path), dict(manifest.get("aliases") or {}), weights_path)
+    _load_weights(model, _with_aliases(tensors, aliases), weights_path)
     if isinstance(manifest.get("training"), bool):
         model.train(manifest["training"])  # the mode it was saved in (BatchNorm and dropout behave accordingly)
     return model
 
 
-def _load_weights(model: nn.Module, tensors: dict[str, torch.Tensor], aliases: dict[str, str], path: Path) -> None:
-    state = model.state_dict()
+def _with_aliases(tensors: dict[str, torch.Tensor], aliases: dict[str, str]) -> dict[str, torch.Tensor]:
     full = dict(tensors)
     for alias, name in aliases.items():
         if name in tensors:
             full[alias] = tensors[name]
-    missing = sorted(set(state) - set(full))
-    unexpected = sorted(set(full) - set(state))
+    return full
+
+
+def _check_weights(full: dict[str, torch.Tensor], shapes: dict[str, list[int]], path: Path) -> None:
+    missing = sorted(set(shapes) - set(full))
+    unexpected = sorted(set(full) - set(shapes))
     if missing or unexpected:
         raise FileFormatError(f"{path} does not hold the pruned model's tensors: missing {missing[:5]}, "
                               f"unexpected {unexpected[:5]}")
     for name, t in full.items():
-        if tuple(t.shape) != tuple(state[name].shape) or t.dtype != state[name].dtype:
-            raise FileFormatError(f"{path}: {name!r} is {list(t.shape)} {t.dtype} but the pruned model expects "
-                                  f"{list(state[name].shape)} {state[name].dtype}")
+        if list(t.shape) != list(shapes[name]):
+            raise FileFormatError(f"{path}: {name!r} has shape {list(t.shape)} but the pruned model expects {list(shapes[name])}")
+
+
+def _load_weights(model: nn.Module, full: dict[str, torch.Tensor], path: Path) -> None:
+    state = model.state_dict()
+    _check_weights(full, {k: list(v.shape) for k, v in state.items()}, path)
+    for name, t in full.items():
+        if t.dtype != state[name].dtype:
+            raise FileFormatError(f"{path}: {name!r} is {t.dtype} but the model expects {state[name].dtype}")
     model.load_state_dict(full, strict=True)

@@ -245,3 +245,19 @@ def test_import_secateurs_stays_cheap_and_exports_save_load():
     code = ("import sys, secateurs; assert 'safetensors' not in sys.modules and 'secateurs.io' not in sys.modules; "
             "from secateurs.io import save, load; assert secateurs.save is save and secateurs.load is load")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_weights_that_do_not_fit_leave_the_given_model_untouched(saved, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    root = _copy(saved, tmp_path)
+    tensors = load_file(str(root / "model.safetensors"))
+    name = next(iter(tensors))
+    tensors[name] = torch.zeros(3, 3)
+    save_file(tensors, str(root / "model.safetensors"))
+    _rehash(root)
+    fresh = copy.deepcopy(saved[2])
+    shapes = {k: v.shape for k, v in fresh.state_dict().items()}
+    with pytest.raises(FileFormatError, match=name):
+        sc.load(root, model=fresh)
+    assert {k: v.shape for k, v in fresh.state_dict().items()} == shapes
