@@ -23,6 +23,16 @@ def add_output_flags(p: argparse.ArgumentParser) -> None:
 def add_model_flags(p: argparse.ArgumentParser, what: str = "model") -> None:
     p.add_argument("model", metavar="MODEL", help=f"{what}: torchvision:NAME, timm:NAME, hf:DIR, file:DIR or module.path:factory")
     add_input_flags(p)
+    add_trust_flag(p)
+
+
+def add_trust_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--trust-code", action="store_true",
+                   help="allow a saved directory whose manifest names a module.path:factory to import and run it")
+
+
+def trust_code(args: argparse.Namespace) -> bool:
+    return bool(getattr(args, "trust_code", False))
 
 
 def add_input_flags(p: argparse.ArgumentParser) -> None:
@@ -84,7 +94,7 @@ def load_model(args: argparse.Namespace) -> tuple[Any, nn.Module, Any]:  # torch
     """(ModelSource, model, InputSpec) for the MODEL argument; the input spec is checked by one forward pass."""
     from secateurs.io.specs import resolve
 
-    source = resolve(args.model)
+    source = resolve(args.model, trust_code=trust_code(args))
     step(args, f"building {source.spec}")
     model = source.build()
     spec = input_spec(args, source.default_input)

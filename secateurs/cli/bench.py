@@ -9,6 +9,7 @@ from typing import Any
 from secateurs.cli._common import (
     add_input_flags,
     add_output_flags,
+    add_trust_flag,
     check_input,
     emit_json,
     input_spec,
@@ -16,6 +17,7 @@ from secateurs.cli._common import (
     say,
     set_threads,
     step,
+    trust_code,
 )
 from secateurs.cli._measure import add_latency_flags, batch_sizes, measure
 
@@ -24,6 +26,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="measure latency; for a pruned directory, before and after")
     p.add_argument("model", metavar="MODEL_OR_DIR", help="a model spec, or a directory written by 'secateurs prune'")
     add_input_flags(p)
+    add_trust_flag(p)
     add_latency_flags(p)
     add_output_flags(p)
     p.set_defaults(run=run)
@@ -33,22 +36,20 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from secateurs.counting import param_count
-    from secateurs.io.saving import load, read_manifest
+    from secateurs.io.saving import load, read_manifest, unpruned_factory
     from secateurs.io.specs import resolve
 
     set_threads(args)
     sizes = batch_sizes(args)
     spec_text = f"file:{args.model}" if Path(args.model).is_dir() else args.model
-    source = resolve(spec_text)
+    source = resolve(spec_text, trust_code=trust_code(args))
     models = {}
     if source.saved_dir is not None:
         manifest = read_manifest(source.saved_dir)
-        if not manifest.get("model_spec"):
-            raise_no_spec(source.saved_dir)
         step(args, f"building the unpruned model {manifest['model_spec']}")
-        models["before"] = resolve(manifest["model_spec"]).build()
+        models["before"] = unpruned_factory(source.saved_dir, manifest, trust_code=trust_code(args))()
         step(args, f"loading the pruned model from {source.saved_dir}")
-        models["after"] = load(source.saved_dir)
+        models["after"] = load(source.saved_dir, trust_code=trust_code(args))
     else:
         step(args, f"building {source.spec}")
         models["model"] = source.build()
@@ -73,8 +74,3 @@ def run(args: argparse.Namespace) -> int:
         say(args, f"  speedup at batch {batch}: {x:.2f}x")
     return 0
 
-
-def raise_no_spec(root: Path) -> None:
-    from secateurs.errors import InvalidArgumentError
-
-    raise InvalidArgumentError(f"{root} records no model spec, so the unpruned model cannot be rebuilt for a comparison")

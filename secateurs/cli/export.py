@@ -7,7 +7,17 @@ import os
 from pathlib import Path
 from typing import Any
 
-from secateurs.cli._common import add_output_flags, check_input, emit_json, input_spec, say, set_threads, step
+from secateurs.cli._common import (
+    add_output_flags,
+    add_trust_flag,
+    check_input,
+    emit_json,
+    input_spec,
+    say,
+    set_threads,
+    step,
+    trust_code,
+)
 from secateurs.errors import InvalidArgumentError
 
 
@@ -23,6 +33,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--input-shape", metavar="N,C,H,W", help="override the input recorded at prune time")
     p.add_argument("--seq-len", type=int, metavar="N", help="override the sequence length recorded at prune time")
     p.add_argument("--threads", type=int, default=1, help="CPU threads for torch (default 1)")
+    add_trust_flag(p)
     add_output_flags(p)
     p.set_defaults(run=run)
 
@@ -54,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     recorded = InputSpec.from_dict(manifest["input"]) if manifest.get("input") else None
     spec = input_spec(args, recorded)
     step(args, f"loading {root}")
-    model = load(root).eval()
+    model = load(root, trust_code=trust_code(args)).eval()
     check_input(model, spec)
     x = spec.make()
     exports: dict[str, Any] = {}

@@ -169,15 +169,32 @@ def _read_weights(path: Path) -> dict[str, torch.Tensor]:
         raise FileFormatError(f"{path} is not a readable safetensors file ({exc})") from None
 
 
+def unpruned_factory(root: Path, manifest: dict[str, Any], *, trust_code: bool = False) -> Callable[[], nn.Module]:
+    """A builder of the unpruned model from the manifest's model spec (code-importing specs need ``trust_code``)."""
+    from secateurs.io.specs import imports_code, resolve
+
+    spec = manifest.get("model_spec")
+    if not spec:
+        raise InvalidArgumentError(f"{root} records no model spec; pass model_factory= or model= to build the unpruned model")
+    if imports_code(spec) and not trust_code:
+        raise InvalidArgumentError(
+            f"{root} records the model spec {spec!r}, which imports and runs Python code named by the file; pass "
+            "model_factory= (or model=), or trust_code=True (CLI: --trust-code) if you trust this directory")
+    return resolve(spec, trust_code=trust_code).build
+
+
 def load(
     directory: str | os.PathLike[str],
     model_factory: Callable[[], nn.Module] | None = None,
     model: nn.Module | None = None,
+    *,
+    trust_code: bool = False,
 ) -> nn.Module:
     """Rebuild a pruned model saved with :func:`save`; no pickle is ever read.
 
     The unpruned model comes from ``model_factory()``, a fresh unpruned ``model`` (changed in place), or,
-    when neither is given, the model spec recorded in the manifest.
+    when neither is given, the model spec recorded in the manifest. A recorded ``module.path:factory`` spec
+    imports and calls Python code named by the file, so it is used only with ``trust_code=True``.
     """
     from secateurs.graph.analysis import fingerprint
     from secateurs.surgery.apply import apply_plan
@@ -189,14 +206,7 @@ def load(
     if model is not None and model_factory is not None:
         raise InvalidArgumentError("give load() a model_factory or a model, not both")
     if model is None:
-        if model_factory is None:
-            spec = manifest.get("model_spec")
-            if not spec:
-                raise InvalidArgumentError(f"{root} records no model spec; pass model_factory= or model= "
-                                           "to build the unpruned model")
-            from secateurs.io.specs import resolve
-
-            model_factory = resolve(spec).build
+        model_factory = model_factory or unpruned_factory(root, manifest, trust_code=trust_code)
         model = model_factory()
     if not isinstance(model, nn.Module):
         raise InvalidTypeError(f"load() needs an nn.Module to rebuild into, got {type(model).__name__}")

@@ -88,13 +88,13 @@ def _hf(path: str) -> ModelSource:
     return ModelSource(f"hf:{root}", "hf", build, InputSpec(seq_len=128, vocab_size=vocab))
 
 
-def _file(path: str) -> ModelSource:
+def _file(path: str, trust_code: bool) -> ModelSource:
     from secateurs.io.saving import load, read_manifest
 
     root = Path(path).expanduser().absolute()
     manifest = read_manifest(root)
     default = InputSpec.from_dict(manifest["input"]) if manifest.get("input") else None
-    return ModelSource(f"file:{root}", "file", lambda: load(root), default, saved_dir=root)
+    return ModelSource(f"file:{root}", "file", lambda: load(root, trust_code=trust_code), default, saved_dir=root)
 
 
 def _factory(module: str, attr: str, spec: str) -> ModelSource:
@@ -117,16 +117,27 @@ def _factory(module: str, attr: str, spec: str) -> ModelSource:
     return ModelSource(spec, "factory", build, InputSpec(shape=tuple(shape)) if shape else None)
 
 
-def resolve(spec: str) -> ModelSource:
-    """Turn a spec string into a :class:`ModelSource`; raises ``InvalidArgumentError`` with the accepted forms."""
+def imports_code(spec: str) -> bool:
+    """True for ``module.path:factory`` specs (arbitrary Python), False for the named model zoos and saved dirs."""
+    return ":" in spec and spec.partition(":")[0] not in ("torchvision", "timm", "hf", "file")
+
+
+def resolve(spec: str, *, trust_code: bool = False) -> ModelSource:
+    """Turn a spec string into a :class:`ModelSource`; raises ``InvalidArgumentError`` with the accepted forms.
+
+    ``trust_code`` is passed on to :func:`secateurs.load` for ``file:`` specs whose manifest names a
+    ``module.path:factory`` (a spec typed by the user is trusted by the caller's choice to resolve it).
+    """
     if not isinstance(spec, str) or ":" not in spec:
         if isinstance(spec, str) and os.path.isfile(os.path.join(spec, "manifest.json")):
-            return _file(spec)
+            return _file(spec, trust_code)
         raise InvalidArgumentError(f"unknown model spec {spec!r}: use {SPEC_HELP}")
     prefix, _, rest = spec.partition(":")
     if not rest:
         raise InvalidArgumentError(f"model spec {spec!r} names nothing after {prefix + ':'!r}: use {SPEC_HELP}")
-    handlers = {"torchvision": _torchvision, "timm": _timm, "hf": _hf, "file": _file}
+    if prefix == "file":
+        return _file(rest, trust_code)
+    handlers = {"torchvision": _torchvision, "timm": _timm, "hf": _hf}
     if prefix in handlers:
         return handlers[prefix](rest)
     if all(part.isidentifier() for part in prefix.split(".")) and rest.isidentifier():

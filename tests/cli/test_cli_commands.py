@@ -35,7 +35,7 @@ def test_prune_writes_model_plan_manifest_and_reports(pruned_dir):
 def test_pruned_dir_loads_without_arguments(pruned_dir):
     import secateurs as sc
 
-    model = sc.load(pruned_dir)
+    model = sc.load(pruned_dir, trust_code=True)
     assert sum(p.numel() for p in model.parameters()) == json.loads((pruned_dir / "report.json").read_text())["counts"]["params_after"]
 
 
@@ -51,10 +51,15 @@ def test_report_json_and_text(pruned_dir, run_json, capsys):
 
 
 def test_bench_dir_reports_before_and_after(pruned_dir, run_json, capsys):
-    rc, info, _ = run_json(["bench", str(pruned_dir), "--repeats", "2", "--batch-sizes", "1"])
+    rc, info, _ = run_json(["bench", str(pruned_dir), "--repeats", "2", "--batch-sizes", "1", "--trust-code"])
     assert rc == 0 and info["threads"] == 1
     assert info["results"]["after"]["params"] < info["results"]["before"]["params"]
     assert set(info["speedup"]) == {"1"}
+
+
+def test_saved_dir_with_factory_spec_needs_trust_code(pruned_dir, capsys):
+    assert main(["bench", str(pruned_dir), "--repeats", "1"]) == 2
+    assert "--trust-code" in capsys.readouterr().err
 
 
 def test_bench_model_spec(run_json):
@@ -64,7 +69,7 @@ def test_bench_model_spec(run_json):
 
 def test_export_onnx_and_int8(pruned_dir, run_json, capsys):
     pytest.importorskip("onnxruntime")
-    rc, info, err = run_json(["export", str(pruned_dir), "--onnx", "--int8", "--exporter", "legacy"])
+    rc, info, err = run_json(["export", str(pruned_dir), "--onnx", "--int8", "--exporter", "legacy", "--trust-code"])
     assert rc == 0, err
     assert info["exports"]["onnx"]["parity_ok"] and (pruned_dir / "model.onnx").is_file()
     assert (pruned_dir / "model.int8.onnx").is_file()
@@ -107,5 +112,5 @@ def test_prune_local_hf_model(tmp_path, run_json):
     assert info["verification"]["ok"] and info["exports"]["int8"]["quantized_layers"] > 0
     import secateurs as sc
 
-    model = sc.load(tmp_path / "out")
+    model = sc.load(tmp_path / "out")  # hf: specs import no code named by the file
     assert model.config.hidden_size == 16

@@ -62,9 +62,17 @@ def test_manifest_records_versions_spec_and_both_fingerprints(saved):
     assert sorted(p.name for p in root.iterdir()) == ["manifest.json", "model.safetensors", "plan.json"]
 
 
+def test_recorded_factory_spec_needs_trust_code(saved, monkeypatch):
+    import secateurs.io.specs as specs
+
+    monkeypatch.setattr(specs, "resolve", lambda *a, **k: pytest.fail("imported code named by the file"))
+    with pytest.raises(InvalidArgumentError, match="trust_code=True"):
+        sc.load(saved[0])
+
+
 def test_load_rebuilds_from_recorded_spec(saved):
     root, model, *_ = saved
-    loaded = sc.load(root)
+    loaded = sc.load(root, trust_code=True)
     loaded.eval()
     torch.testing.assert_close(loaded(saved[4]), model(saved[4]))
 
