@@ -122,7 +122,10 @@ def run(args: argparse.Namespace) -> int:
         from secateurs.export.quantize import quantize_int8
 
         step(args, "int8 dynamic quantization of Linear layers")
-        doc["exports"]["int8"] = quantize_int8(model, x)[1]
+        try:
+            doc["exports"]["int8"] = quantize_int8(model, x)[1]
+        except InvalidArgumentError as exc:  # e.g. no Linear layer: the pruning itself is still worth saving
+            doc["notes"].append(f"int8 skipped: {exc}")
     step(args, f"writing {out}")
     files = {"report.json": json.dumps(doc, indent=1), "report.md": render_markdown(doc), "report.html": render_html(doc)}
     sc.save(model, result.plan, out, overwrite=args.force, model_spec=source.spec, input_spec=spec,

@@ -48,6 +48,11 @@ def test_report_json_and_text(pruned_dir, run_json, capsys):
     assert json.loads(capsys.readouterr().out)["format"] == "secateurs-report"
     assert main(["--quiet", "report", str(pruned_dir)]) == 0
     assert capsys.readouterr().out == ""
+    assert main(["report", str(pruned_dir), "--markdown"]) == 0
+    assert "## Per-layer output width" in capsys.readouterr().out
+    (pruned_dir / "report.html").unlink()
+    assert main(["report", str(pruned_dir), "--rewrite", "--quiet"]) == 0
+    assert "data:image/png;base64," in (pruned_dir / "report.html").read_text()
 
 
 def test_bench_dir_reports_before_and_after(pruned_dir, run_json, capsys):
