@@ -19,8 +19,10 @@ def add_latency_flags(p: argparse.ArgumentParser, default_batches: str = "1,8") 
 
 def batch_sizes(args: argparse.Namespace) -> list[int]:
     try:
-        sizes = [int(s) for s in str(args.batch_sizes).split(",") if s.strip()]
-    except ValueError:
+        raw = args.batch_sizes  # "1,8" from the command line, [1, 8] or "1,8" from --config
+        items = raw if isinstance(raw, (list, tuple)) else str(raw).split(",")
+        sizes = [int(s) for s in items if str(s).strip()]
+    except (TypeError, ValueError):
         sizes = []
     if not sizes or any(s < 1 for s in sizes):
         raise InvalidArgumentError(f"--batch-sizes must be positive integers like 1,8, got {args.batch_sizes!r}")

@@ -37,12 +37,43 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true", help="replace DIR if it exists")
     p.add_argument("--no-bench", action="store_true", help="skip the latency measurement")
     p.add_argument("--int8", action="store_true", help="also measure int8 dynamic quantization fidelity for the report")
+    p.add_argument("--config", metavar="FILE.json",
+                   help="JSON object of prune options (ratio, importance, ignore, round_to, ...); flags given on the "
+                        "command line win")
     add_latency_flags(p)
     add_output_flags(p)
     p.set_defaults(run=run)
+    _DEFAULTS.update({a.dest: a.default for a in p._actions if a.dest in CONFIG_KEYS})
 
 
-def parse_ratio(text: str) -> float | dict[str, float]:
+CONFIG_KEYS = ("ratio", "importance", "ignore", "round_to", "min_keep", "seed", "tolerance", "no_bench", "int8",
+               "batch_sizes", "repeats", "threads")
+_DEFAULTS: dict[str, Any] = {}
+
+
+def apply_config(args: argparse.Namespace) -> None:
+    """Fill options from ``--config``: a value from the file is used where the flag kept its default."""
+    if not args.config:
+        return
+    path = Path(args.config)
+    try:
+        config = json.loads(path.read_text("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidArgumentError(f"cannot read --config {path}: {exc}") from None
+    if not isinstance(config, dict):
+        raise InvalidArgumentError(f"--config {path} must hold a JSON object of options")
+    unknown = sorted(set(config) - set(CONFIG_KEYS))
+    if unknown:
+        raise InvalidArgumentError(f"--config {path}: unknown option(s) {unknown}; allowed: {', '.join(CONFIG_KEYS)}")
+    for key, value in config.items():
+        if getattr(args, key) == _DEFAULTS.get(key):
+            setattr(args, key, value)
+
+
+def parse_ratio(text: Any) -> float | dict[str, float]:
+    if isinstance(text, (int, float, dict)) and not isinstance(text, bool):  # from --config
+        return text
+    text = str(text)
     try:
         if "=" not in text:
             return float(text)
@@ -57,7 +88,8 @@ def parse_ratio(text: str) -> float | dict[str, float]:
 
 
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
-    return {"ratio": parse_ratio(args.ratio), "importance": args.importance, "ignore": list(args.ignore) or None,
+    ignore = [args.ignore] if isinstance(args.ignore, str) else list(args.ignore)
+    return {"ratio": parse_ratio(args.ratio), "importance": args.importance, "ignore": ignore or None,
             "round_to": args.round_to, "min_keep": args.min_keep, "seed": args.seed}
 
 
@@ -96,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
     from secateurs.reporting import build_report, render_html, render_markdown
     from secateurs.reporting.document import latency_rows
 
+    apply_config(args)
     set_threads(args)
     out = Path(args.output)
     check_target(out, args.force)  # fail before any slow work

@@ -119,3 +119,10 @@ def test_prune_local_hf_model(tmp_path, run_json):
 
     model = sc.load(tmp_path / "out")  # hf: specs import no code named by the file
     assert model.config.hidden_size == 16
+
+
+@pytest.mark.parametrize("name", sorted(SUBCOMMANDS))
+def test_every_subcommand_has_help(name, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([name, "--help"])
+    assert exc.value.code == 0 and name in capsys.readouterr().out

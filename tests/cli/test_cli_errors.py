@@ -96,3 +96,20 @@ def _parser_with(module):
         return p
 
     return build
+
+
+def test_prune_config_file(tmp_path, capsys):
+    import json
+
+    cfg = tmp_path / "prune.json"
+    cfg.write_text(json.dumps({"ratio": 0.25, "ignore": ["head"], "round_to": 2}))
+    out = tmp_path / "plan"
+    rc, err = _err(capsys, ["prune", SPEC, "--input-shape", SHAPE, "-o", str(out), "--dry-run", "--config", str(cfg),
+                            "--importance", "l1", "--quiet"])
+    assert rc == 0, err
+    settings = json.loads((out / "plan.json").read_text())["settings"]
+    assert settings["ratio"]["channels"] == 0.25 and settings["ignore"] == ["head"] and settings["round_to"] == 2
+    assert settings["importance"] == "l1"  # the command line wins over the file's default
+    cfg.write_text(json.dumps({"ratio": 0.25, "colour": "red"}))
+    rc, err = _err(capsys, ["prune", SPEC, "--input-shape", SHAPE, "-o", str(tmp_path / "x"), "--config", str(cfg)])
+    assert rc == 2 and "colour" in _one_error_line(err)
