@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -17,6 +19,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def latency_ms(model: torch.nn.Module, x: torch.Tensor, repeats: int = 15) -> float:
+    import torch
+
     times = []
     with torch.inference_mode():
         for _ in range(3):
@@ -29,6 +33,8 @@ def latency_ms(model: torch.nn.Module, x: torch.Tensor, repeats: int = 15) -> fl
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     import secateurs as sc
     from secateurs.testing.models import TinyResNet
 

@@ -1,0 +1,6 @@
+"""``python -m secateurs``: the command line."""
+
+from secateurs.cli.main import entry
+
+if __name__ == "__main__":
+    entry()

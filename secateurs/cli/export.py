@@ -1,0 +1,100 @@
+"""``secateurs export DIR --onnx/--int8``: deployable files from a pruned directory, checked against PyTorch."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+from secateurs.cli._common import (
+    add_output_flags,
+    add_trust_flag,
+    check_input,
+    emit_json,
+    input_spec,
+    say,
+    set_threads,
+    step,
+    trust_code,
+)
+from secateurs.errors import InvalidArgumentError
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="export a pruned directory to ONNX and/or int8 (dynamic quantization)")
+    p.add_argument("directory", metavar="DIR", help="a directory written by 'secateurs prune'")
+    p.add_argument("--onnx", action="store_true", help="write DIR/model.onnx, checked with onnxruntime")
+    p.add_argument("--int8", action="store_true",
+                   help="int8 dynamic quantization of Linear layers: fidelity in the report; with --onnx also DIR/model.int8.onnx")
+    p.add_argument("--exporter", choices=("auto", "dynamo", "legacy"), default="auto",
+                   help="torch.onnx exporter: auto tries dynamo, then legacy (default auto)")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset version")
+    p.add_argument("--input-shape", metavar="N,C,H,W", help="override the input recorded at prune time")
+    p.add_argument("--seq-len", type=int, metavar="N", help="override the sequence length recorded at prune time")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads for torch (default 1)")
+    add_trust_flag(p)
+    add_output_flags(p)
+    p.set_defaults(run=run)
+
+
+def _export_onnx(args: argparse.Namespace, root: Path, model: Any, x: Any) -> dict[str, Any]:
+    from secateurs.export.onnx import export_onnx
+
+    tmp = root / ".model.onnx.tmp"
+    try:
+        step(args, f"exporting ONNX ({args.exporter} exporter) and checking it with onnxruntime")
+        info = export_onnx(model, x, tmp, exporter=args.exporter, opset=args.opset)
+        os.replace(tmp, root / "model.onnx")
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    info["file"] = "model.onnx"
+    return info
+
+
+def run(args: argparse.Namespace) -> int:
+    from secateurs.io.inputs import InputSpec
+    from secateurs.io.saving import load, read_manifest
+
+    if not (args.onnx or args.int8):
+        raise InvalidArgumentError("nothing to export: pass --onnx, --int8 or both")
+    set_threads(args)
+    root = Path(args.directory)
+    manifest = read_manifest(root)
+    recorded = InputSpec.from_dict(manifest["input"]) if manifest.get("input") else None
+    spec = input_spec(args, recorded)
+    step(args, f"loading {root}")
+    model = load(root, trust_code=trust_code(args)).eval()
+    check_input(model, spec)
+    x = spec.make()
+    exports: dict[str, Any] = {}
+    if args.onnx:
+        exports["onnx"] = _export_onnx(args, root, model, x)
+    if args.int8:
+        from secateurs.export.quantize import quantize_int8
+
+        step(args, "int8 dynamic quantization of Linear layers")
+        exports["int8"] = quantize_int8(model, x)[1]
+        if args.onnx:
+            from secateurs.export.onnx import onnx_int8
+
+            exports["int8"]["onnx"] = onnx_int8(root / "model.onnx", root / "model.int8.onnx", model, x)
+    if (root / "report.json").is_file():
+        from secateurs.cli.report import read_report, write_reports
+
+        doc = read_report(root)
+        doc.setdefault("exports", {}).update(exports)
+        write_reports(root, doc)
+    emit_json(args, {"directory": str(root), "exports": exports})
+    if "onnx" in exports:
+        o = exports["onnx"]
+        say(args, f"ONNX: {root / 'model.onnx'} ({o['exporter']} exporter), onnxruntime max abs diff {o['max_abs_diff']:.2e}"
+                  f" -> {'parity ok' if o['parity_ok'] else 'MISMATCH'}")
+    if "int8" in exports:
+        q = exports["int8"]
+        say(args, f"int8: {q['quantized_layers']} Linear layers, rel error {q['rel_error']:.2e}, "
+                  f"top-1 agreement {q['top1_agreement']:.1%}")
+        if "onnx" in q:
+            say(args, f"int8 ONNX: {root / 'model.int8.onnx'}, max abs diff vs fp32 PyTorch {q['onnx']['max_abs_diff']:.2e}")
+    return 0 if exports.get("onnx", {}).get("parity_ok", True) else 3

@@ -1,0 +1,172 @@
+"""``secateurs prune MODEL -o DIR``: plan, apply, verify, measure and save the model with its reports."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from secateurs.cli._common import (
+    add_model_flags,
+    add_output_flags,
+    emit_json,
+    is_quiet,
+    load_model,
+    say,
+    set_threads,
+    step,
+)
+from secateurs.cli._measure import add_latency_flags, batch_sizes, measure
+from secateurs.errors import InvalidArgumentError
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("prune", help="prune a model and save it (safetensors + plan) with report.json/md/html")
+    add_model_flags(p)
+    p.add_argument("-o", "--output", required=True, metavar="DIR", help="directory to write (must not exist unless --force)")
+    p.add_argument("--ratio", default="0.5", help="fraction of units removed per group: 0.3, or per unit kind: channels=0.3,heads=0.25")
+    p.add_argument("--importance", default="l2", help="importance criterion (default l2)")
+    p.add_argument("--ignore", action="append", default=[], metavar="PATTERN",
+                   help="module path or glob never pruned (repeatable), e.g. --ignore fc --ignore 'layer3.*'")
+    p.add_argument("--round-to", type=int, default=1, help="keep a multiple of this many channels per group")
+    p.add_argument("--min-keep", type=int, default=1, help="never keep fewer units per group")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tolerance", type=float, default=1e-4, help="verification tolerance (relative error)")
+    p.add_argument("--dry-run", action="store_true", help="only plan: write DIR/plan.json, leave weights alone")
+    p.add_argument("--force", action="store_true", help="replace DIR if it exists")
+    p.add_argument("--no-bench", action="store_true", help="skip the latency measurement")
+    p.add_argument("--int8", action="store_true", help="also measure int8 dynamic quantization fidelity for the report")
+    p.add_argument("--config", metavar="FILE.json",
+                   help="JSON object of prune options (ratio, importance, ignore, round_to, ...); flags given on the "
+                        "command line win")
+    add_latency_flags(p)
+    add_output_flags(p)
+    p.set_defaults(run=run)
+    _DEFAULTS.update({a.dest: a.default for a in p._actions if a.dest in CONFIG_KEYS})
+
+
+CONFIG_KEYS = ("ratio", "importance", "ignore", "round_to", "min_keep", "seed", "tolerance", "no_bench", "int8",
+               "batch_sizes", "repeats", "threads")
+_DEFAULTS: dict[str, Any] = {}
+
+
+def apply_config(args: argparse.Namespace) -> None:
+    """Fill options from ``--config``: a value from the file is used where the flag kept its default."""
+    if not args.config:
+        return
+    path = Path(args.config)
+    try:
+        config = json.loads(path.read_text("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidArgumentError(f"cannot read --config {path}: {exc}") from None
+    if not isinstance(config, dict):
+        raise InvalidArgumentError(f"--config {path} must hold a JSON object of options")
+    unknown = sorted(set(config) - set(CONFIG_KEYS))
+    if unknown:
+        raise InvalidArgumentError(f"--config {path}: unknown option(s) {unknown}; allowed: {', '.join(CONFIG_KEYS)}")
+    for key, value in config.items():
+        if getattr(args, key) == _DEFAULTS.get(key):
+            setattr(args, key, value)
+
+
+def parse_ratio(text: Any) -> float | dict[str, float]:
+    if isinstance(text, (int, float, dict)) and not isinstance(text, bool):  # from --config
+        return text
+    text = str(text)
+    try:
+        if "=" not in text:
+            return float(text)
+        out = {}
+        for item in text.split(","):
+            kind, _, value = item.partition("=")
+            out[kind.strip()] = float(value)
+        return out
+    except ValueError:
+        raise InvalidArgumentError(f"--ratio must be a number like 0.3 or kind=value pairs like channels=0.3,heads=0.25, "
+                                   f"got {text!r}") from None
+
+
+def _settings(args: argparse.Namespace) -> dict[str, Any]:
+    ignore = [args.ignore] if isinstance(args.ignore, str) else list(args.ignore)
+    return {"ratio": parse_ratio(args.ratio), "importance": args.importance, "ignore": ignore or None,
+            "round_to": args.round_to, "min_keep": args.min_keep, "seed": args.seed}
+
+
+def _validate(settings: dict[str, Any]) -> None:
+    """Check ratio, criterion and rounding before building the model, so a typo fails in a second."""
+    from secateurs.algorithms.select import resolve_ratio
+    from secateurs.importance.registry import get_criterion
+
+    resolve_ratio(settings["ratio"])
+    get_criterion(settings["importance"])
+    for key in ("round_to", "min_keep"):
+        if settings[key] < 1:
+            raise InvalidArgumentError(f"--{key.replace('_', '-')} must be a positive integer, got {settings[key]}")
+
+
+def _dry_run(args: argparse.Namespace, model: Any, spec: Any, out: Path, settings: dict[str, Any]) -> int:
+    import secateurs as sc
+    from secateurs.io.atomic import atomic_dir, write_text
+
+    step(args, "planning (dry run: the model is not changed)")
+    plan = sc.plan(model, spec.make(), **settings)
+    with atomic_dir(out, args.force) as tmp:
+        write_text(tmp / "plan.json", plan.to_json(indent=1))
+    pruned = sum(1 for g in plan.groups if g.removed)
+    emit_json(args, {"output": str(out), "plan": str(out / "plan.json"), "dry_run": True, "groups": len(plan.groups),
+                     "groups_pruned": pruned, "units_removed": plan.removed_units()})
+    say(args, f"dry run: {pruned} of {len(plan.groups)} groups would lose {plan.removed_units()} units; "
+              f"plan written to {out / 'plan.json'}")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    import secateurs as sc
+    from secateurs.graph.analysis import fingerprint
+    from secateurs.io.atomic import check_target
+    from secateurs.reporting import build_report, render_html, render_markdown
+    from secateurs.reporting.document import latency_rows
+
+    apply_config(args)
+    set_threads(args)
+    out = Path(args.output)
+    check_target(out, args.force)  # fail before any slow work
+    settings = _settings(args)
+    _validate(settings)
+    sizes = [] if args.no_bench or args.dry_run else batch_sizes(args)
+    source, model, spec = load_model(args)
+    if args.dry_run:
+        return _dry_run(args, model, spec, out, settings)
+    base_fp = fingerprint(model)
+    before = {}
+    if sizes:
+        step(args, f"measuring latency before pruning (batch {sizes}, median of {args.repeats})")
+        before = measure(model, spec, sizes, args.repeats, is_quiet(args))
+    step(args, "planning, pruning and verifying")
+    x = spec.make()
+    result = sc.prune(model, x, tolerance=args.tolerance, **settings)
+    after = {}
+    if sizes:
+        step(args, "measuring latency after pruning")
+        after = measure(model, spec, sizes, args.repeats, is_quiet(args))
+    doc = build_report(result, model_spec=source.spec, input_desc=spec.to_dict(), latency=latency_rows(before, after))
+    if args.int8:
+        from secateurs.export.quantize import quantize_int8
+
+        step(args, "int8 dynamic quantization of Linear layers")
+        try:
+            doc["exports"]["int8"] = quantize_int8(model, x)[1]
+        except InvalidArgumentError as exc:  # e.g. no Linear layer: the pruning itself is still worth saving
+            doc["notes"].append(f"int8 skipped: {exc}")
+    step(args, f"writing {out}")
+    files = {"report.json": json.dumps(doc, indent=1), "report.md": render_markdown(doc), "report.html": render_html(doc)}
+    sc.save(model, result.plan, out, overwrite=args.force, model_spec=source.spec, input_spec=spec,
+            unpruned_fingerprint=base_fp, extra_files=files)
+    emit_json(args, {"output": str(out), **doc})
+    say(args, result.summary())
+    for row in doc["latency"]:
+        say(args, f"latency batch {row['batch']}: {row['before']['median_ms']:.2f} ms -> {row['after']['median_ms']:.2f} ms "
+                  f"({row['speedup']:.2f}x; MAC ideal {doc['mac_ideal_speedup']:.2f}x)")
+    say(args, f"saved to {out} (model.safetensors, plan.json, manifest.json, report.json/md/html)")
+    return 0

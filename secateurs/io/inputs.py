@@ -1,0 +1,65 @@
+"""Example-input specs: ``1,3,224,224`` for tensors, a sequence length for token-id models."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from secateurs.errors import InvalidArgumentError
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """How to build example inputs: an image-like tensor ``shape``, or token ids of ``seq_len``."""
+
+    shape: tuple[int, ...] | None = None
+    seq_len: int | None = None
+    vocab_size: int = 100
+
+    def __post_init__(self) -> None:
+        if (self.shape is None) == (self.seq_len is None):
+            raise InvalidArgumentError("give exactly one of an input shape (e.g. 1,3,224,224) or a sequence length")
+        if self.shape is not None and (not self.shape or any(int(s) < 1 for s in self.shape)):
+            raise InvalidArgumentError(f"input shape must be positive integers, got {self.shape}")
+        if self.seq_len is not None and self.seq_len < 1:
+            raise InvalidArgumentError(f"sequence length must be a positive integer, got {self.seq_len}")
+
+    @staticmethod
+    def parse_shape(text: str) -> InputSpec:
+        parts = [p.strip() for p in text.replace("x", ",").split(",") if p.strip()]
+        try:
+            shape = tuple(int(p) for p in parts)
+        except ValueError:
+            raise InvalidArgumentError(f"bad input shape {text!r}: expected comma-separated positive integers like 1,3,224,224") from None
+        if not shape or any(s < 1 for s in shape):
+            raise InvalidArgumentError(f"bad input shape {text!r}: expected comma-separated positive integers like 1,3,224,224")
+        return InputSpec(shape=shape)
+
+    @property
+    def batch(self) -> int:
+        return self.shape[0] if self.shape is not None else 1
+
+    def make(self, batch: int | None = None, seed: int = 0) -> Any:
+        """Example inputs with the given batch size (the spec's own batch by default)."""
+        g = torch.Generator().manual_seed(seed)
+        b = batch or self.batch
+        if self.shape is not None:
+            return torch.randn((b, *self.shape[1:]), generator=g)
+        assert self.seq_len is not None
+        return {"input_ids": torch.randint(0, self.vocab_size, (b, self.seq_len), generator=g)}
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.shape is not None:
+            return {"shape": list(self.shape)}
+        return {"seq_len": self.seq_len, "vocab_size": self.vocab_size}
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> InputSpec:
+        if "shape" in d:
+            return InputSpec(shape=tuple(int(s) for s in d["shape"]))
+        return InputSpec(seq_len=int(d["seq_len"]), vocab_size=int(d.get("vocab_size", 100)))
+
+    def describe(self) -> str:
+        return f"tensor {list(self.shape)}" if self.shape is not None else f"token ids, seq len {self.seq_len}"

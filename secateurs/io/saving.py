@@ -1,0 +1,256 @@
+"""save()/load(): safetensors weights + plan.json + manifest.json, written atomically, never pickle.
+
+A saved directory holds the *pruned* weights and the plan that turns a fresh unpruned model into the
+pruned architecture. Loading rebuilds the unpruned model (from a factory, a fresh instance, or the
+model spec recorded in the manifest), checks its fingerprint, applies the plan and loads the weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from secateurs._version import __version__
+from secateurs.errors import FileFormatError, InvalidArgumentError, InvalidTypeError, PlanError
+from secateurs.io.atomic import atomic_dir, write_bytes, write_text
+from secateurs.io.inputs import InputSpec
+from secateurs.plans import Plan
+
+MANIFEST_FORMAT = 1
+WEIGHTS = "model.safetensors"
+PLAN = "plan.json"
+MANIFEST = "manifest.json"
+_PICKLE_MAGIC = (b"\x80", b"PK\x03\x04")  # pickle protocol >= 2, torch.save zip archive
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _unique_tensors(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """State dict without aliases (tied weights stored once) and the alias -> stored-name map."""
+    tensors: dict[str, torch.Tensor] = {}
+    aliases: dict[str, str] = {}
+    first: dict[int, str] = {}
+    ptrs: set[int] = set()
+    for name, t in model.state_dict(keep_vars=True).items():
+        if id(t) in first:
+            aliases[name] = first[id(t)]
+            continue
+        first[id(t)] = name
+        if t.is_meta:
+            raise InvalidArgumentError(f"cannot save {name!r}: the model is on the meta device (no weights to save)")
+        out = t.detach().cpu().contiguous()
+        if out.numel() and out.data_ptr() in ptrs:  # a view sharing storage: safetensors wants distinct buffers
+            out = out.clone()
+        if out.numel():
+            ptrs.add(out.data_ptr())
+        tensors[name] = out
+    return tensors, aliases
+
+
+def save(
+    model: nn.Module,
+    plan: Plan,
+    directory: str | os.PathLike[str],
+    *,
+    overwrite: bool = False,
+    model_spec: str | None = None,
+    input_spec: InputSpec | None = None,
+    unpruned_fingerprint: str | None = None,
+    extra_files: Mapping[str, str | bytes] | None = None,
+) -> Path:
+    """Save a pruned ``model`` and its ``plan`` to ``directory`` atomically; returns the directory path.
+
+    ``model_spec`` (e.g. ``"torchvision:resnet18"``) lets :func:`load` rebuild the unpruned model by itself.
+    ``extra_files`` (name -> text or bytes) are written into the same atomic directory, e.g. reports.
+    """
+    from safetensors.torch import save_file
+
+    from secateurs.graph.analysis import fingerprint
+
+    if not isinstance(model, nn.Module):
+        raise InvalidTypeError(f"save() needs an nn.Module, got {type(model).__name__}")
+    if not isinstance(plan, Plan):
+        raise InvalidTypeError(f"save() needs a secateurs Plan, got {type(plan).__name__}")
+    pruned_fp = fingerprint(model)
+    expected = plan.shapes_after()
+    state = model.state_dict(keep_vars=True)
+    for name, shape in expected.items():
+        if name in state and list(state[name].shape) != list(shape):
+            raise PlanError(f"model does not match the plan: {name!r} has shape {list(state[name].shape)}, the pruned "
+                            f"plan expects {shape}; save the model the plan was applied to")
+    tensors, aliases = _unique_tensors(model)
+    for name in extra_files or {}:
+        if name in (WEIGHTS, PLAN, MANIFEST) or "/" in name or name.startswith("."):
+            raise InvalidArgumentError(f"extra file name {name!r} is reserved or not a plain file name")
+    with atomic_dir(directory, overwrite) as tmp:
+        save_file(tensors, str(tmp / WEIGHTS), metadata={"format": "secateurs", "version": __version__})
+        write_text(tmp / PLAN, plan.to_json(indent=1))
+        manifest: dict[str, Any] = {
+            "format": "secateurs", "format_version": MANIFEST_FORMAT,
+            "library_version": __version__, "torch_version": torch.__version__,
+            "model_spec": model_spec, "model_class": f"{type(model).__module__}.{type(model).__qualname__}",
+            "input": input_spec.to_dict() if input_spec is not None else None,
+            "training": model.training,
+            "fingerprint_unpruned": unpruned_fingerprint or plan.fingerprint,
+            "fingerprint_pruned": pruned_fp,
+            "aliases": aliases,
+            "files": {WEIGHTS: _sha256(tmp / WEIGHTS), PLAN: _sha256(tmp / PLAN)},
+        }
+        for name, data in (extra_files or {}).items():
+            write_bytes(tmp / name, data.encode("utf-8") if isinstance(data, str) else data)
+        write_text(tmp / MANIFEST, json.dumps(manifest, indent=1))
+    return Path(directory)
+
+
+def read_manifest(directory: str | os.PathLike[str]) -> dict[str, Any]:
+    root = Path(directory)
+    path = root / MANIFEST
+    if not root.is_dir():
+        raise FileFormatError(f"{str(root)!r} is not a directory saved by secateurs.save")
+    if not path.is_file():
+        raise FileFormatError(f"{str(root)!r} has no {MANIFEST}: not a directory saved by secateurs.save")
+    try:
+        manifest = json.loads(path.read_text("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise FileFormatError(f"{path} is not valid JSON ({exc}); the file is corrupt or was edited") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != "secateurs":
+        raise FileFormatError(f"{path} is not a secateurs manifest")
+    if manifest.get("format_version") != MANIFEST_FORMAT:
+        raise FileFormatError(f"{path} has format version {manifest.get('format_version')!r}; this secateurs "
+                              f"({__version__}) reads version {MANIFEST_FORMAT}")
+    return manifest
+
+
+def _check_file(root: Path, name: str, manifest: dict[str, Any]) -> Path:
+    path = root / name
+    if not path.is_file():
+        raise FileFormatError(f"{path} is missing; the saved directory is incomplete")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if name == WEIGHTS and head.startswith(_PICKLE_MAGIC):
+        raise FileFormatError(f"{path} looks like a pickle / torch.save file, not safetensors; secateurs never "
+                              "unpickles files (it could run arbitrary code). Re-save the model with secateurs.save")
+    digest = (manifest.get("files") or {}).get(name)
+    if digest is None:
+        raise FileFormatError(f"{root / MANIFEST} has no checksum for {name}")
+    if _sha256(path) != digest:
+        raise FileFormatError(f"{path} does not match the checksum in {MANIFEST}: the file is truncated, corrupt or "
+                              "was edited after saving")
+    return path
+
+
+def read_plan(directory: str | os.PathLike[str]) -> Plan:
+    root = Path(directory)
+    manifest = read_manifest(root)
+    text = _check_file(root, PLAN, manifest).read_text("utf-8")
+    return Plan.from_json(text)
+
+
+def _read_weights(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise FileFormatError(f"{path} is not a readable safetensors file ({exc})") from None
+
+
+def unpruned_factory(root: Path, manifest: dict[str, Any], *, trust_code: bool = False) -> Callable[[], nn.Module]:
+    """A builder of the unpruned model from the manifest's model spec (code-importing specs need ``trust_code``)."""
+    from secateurs.io.specs import imports_code, resolve
+
+    spec = manifest.get("model_spec")
+    if not spec:
+        raise InvalidArgumentError(f"{root} records no model spec; pass model_factory= or model= to build the unpruned model")
+    if imports_code(spec) and not trust_code:
+        raise InvalidArgumentError(
+            f"{root} records the model spec {spec!r}, which imports and runs Python code named by the file; pass "
+            "model_factory= (or model=), or trust_code=True (CLI: --trust-code) if you trust this directory")
+    return resolve(spec, trust_code=trust_code).build
+
+
+def load(
+    directory: str | os.PathLike[str],
+    model_factory: Callable[[], nn.Module] | None = None,
+    model: nn.Module | None = None,
+    *,
+    trust_code: bool = False,
+) -> nn.Module:
+    """Rebuild a pruned model saved with :func:`save`; no pickle is ever read.
+
+    The unpruned model comes from ``model_factory()``, a fresh unpruned ``model`` (changed in place), or,
+    when neither is given, the model spec recorded in the manifest. A recorded ``module.path:factory`` spec
+    imports and calls Python code named by the file, so it is used only with ``trust_code=True``.
+    """
+    from secateurs.graph.analysis import fingerprint
+    from secateurs.surgery.apply import apply_plan
+
+    root = Path(directory)
+    manifest = read_manifest(root)
+    plan = read_plan(root)
+    weights_path = _check_file(root, WEIGHTS, manifest)
+    if model is not None and model_factory is not None:
+        raise InvalidArgumentError("give load() a model_factory or a model, not both")
+    if model is None:
+        model_factory = model_factory or unpruned_factory(root, manifest, trust_code=trust_code)
+        model = model_factory()
+    if not isinstance(model, nn.Module):
+        raise InvalidTypeError(f"load() needs an nn.Module to rebuild into, got {type(model).__name__}")
+    want = manifest.get("fingerprint_unpruned")
+    got = fingerprint(model)
+    if got != want or plan.fingerprint != want:
+        raise PlanError(f"{root} was saved from a different model (fingerprint {want}, plan {plan.fingerprint}); the "
+                        f"given model has fingerprint {got}. Pass a fresh, unpruned instance of the model the plan was made for")
+    tensors = _read_weights(weights_path)
+    aliases = dict(manifest.get("aliases") or {})
+    _check_weights(_with_aliases(tensors, aliases), plan.shapes_after(), weights_path)  # before touching the model
+    apply_plan(model, plan)
+    if fingerprint(model) != manifest.get("fingerprint_pruned"):
+        raise PlanError(f"applying the plan in {root} did not give the saved architecture "
+                        f"(fingerprint {fingerprint(model)} != {manifest.get('fingerprint_pruned')})")
+    _load_weights(model, _with_aliases(tensors, aliases), weights_path)
+    if isinstance(manifest.get("training"), bool):
+        model.train(manifest["training"])  # the mode it was saved in (BatchNorm and dropout behave accordingly)
+    return model
+
+
+def _with_aliases(tensors: dict[str, torch.Tensor], aliases: dict[str, str]) -> dict[str, torch.Tensor]:
+    full = dict(tensors)
+    for alias, name in aliases.items():
+        if name in tensors:
+            full[alias] = tensors[name]
+    return full
+
+
+def _check_weights(full: dict[str, torch.Tensor], shapes: dict[str, list[int]], path: Path) -> None:
+    missing = sorted(set(shapes) - set(full))
+    unexpected = sorted(set(full) - set(shapes))
+    if missing or unexpected:
+        raise FileFormatError(f"{path} does not hold the pruned model's tensors: missing {missing[:5]}, "
+                              f"unexpected {unexpected[:5]}")
+    for name, t in full.items():
+        if list(t.shape) != list(shapes[name]):
+            raise FileFormatError(f"{path}: {name!r} has shape {list(t.shape)} but the pruned model expects {list(shapes[name])}")
+
+
+def _load_weights(model: nn.Module, full: dict[str, torch.Tensor], path: Path) -> None:
+    state = model.state_dict()
+    _check_weights(full, {k: list(v.shape) for k, v in state.items()}, path)
+    for name, t in full.items():
+        if t.dtype != state[name].dtype:
+            raise FileFormatError(f"{path}: {name!r} is {t.dtype} but the model expects {state[name].dtype}")
+    model.load_state_dict(full, strict=True)

@@ -1,0 +1,145 @@
+"""Model specs: name a model as ``torchvision:NAME``, ``timm:NAME``, ``hf:DIR``, ``file:DIR`` or ``module.path:factory``.
+
+Every optional library is imported only when its spec is used, with a clear install hint when missing.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from secateurs.errors import InvalidArgumentError, missing_dependency
+from secateurs.io.inputs import InputSpec
+
+SPEC_HELP = "torchvision:NAME, timm:NAME, hf:LOCAL_DIR, file:SAVED_DIR or module.path:factory"
+
+
+@dataclass
+class ModelSource:
+    """A resolved spec: ``build()`` makes the model; ``default_input`` is used when no input is given."""
+
+    spec: str
+    kind: str
+    build: Callable[[], nn.Module]
+    default_input: InputSpec | None = None
+    saved_dir: Path | None = None  # for file: specs, the secateurs directory
+
+
+def _import_optional(module: str, package: str, extra: str, feature: str) -> Any:
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise missing_dependency(package, extra, feature) from None
+
+
+def _unknown(kind: str, name: str, known: list[str]) -> InvalidArgumentError:
+    close = difflib.get_close_matches(name, known, n=3)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    return InvalidArgumentError(f"unknown {kind} model {name!r}{hint}")
+
+
+def _torchvision(name: str) -> ModelSource:
+    tv = _import_optional("torchvision.models", "torchvision", "vision", f"model spec 'torchvision:{name}'")
+    known = tv.list_models()
+    if name not in known:
+        raise _unknown("torchvision", name, known)
+    return ModelSource(f"torchvision:{name}", "torchvision", lambda: tv.get_model(name, weights=None).eval(),
+                       InputSpec(shape=(1, 3, 224, 224)))
+
+
+def _timm(name: str) -> ModelSource:
+    timm = _import_optional("timm", "timm", "vision", f"model spec 'timm:{name}'")
+    if not timm.is_model(name):
+        raise _unknown("timm", name, timm.list_models())
+    size = timm.get_pretrained_cfg_value(name, "input_size") or (3, 224, 224)
+    return ModelSource(f"timm:{name}", "timm", lambda: timm.create_model(name, pretrained=False).eval(),
+                       InputSpec(shape=(1, *[int(s) for s in size])))
+
+
+def _hf(path: str) -> ModelSource:
+    root = Path(path).expanduser().absolute()
+    if not (root / "config.json").is_file():
+        raise InvalidArgumentError(f"hf:{path} is not a local Hugging Face model directory (no config.json); "
+                                   "secateurs works offline: download the model first and pass its directory")
+    transformers = _import_optional("transformers", "transformers", "hf", f"model spec 'hf:{path}'")
+    config = transformers.AutoConfig.from_pretrained(root, local_files_only=True)
+
+    def build() -> nn.Module:
+        arch = (getattr(config, "architectures", None) or [None])[0]
+        cls = getattr(transformers, arch, None) if arch else None
+        cls = cls or transformers.AutoModel
+        has_weights = any(root.glob("*.safetensors")) or any(root.glob("*.bin"))
+        if has_weights:
+            model = cls.from_pretrained(root, local_files_only=True, use_safetensors=any(root.glob("*.safetensors")) or None)
+        else:
+            model = cls.from_config(config) if hasattr(cls, "from_config") else cls._from_config(config)
+        if hasattr(model.config, "use_cache"):
+            model.config.use_cache = False
+        return model.eval()
+
+    vocab = int(getattr(config, "vocab_size", 100) or 100)
+    return ModelSource(f"hf:{root}", "hf", build, InputSpec(seq_len=128, vocab_size=vocab))
+
+
+def _file(path: str, trust_code: bool) -> ModelSource:
+    from secateurs.io.saving import load, read_manifest
+
+    root = Path(path).expanduser().absolute()
+    manifest = read_manifest(root)
+    default = InputSpec.from_dict(manifest["input"]) if manifest.get("input") else None
+    return ModelSource(f"file:{root}", "file", lambda: load(root, trust_code=trust_code), default, saved_dir=root)
+
+
+def _factory(module: str, attr: str, spec: str) -> ModelSource:
+    try:
+        mod = importlib.import_module(module)
+    except ImportError as exc:
+        raise InvalidArgumentError(f"unknown model spec {spec!r}: cannot import module {module!r} ({exc}); "
+                                   f"use {SPEC_HELP}") from None
+    fn = getattr(mod, attr, None)
+    if not callable(fn):
+        raise InvalidArgumentError(f"model spec {spec!r}: {module!r} has no callable {attr!r}")
+
+    def build() -> nn.Module:
+        model = fn()
+        if not isinstance(model, nn.Module):
+            raise InvalidArgumentError(f"model spec {spec!r}: factory returned {type(model).__name__}, not an nn.Module")
+        return model.eval()
+
+    shape = getattr(fn, "example_input_shape", None)
+    return ModelSource(spec, "factory", build, InputSpec(shape=tuple(shape)) if shape else None)
+
+
+def imports_code(spec: str) -> bool:
+    """True for ``module.path:factory`` specs (arbitrary Python), False for the named model zoos and saved dirs."""
+    return ":" in spec and spec.partition(":")[0] not in ("torchvision", "timm", "hf", "file")
+
+
+def resolve(spec: str, *, trust_code: bool = False) -> ModelSource:
+    """Turn a spec string into a :class:`ModelSource`; raises ``InvalidArgumentError`` with the accepted forms.
+
+    ``trust_code`` is passed on to :func:`secateurs.load` for ``file:`` specs whose manifest names a
+    ``module.path:factory`` (a spec typed by the user is trusted by the caller's choice to resolve it).
+    """
+    if not isinstance(spec, str) or ":" not in spec:
+        if isinstance(spec, str) and os.path.isfile(os.path.join(spec, "manifest.json")):
+            return _file(spec, trust_code)
+        raise InvalidArgumentError(f"unknown model spec {spec!r}: use {SPEC_HELP}")
+    prefix, _, rest = spec.partition(":")
+    if not rest:
+        raise InvalidArgumentError(f"model spec {spec!r} names nothing after {prefix + ':'!r}: use {SPEC_HELP}")
+    if prefix == "file":
+        return _file(rest, trust_code)
+    handlers = {"torchvision": _torchvision, "timm": _timm, "hf": _hf}
+    if prefix in handlers:
+        return handlers[prefix](rest)
+    if all(part.isidentifier() for part in prefix.split(".")) and rest.isidentifier():
+        return _factory(prefix, rest, spec)
+    raise InvalidArgumentError(f"unknown model spec {spec!r}: use {SPEC_HELP}")
