@@ -50,6 +50,7 @@ class Captured:
     user_inputs: list[str]
     outputs: list[Any]
     exported: Any = field(repr=False, default=None)
+    aliases: list[list[str]] = field(default_factory=list)  # placeholders that are one tensor (tied weights)
 
 
 ExampleInputs = Any
@@ -100,7 +101,23 @@ def capture(model: torch.nn.Module, example_inputs: ExampleInputs) -> Captured:
     if not isinstance(model, torch.nn.Module):
         raise InvalidTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     ep = export_model(model, example_inputs)
-    return from_exported(ep)
+    captured = from_exported(ep)
+    captured.aliases = tied_placeholders(model, captured)
+    return captured
+
+
+def tied_placeholders(model: torch.nn.Module, captured: Captured) -> list[list[str]]:
+    """Groups of placeholders whose FQNs name the same tensor object (e.g. tied embedding / LM head)."""
+    by_id: dict[int, list[str]] = {}
+    for name, t in list(model.named_parameters(remove_duplicate=False)) + list(model.named_buffers(remove_duplicate=False)):
+        by_id.setdefault(id(t), []).append(name)
+    placeholder = {fqn: ph for ph, fqn in captured.state_inputs.items()}
+    groups = []
+    for names in by_id.values():
+        phs = sorted({placeholder[n] for n in names if n in placeholder})
+        if len(phs) > 1:
+            groups.append(phs)
+    return groups
 
 
 def _target_name(target: Any) -> str:

@@ -54,6 +54,11 @@ def couple(captured: Captured) -> CoupledGraph:
         for ref in RuleContext(node, rel, spaces, users).tensor_refs():
             users.setdefault(ref.name, []).append(node)
     graph = CoupledGraph(captured, rel, spaces)
+    used_alias = {ph for group in captured.aliases if any(users.get(g) for g in group) for ph in group}
+    for group in captured.aliases:  # tied tensors: every dim is one space whatever each use says
+        first = spaces[group[0]][0]
+        for other in group[1:]:
+            rel.same.extend(zip(first, spaces[other][0], strict=True))
     for node in captured.nodes:
         if node.kind == "input":
             kind = captured.state_kinds.get(node.name)
@@ -63,7 +68,7 @@ def couple(captured: Captured) -> CoupledGraph:
             elif kind == "constant":
                 for s in spaces[node.name][0] if spaces[node.name] else []:
                     rel.frozen.setdefault(s, []).append(f"constant tensor '{captured.state_inputs[node.name]}'")
-            elif not users.get(node.name):
+            elif not users.get(node.name) and node.name not in used_alias:
                 for s in spaces[node.name][0] if spaces[node.name] else []:
                     rel.frozen.setdefault(s, []).append(f"'{captured.state_inputs[node.name]}' is not used by forward()")
             continue

@@ -110,3 +110,33 @@ def test_rope_rotate_half_pairs_dimensions():
     atoms = st.atom[st.class_offset[c] : st.class_offset[c] + 8]
     assert all(atoms[j] == atoms[j + 4] for j in range(4))
     assert len(set(atoms.tolist())) == 4
+
+
+class TiedLoss(nn.Module):
+    """Tied embedding / LM head whose logits are consumed inside forward (so vocab is not an output)."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(20, 16)
+        self.mid = nn.Linear(16, 32)
+        self.mid2 = nn.Linear(32, 16)
+        self.head = nn.Linear(16, 20, bias=False)
+        self.head.weight = self.emb.weight
+
+    def forward(self, ids):
+        h = self.emb(ids)
+        h = h + self.mid2(torch.relu(self.mid(h)))
+        return torch.logsumexp(self.head(h), dim=-1)
+
+
+def test_tied_weights_are_pruned_as_one_tensor():
+    model = TiedLoss().eval()
+    ids = torch.randint(0, 20, (2, 5))
+    a = sc.analyze(model, ids)
+    # the vocabulary is frozen through the embedding, so the tied head cannot lose vocab rows
+    assert not any(m.fqn == "head.weight" and m.dim == 0 for g in a.groups for m in g.members)
+    hidden = [g for g in a.groups if any(m.fqn == "emb.weight" and m.dim == 1 for m in g.members)]
+    assert len(hidden) == 1 and any(m.fqn == "head.weight" and m.dim == 1 for m in hidden[0].members)
+    report = sc.prune(model, ids, ratio=0.5)
+    assert report.verification.ok
+    assert model.head.weight is model.emb.weight and model.emb.weight.shape == (20, 8)
