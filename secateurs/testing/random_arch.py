@@ -102,6 +102,21 @@ class GateBlock(nn.Module):
         return a + b if self.combine == "add" else a * b
 
 
+class SEBlock(nn.Module):
+    """Squeeze-and-excitation: channel weights from a spatial mean through a bottleneck."""
+
+    def __init__(self, rng: random.Random, c: int):
+        super().__init__()
+        r = rng.choice([2, 4])
+        self.down = nn.Conv2d(c, r, 1)
+        self.up = nn.Conv2d(r, c, 1)
+        self.c_out = c
+
+    def forward(self, x: T) -> T:
+        s = x.mean((2, 3), keepdim=True)
+        return x * torch.sigmoid(self.up(F.relu(self.down(s))))
+
+
 class PoolBlock(nn.Module):
     def __init__(self, rng: random.Random, c: int):
         super().__init__()
@@ -120,10 +135,10 @@ class RandomCNN(nn.Module):
         blocks: list[nn.Module] = []
         size = 8
         for _ in range(rng.randint(1, 4)):
-            kind = rng.choice(["conv", "conv", "cat", "gate", "pool"])
+            kind = rng.choice(["conv", "conv", "cat", "gate", "pool", "se"])
             if kind == "pool" and size <= 2:
                 kind = "conv"
-            block = {"conv": ConvBlock, "cat": CatBlock, "gate": GateBlock, "pool": PoolBlock}[kind](rng, c)
+            block = {"conv": ConvBlock, "cat": CatBlock, "gate": GateBlock, "pool": PoolBlock, "se": SEBlock}[kind](rng, c)
             if kind == "pool":
                 size //= 2
             blocks.append(block)
@@ -139,29 +154,39 @@ class RandomCNN(nn.Module):
 
 
 class Attention(nn.Module):
-    """Pre-norm multi-head attention: reshape into heads, SDPA, reshape back, residual add."""
+    """Pre-norm multi-head attention: reshape into heads, SDPA, reshape back, residual add.
+
+    Variants: fused qkv or separate projections, grouped-query (fewer k/v heads, ``enable_gqa``),
+    and the number of heads written as a constant in forward (as much hand-written attention does),
+    which pruning whole heads cannot update: such plans must be refused, not silently wrong.
+    """
 
     def __init__(self, rng: random.Random, d: int):
         super().__init__()
         self.heads = rng.choice([1, 2, 4])
         self.head_dim = rng.choice([2, 4])
-        inner = self.heads * self.head_dim
         self.fused = rng.random() < 0.5
+        self.kv_heads = self.heads if self.fused else rng.choice([k for k in (1, 2, 4) if self.heads % k == 0])
+        self.const_heads = rng.random() < 0.25
+        inner, kv_inner = self.heads * self.head_dim, self.kv_heads * self.head_dim
         self.norm = nn.LayerNorm(d) if rng.random() < 0.5 else nn.RMSNorm(d)
         if self.fused:
             self.qkv = nn.Linear(d, 3 * inner)
         else:
-            self.q, self.k, self.v = nn.Linear(d, inner), nn.Linear(d, inner), nn.Linear(d, inner)
+            self.q, self.k, self.v = nn.Linear(d, inner), nn.Linear(d, kv_inner), nn.Linear(d, kv_inner)
         self.proj = nn.Linear(inner, d)
 
     def forward(self, x: T) -> T:
         b, n, _ = x.shape
         h = self.norm(x)
+        heads = self.heads if self.const_heads else -1
         if self.fused:
-            q, k, v = self.qkv(h).reshape(b, n, 3, -1, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+            q, k, v = self.qkv(h).reshape(b, n, 3, heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         else:
-            q, k, v = (p(h).view(b, n, -1, self.head_dim).transpose(1, 2) for p in (self.q, self.k, self.v))
-        y = F.scaled_dot_product_attention(q, k, v)
+            kv = self.kv_heads if self.const_heads else -1
+            q = self.q(h).view(b, n, heads, self.head_dim).transpose(1, 2)
+            k, v = (p(h).view(b, n, kv, self.head_dim).transpose(1, 2) for p in (self.k, self.v))
+        y = F.scaled_dot_product_attention(q, k, v, enable_gqa=self.kv_heads != self.heads)
         return x + self.proj(y.transpose(1, 2).reshape(b, n, -1))
 
 
@@ -176,13 +201,17 @@ class MLP(nn.Module):
         self.up = nn.Linear(d, 2 * hidden if self.gated else hidden)
         self.down = nn.Linear(hidden, d)
         self.act = _act(rng)
+        self.renorm = rng.random() < 0.2  # divide by a sum over the hidden width (a hand-written softmax)
 
     def forward(self, x: T) -> T:
         h = self.up(self.norm(x))
         if self.gated:
             a, g = h.chunk(2, dim=-1)
             h = a * F.silu(g)
-        return x + self.down(_ACTS[self.act](h))
+        h = _ACTS[self.act](h)
+        if self.renorm:
+            h = h.exp() / h.exp().sum(-1, keepdim=True)
+        return x + self.down(h)
 
 
 class RandomTransformer(nn.Module):
