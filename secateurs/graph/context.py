@@ -78,7 +78,12 @@ class RuleContext:
     def same(self, a: int, b: int) -> None:
         if self.rel.sizes[a] != self.rel.sizes[b]:
             # Different sizes cannot index the same units (a broadcast size-1 dim, usually).
-            self.freeze(a if self.rel.sizes[a] == 1 else b, "broadcast against a larger dimension")
+            if self.rel.sizes[a] == 1:
+                self.freeze(a, "broadcast against a larger dimension")
+            elif self.rel.sizes[b] == 1:
+                self.freeze(b, "broadcast against a larger dimension")
+            else:  # a rule related dims that are not the same: neither may be pruned on its own
+                self.freeze_all((a, b), "related dimensions of different sizes")
             self.mentioned.update((a, b))
             return
         self.mentioned.update((a, b))

@@ -9,8 +9,8 @@ from secateurs.graph.rules import register
 @register(
     "aten.arange", "aten.zeros", "aten.ones", "aten.full", "aten.empty", "aten.empty_strided",
     "aten.rand", "aten.randn", "aten.randint", "aten.scalar_tensor", "aten.linspace", "aten.logspace",
-    "aten.eye", "aten.tensor", "aten.new_zeros", "aten.new_ones", "aten.new_full", "aten.new_empty",
-    "aten.new_tensor", "aten.empty_permuted", "aten.randperm",
+    "aten.eye", "aten.new_zeros", "aten.new_ones", "aten.new_full", "aten.new_empty",
+    "aten.empty_permuted", "aten.randperm",
 )
 def creation(ctx: RuleContext) -> None:
     for k in range(ctx.n_outputs()):
@@ -20,9 +20,8 @@ def creation(ctx: RuleContext) -> None:
 
 
 @register(
-    "aten._assert_tensor_metadata", "aten._assert_scalar", "aten.sym_constrain_range_for_size",
-    "aten.sym_size", "aten.sym_numel", "aten.sym_stride", "aten._assert_async", "aten.item",
-    "aten._local_scalar_dense", "aten.sym_constrain_range", "aten.dim", "aten.size",
+    "aten._assert_tensor_metadata", "aten._assert_scalar", "aten.sym_size", "aten.sym_numel",
+    "aten._assert_async", "aten.item", "aten._local_scalar_dense",
 )
 def bookkeeping(ctx: RuleContext) -> None:
     for ref in ctx.tensor_refs():

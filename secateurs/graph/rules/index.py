@@ -43,8 +43,13 @@ def index_select(ctx: RuleContext) -> None:
 @register("aten.gather", "aten.take_along_dim")
 def gather(ctx: RuleContext) -> None:
     xs, out = list(ctx.spaces(ctx.arg(0))), list(ctx.out())
-    d = norm_dim(int(ctx.arg(1)), len(xs))
-    idx = list(ctx.spaces(ctx.arg(2)))
+    along = ctx.node.target.startswith("aten.take_along_dim")  # take_along_dim(input, indices, dim)
+    dim, index = (ctx.arg(2, "dim"), ctx.arg(1)) if along else (ctx.arg(1), ctx.arg(2))
+    if dim is None:  # positions into the flattened input
+        ctx.freeze_all(xs + out + list(ctx.spaces(index)), "gather from a flattened tensor")
+        return
+    d = norm_dim(int(dim), len(xs))
+    idx = list(ctx.spaces(index))
     ctx.freeze(xs[d], "dimension gathered by a tensor of positions")
     ctx.same_all(idx, out)
     for i, (s, o) in enumerate(zip(xs, out, strict=True)):

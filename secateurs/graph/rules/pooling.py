@@ -23,13 +23,11 @@ def _n_spatial(name: str) -> int:
     "aten.avg_pool1d", "aten.avg_pool2d", "aten.avg_pool3d",
     "aten.max_pool1d", "aten.max_pool2d", "aten.max_pool3d",
     "aten.max_pool1d_with_indices", "aten.max_pool2d_with_indices", "aten.max_pool3d_with_indices",
-    "aten.lp_pool1d", "aten.lp_pool2d",
     "aten.upsample_nearest1d", "aten.upsample_nearest2d", "aten.upsample_nearest3d",
     "aten.upsample_bilinear2d", "aten.upsample_bicubic2d", "aten.upsample_linear1d",
     "aten.upsample_trilinear3d", "aten._upsample_nearest_exact2d", "aten._upsample_bilinear2d_aa",
     "aten.reflection_pad1d", "aten.reflection_pad2d", "aten.reflection_pad3d",
     "aten.replication_pad1d", "aten.replication_pad2d", "aten.replication_pad3d",
-    "aten.im2col", "aten.col2im",
 )
 def spatial(ctx: RuleContext) -> None:
     k = _n_spatial(ctx.node.target)
@@ -66,3 +64,17 @@ def unfold(ctx: RuleContext) -> None:
             ctx.freeze_all([s, out[i], out[-1]], "unfolded dimension")
         else:
             ctx.same(s, out[i])
+
+
+@register("aten.im2col", "aten.col2im")
+def im2col(ctx: RuleContext) -> None:
+    """im2col: [N, C, H, W] -> [N, C*kh*kw, L]; col2im the reverse. Channels pass through with the kernel inner."""
+    xs, out = list(ctx.spaces(ctx.arg(0))), list(ctx.out())
+    kernel = ctx.arg(2) if ctx.node.target.startswith("aten.col2im") else ctx.arg(1)
+    cols, image = (out, xs) if ctx.node.target.startswith("aten.im2col") else (xs, out)
+    lead = len(image) - 3  # 0 unbatched, 1 batched
+    ctx.same_all(image[:lead], cols[:lead])
+    k = ctx.rel.new_space(int(kernel[0]) * int(kernel[1]), (ctx.node.name, -1, 0))
+    ctx.freeze(k, "kernel positions of im2col/col2im")
+    ctx.product(cols[lead], [image[lead], k])
+    ctx.freeze_all(image[lead + 1 :] + cols[lead + 1 :], f"spatial dimension of {ctx.node.target}")

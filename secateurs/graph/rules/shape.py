@@ -111,6 +111,7 @@ def repeat(ctx: RuleContext) -> None:
             ctx.same(s, o)
         else:
             copies = ctx.rel.new_space(r, (ctx.node.name, -1, j))
+            ctx.freeze(copies, "repeat count (a constant of the graph)")
             ctx.product(o, [copies, s])
 
 
@@ -127,4 +128,5 @@ def repeat_interleave(ctx: RuleContext) -> None:
         if i != d:
             ctx.same(s, o)
     copies = ctx.rel.new_space(r, (ctx.node.name, -1, d))
+    ctx.freeze(copies, "repeat_interleave count (a constant of the graph)")
     ctx.product(out[d], [xs[d], copies])
