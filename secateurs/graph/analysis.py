@@ -14,7 +14,8 @@ from secateurs.graph.groups import Group, find_groups
 from secateurs.graph.structure import Structure, build_structure
 
 _STRUCTURAL = ("model input", "model output", "size-1", "broadcast", "spatial", "kernel dimension", "embedding vocabulary",
-               "created by", "constant tensor", "metadata", "stacking", "reduced dimension")
+               "created by", "constant tensor", "metadata", "stacking", "reduced dimension",
+               "unused by forward")
 
 
 def fingerprint(model: torch.nn.Module) -> str:

@@ -63,6 +63,10 @@ def couple(captured: Captured) -> CoupledGraph:
             elif kind == "constant":
                 for s in spaces[node.name][0] if spaces[node.name] else []:
                     rel.frozen.setdefault(s, []).append(f"constant tensor '{captured.state_inputs[node.name]}'")
+            elif node.name not in users:
+                # a tied alias (HF wte/lm_head) or a dead buffer: pruned only through the name forward uses
+                for s in spaces[node.name][0] if spaces[node.name] else []:
+                    rel.frozen.setdefault(s, []).append(f"tensor '{captured.state_inputs[node.name]}' unused by forward")
             continue
         _apply_rule(graph, node, users)
     for out in captured.outputs:

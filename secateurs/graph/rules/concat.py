@@ -125,6 +125,7 @@ def slice_(ctx: RuleContext) -> None:
             ctx.freeze(parts, "number of equal pieces of a slice partition")
             ctx.product(xs[d], [parts, inner])
             ctx.rel.shared[key] = inner
+        ctx.mention(xs[d])  # related once, by the first slice of the partition
         ctx.same(out[d], inner)
         return
     ctx.freeze(xs[d], "slice with constant bounds that do not split the dimension into equal parts")
@@ -156,6 +157,7 @@ def getitem(ctx: RuleContext) -> None:
     src, index = ctx.arg(0), int(ctx.arg(1))
     ctx.same_all(ctx.spaces(src, index), ctx.out())
     ctx.mention(*ctx.out())
+    ctx.mention(*ctx.spaces(src))  # output 0 of a multi-output op: its own getitem relates it
 
 
 @register("secateurs.tuple")

@@ -1,0 +1,1 @@
+"""Optional integrations with other libraries; never imported by ``import secateurs``."""
