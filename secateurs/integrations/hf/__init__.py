@@ -6,10 +6,10 @@ the shared helpers. This package's ``__init__`` does not import transformers.
 
 Pruning only the FFN of a transformer (the hidden size kept)::
 
-    from secateurs.integrations.hf import hidden_size_modules
-    sc.prune(model, inputs, ratio={"channels": 0.3}, ignore=hidden_size_modules(model))
+    from secateurs.integrations.hf import non_ffn_modules
+    sc.prune(model, inputs, ratio={"channels": 0.3}, ignore=non_ffn_modules(model))
 """
 
-from secateurs.integrations.hf._common import hidden_size_modules
+from secateurs.integrations.hf._common import non_ffn_modules
 
-__all__ = ["hidden_size_modules"]
+__all__ = ["non_ffn_modules"]

@@ -9,11 +9,13 @@ that the config can express back into ``model.config``, so ``save_pretrained`` a
 
 from __future__ import annotations
 
+import copy
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from torch import nn
 
 from secateurs.errors import ApplyError
@@ -105,6 +107,10 @@ def sync_config_(model: nn.Module) -> None:
     values = widths(model, family)
     new: dict[str, int] = {}
     problems: list[str] = []
+    head_dims = set(values["head_dim"])
+    if head_dims and head_dims != {_config_head_dim(config, family)}:
+        problems.append("head_dim was pruned, and transformers recomputes the attention scale (and RoPE frequencies) "
+                        "from it at load time")
     for name in WIDTHS:
         seen = sorted(set(values[name]))
         attr = family.config_fields.get(name)
@@ -115,9 +121,8 @@ def sync_config_(model: nn.Module) -> None:
             problems.append(f"{name} differs across layers ({seen[0]}..{seen[-1]}); config.{attr} left at {old}")
             continue
         new[name] = seen[0]
-    head_dims = set(values["head_dim"])
     if family.derived_head_dim and {"hidden_size", "num_attention_heads"} <= new.keys() and len(head_dims) == 1:
-        hidden, heads, head_dim = new["hidden_size"], new["num_attention_heads"], head_dims.pop()
+        hidden, heads, head_dim = new["hidden_size"], new["num_attention_heads"], next(iter(head_dims))
         if hidden % heads or hidden // heads != head_dim:
             problems.append(
                 f"{type(config).__name__} derives head_dim as hidden_size // num_attention_heads, which cannot "
@@ -131,6 +136,8 @@ def sync_config_(model: nn.Module) -> None:
                 new.get("num_attention_heads", 1), 1):
             continue  # the config derives it (ViT): do not add a field that says nothing new
         setattr(config, attr, value)
+    if not problems:
+        problems = _rebuild_mismatches(model)
     if problems:
         warnings.warn(
             f"pruned {type(model).__name__}: " + "; ".join(problems)
@@ -139,15 +146,45 @@ def sync_config_(model: nn.Module) -> None:
         )
 
 
-def hidden_size_modules(model: nn.Module) -> list[str]:
-    """Names to pass as ``ignore=`` so that a ``"channels"`` ratio prunes FFN neurons and keeps the hidden size.
+def _rebuild_mismatches(model: nn.Module) -> list[str]:
+    """Build the model from its config on the meta device and list the tensors whose shapes differ."""
+    try:
+        with torch.device("meta"):
+            fresh = type(model)(copy.deepcopy(model.config))  # type: ignore[call-arg]
+    except Exception as exc:  # any error from a foreign __init__: report it, do not fail the surgery
+        return [f"the config no longer builds a {type(model).__name__} ({type(exc).__name__}: {exc})"]
+    want = {k: tuple(v.shape) for k, v in model.state_dict(keep_vars=True).items()}
+    got = {k: tuple(v.shape) for k, v in fresh.state_dict(keep_vars=True).items()}
+    bad = [f"{k} {got.get(k)} vs pruned {v}" for k, v in want.items() if got.get(k) != v]
+    if not bad:
+        return []
+    return [f"a model built from the config differs in {len(bad)} tensors (e.g. {'; '.join(bad[:3])})"]
+
+
+def _config_head_dim(config: Any, family: Family) -> int | None:
+    """The head_dim the (not yet rewritten) config builds."""
+    field_name = family.config_fields.get("head_dim")
+    value = getattr(config, field_name, None) if field_name else None
+    if value is None:
+        hidden = getattr(config, family.config_fields.get("hidden_size", "hidden_size"), None)
+        heads = getattr(config, family.config_fields.get("num_attention_heads", "num_attention_heads"), None)
+        value = hidden // heads if hidden and heads else None
+    return value
+
+
+def non_ffn_modules(model: nn.Module) -> list[str]:
+    """Names to pass as ``ignore=`` so that a ``"channels"`` ratio prunes FFN neurons only.
 
     The hidden-size group couples every block through the residual stream, starting at the input
-    embeddings; ignoring that one module leaves every other channels group (the FFN) eligible.
+    embeddings, and a pooler (BERT, ViT) has its own channels group; ignoring those modules leaves
+    the FFN groups as the only eligible ``channels`` groups.
     """
     get = getattr(model, "get_input_embeddings", None)
     embeddings = get() if callable(get) else None
-    for name, m in model.named_modules():
-        if m is embeddings:
-            return [name]
-    raise LookupError(f"{type(model).__name__} has no input embeddings to anchor the hidden size on")
+    weight = getattr(embeddings, "weight", None)
+    names = [name for name, m in model.named_modules()  # the embeddings and any module tied to them (lm_head)
+             if m is embeddings or (weight is not None and getattr(m, "weight", None) is weight)]
+    if not names:
+        raise LookupError(f"{type(model).__name__} has no input embeddings to anchor the hidden size on")
+    names += [name for name, _ in model.named_modules() if name.rsplit(".", 1)[-1] == "pooler"]
+    return names
