@@ -82,6 +82,10 @@ TINY: dict[str, Callable[[], TinyHF]] = {
 }
 
 
+#: the families above with grouped-query attention (fewer key/value heads than query heads)
+GQA_TYPES = ("llama", "mistral", "qwen2", "qwen3")
+
+
 def tiny(model_type: str) -> TinyHF:
     torch.manual_seed(0)
     return TINY[model_type]()

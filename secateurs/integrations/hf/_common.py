@@ -148,11 +148,16 @@ def sync_config_(model: nn.Module) -> None:
 
 def _rebuild_mismatches(model: nn.Module) -> list[str]:
     """Build the model from its config on the meta device and list the tensors whose shapes differ."""
+    config: Any = copy.deepcopy(getattr(model, "config", None))
     try:
+        if callable(getattr(config, "validate", None)):  # transformers 5 validates on save and load
+            config.validate()
         with torch.device("meta"):
-            fresh = type(model)(copy.deepcopy(model.config))  # type: ignore[call-arg]
-    except Exception as exc:  # any error from a foreign __init__: report it, do not fail the surgery
-        return [f"the config no longer builds a {type(model).__name__} ({type(exc).__name__}: {exc})"]
+            fresh = type(model)(config)  # type: ignore[call-arg]
+    except Exception as exc:  # any error from foreign code: report it, do not fail the surgery
+        message = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        return [f"the rewritten config is rejected by transformers ({message}); when pruning the hidden size, pass "
+                "round_to= a multiple of the head count so the kept width divides evenly"]
     want = {k: tuple(v.shape) for k, v in model.state_dict(keep_vars=True).items()}
     got = {k: tuple(v.shape) for k, v in fresh.state_dict(keep_vars=True).items()}
     bad = [f"{k} {got.get(k)} vs pruned {v}" for k, v in want.items() if got.get(k) != v]
