@@ -108,9 +108,6 @@ def sync_config_(model: nn.Module) -> None:
     new: dict[str, int] = {}
     problems: list[str] = []
     head_dims = set(values["head_dim"])
-    if head_dims and head_dims != {_config_head_dim(config, family)}:
-        problems.append("head_dim was pruned, and transformers recomputes the attention scale (and RoPE frequencies) "
-                        "from it at load time")
     for name in WIDTHS:
         seen = sorted(set(values[name]))
         attr = family.config_fields.get(name)
@@ -140,8 +137,8 @@ def sync_config_(model: nn.Module) -> None:
         problems = _rebuild_mismatches(model)
     if problems:
         warnings.warn(
-            f"pruned {type(model).__name__}: " + "; ".join(problems)
-            + ". The pruned model runs, but save_pretrained() output will not reload with the stock class.",
+            f"pruned {config.model_type} model: " + "; ".join(problems)
+            + ". The pruned model runs, but a save_pretrained() checkpoint will not rebuild it with the stock class.",
             stacklevel=2,
         )
 
@@ -160,21 +157,18 @@ def _rebuild_mismatches(model: nn.Module) -> list[str]:
                 "round_to= a multiple of the head count so the kept width divides evenly"]
     want = {k: tuple(v.shape) for k, v in model.state_dict(keep_vars=True).items()}
     got = {k: tuple(v.shape) for k, v in fresh.state_dict(keep_vars=True).items()}
-    bad = [f"{k} {got.get(k)} vs pruned {v}" for k, v in want.items() if got.get(k) != v]
-    if not bad:
-        return []
-    return [f"a model built from the config differs in {len(bad)} tensors (e.g. {'; '.join(bad[:3])})"]
-
-
-def _config_head_dim(config: Any, family: Family) -> int | None:
-    """The head_dim the (not yet rewritten) config builds."""
-    field_name = family.config_fields.get("head_dim")
-    value = getattr(config, field_name, None) if field_name else None
-    if value is None:
-        hidden = getattr(config, family.config_fields.get("hidden_size", "hidden_size"), None)
-        heads = getattr(config, family.config_fields.get("num_attention_heads", "num_attention_heads"), None)
-        value = hidden // heads if hidden and heads else None
-    return value
+    prefix = getattr(model, "base_model_prefix", "")
+    bad = [f"{k.removeprefix(prefix + '.')} {got.get(k)} vs pruned {v}" for k, v in want.items() if got.get(k) != v]
+    if bad:
+        return [f"a model built from the config differs in {len(bad)} tensors (e.g. {'; '.join(bad[:3])})"]
+    fresh_modules = dict(fresh.named_modules())
+    for name, m in model.named_modules():
+        scale, fresh_scale = getattr(m, "scaling", None), getattr(fresh_modules.get(name), "scaling", None)
+        if isinstance(scale, float) and isinstance(fresh_scale, float) and abs(scale - fresh_scale) > 1e-12 * abs(scale):
+            return [f"head_dim was pruned, and transformers derives the attention scale from it "
+                    f"({name.removeprefix(prefix + '.')}.scaling "
+                    f"would be {fresh_scale:.4g} instead of {scale:.4g})"]
+    return []
 
 
 def non_ffn_modules(model: nn.Module) -> list[str]:

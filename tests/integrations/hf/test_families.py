@@ -52,7 +52,7 @@ def prune_copy(model_type: str, ratio: Any, ignore: Any = None, reexport: bool =
         sc.apply(model, plan)
     result = sc.verify(c.tiny.model, model, plan, c.tiny.inputs, reexport=reexport)
     assert result.ok, result.message
-    config_warnings = [str(w.message) for w in caught if "save_pretrained" in str(w.message)]
+    config_warnings = [str(w.message) for w in caught if "save_pretrained()" in str(w.message)]
     return model, plan, result, config_warnings
 
 

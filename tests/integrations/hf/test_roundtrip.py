@@ -99,3 +99,11 @@ def test_unsupported_head_dim_is_a_clear_error_and_model_is_restored():
     after = t.model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert t.model.config.head_dim == HIDDEN // HEADS
+
+
+def test_pruned_head_dim_that_changes_the_attention_scale_is_a_warning():
+    t = tiny("vit")
+    with pytest.warns(UserWarning, match="attention scale"):
+        report = sc.prune(t.model, t.inputs, ratio={"head_dim": 0.25})
+    assert report.verification is not None and report.verification.mode == "exact"
+    assert t.model.config.head_dim == 12 and all(m.head_dim == 12 for m in t.model.modules() if hasattr(m, "q_proj"))
