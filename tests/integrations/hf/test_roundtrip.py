@@ -107,3 +107,13 @@ def test_pruned_head_dim_that_changes_the_attention_scale_is_a_warning():
         report = sc.prune(t.model, t.inputs, ratio={"head_dim": 0.25})
     assert report.verification is not None and report.verification.mode == "exact"
     assert t.model.config.head_dim == 12 and all(m.head_dim == 12 for m in t.model.modules() if hasattr(m, "q_proj"))
+
+
+def test_plan_json_replays_on_a_fresh_hf_model():
+    t, fresh = tiny("qwen2"), tiny("qwen2")
+    p = sc.plan(t.model, t.inputs, ratio={"heads": 0.5, "channels": 0.3}, ignore=non_ffn_modules(t.model))
+    sc.apply(t.model, p)
+    sc.apply(fresh.model, sc.Plan.from_json(p.to_json()))
+    assert fresh.model.config.to_dict() == t.model.config.to_dict()
+    with torch.no_grad():
+        torch.testing.assert_close(fresh.model(**t.inputs).logits, t.model(**t.inputs).logits, rtol=0, atol=0)
