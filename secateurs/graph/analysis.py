@@ -14,7 +14,8 @@ from secateurs.graph.groups import Group, find_groups
 from secateurs.graph.structure import Structure, build_structure
 
 _STRUCTURAL = ("model input", "model output", "size-1", "broadcast", "spatial", "kernel dimension", "embedding vocabulary",
-               "created by", "constant tensor", "metadata", "stacking", "reduced dimension", "not used by forward")
+               "created by", "constant tensor", "metadata", "stacking", "reduced dimension",
+               "not used by forward", "unused by forward", "non-persistent buffer")
 
 
 def fingerprint(model: torch.nn.Module) -> str:
@@ -70,10 +71,22 @@ class Analysis:
 
 def analyze(model: torch.nn.Module, example_inputs: ExampleInputs) -> Analysis:
     captured = capture(model, example_inputs)
-    structure = build_structure(couple(captured))
+    coupled = couple(captured)
+    _freeze_non_persistent(coupled, model)
+    structure = build_structure(coupled)
     groups = find_groups(structure)
     shapes = {k: tuple(v.shape) for k, v in model.state_dict(keep_vars=True).items()}
     return Analysis(structure, groups, couple_unknown(structure), fingerprint(model), shapes)
+
+
+def _freeze_non_persistent(coupled: CoupledGraph, model: torch.nn.Module) -> None:
+    """Buffers outside the state dict (HF RoPE ``inv_freq``) are rebuilt by ``__init__``: never slice them."""
+    persistent = model.state_dict(keep_vars=True)
+    captured = coupled.captured
+    for ph, fqn in captured.state_inputs.items():
+        if captured.state_kinds[ph] == "buffer" and fqn not in persistent:
+            for s in (coupled.spaces.get(ph) or [[]])[0]:
+                coupled.rel.frozen.setdefault(s, []).append(f"non-persistent buffer '{fqn}' (rebuilt on load)")
 
 
 def couple_unknown(structure: Structure) -> list[Frozen]:
