@@ -40,9 +40,16 @@ def environment(threads: int) -> dict[str, Any]:
 
     cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
                 if ln.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
+    try:
+        import torch_pruning
+
+        tp_module = getattr(torch_pruning, "__version__", "?")
+    except ImportError:
+        tp_module = "not installed"
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True).stdout.strip()
     return {
         "torch": torch.__version__, "torchvision": version("torchvision"), "torch_pruning": version("torch-pruning"),
+        "torch_pruning_module": tp_module,
         "secateurs_commit": commit or "unknown", "python": platform.python_version(), "cpu": cpu,
         "nproc": os.cpu_count(), "threads": threads, "loadavg_start": os.getloadavg(),
         "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),

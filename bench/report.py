@@ -25,7 +25,7 @@ def verdict(r: dict[str, Any]) -> str:
     if not check:
         return f"FAILED ({r.get('stage', '?')}): {r.get('error', 'unknown error')}"[:160]
     if not check.get("ok"):
-        return f"NO ({check.get('mode', '?')}): {check.get('message', '')}"[:160]
+        return f"NO: {check.get('message', '')}"[:160]
     if check.get("mode") == "exact":
         return f"yes, exact (rel. err {check.get('rel_error', 0):.1e})"
     return "yes, structural only"
@@ -80,7 +80,7 @@ def markdown(rows: list[dict[str, Any]], env: dict[str, Any]) -> str:
         "",
         f"`{env['command']}` on {env['date_utc']}: {env['cpu']}, nproc {env['nproc']}, "
         f"torch.set_num_threads({env['threads']}), torch {env['torch']}, torchvision {env['torchvision']}, "
-        f"torch-pruning {env['torch_pruning']}, secateurs {env['secateurs_commit']}; latency = median of "
+        f"torch-pruning {env['torch_pruning']} (`__version__` {env.get('torch_pruning_module', '?')}), secateurs {env['secateurs_commit']}; latency = median of "
         f"{env['repeats']} interleaved runs after {env['warmup']} warm-up; ratio {env['ratio']}; "
         f"load average {env['loadavg_start'][0]:.1f} at start, {env['loadavg_end'][0]:.1f} at end; "
         f"wall time {env['wall_s']:.0f} s.",
