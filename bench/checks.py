@@ -27,13 +27,13 @@ class NotASubTensor(ValueError):
     """The pruned tensor is not the original indexed by kept indices per dimension."""
 
 
-def _ambiguous(candidates: torch.Tensor, previous: int, d: int) -> int:
-    """A value found more than once: take the first candidate after the previous kept index (kept
-    indices are sorted by both tools); the equality check afterwards still guards the result."""
-    later = candidates[candidates > previous]
-    if later.numel() == 0:
-        raise NotASubTensor(f"values along dim {d} are not found in the original")
-    return int(later.min())
+def _ambiguous(candidates: torch.Tensor, low: int, high: int, d: int) -> int:
+    """A value found more than once: kept indices are sorted (both tools keep order), so it must lie
+    strictly between its neighbours' indices; accept it only when exactly one candidate does."""
+    inside = candidates[(candidates > low) & (candidates < high)]
+    if inside.numel() != 1:
+        raise NotASubTensor(f"cannot tell which of {candidates.numel()} equal slices along dim {d} were kept")
+    return int(inside[0])
 
 
 def kept_indices(orig: torch.Tensor, new: torch.Tensor) -> dict[int, torch.Tensor]:
@@ -59,9 +59,12 @@ def kept_indices(orig: torch.Tensor, new: torch.Tensor) -> dict[int, torch.Tenso
         first = unique.int().argmax(dim=1)
         pos = left.gather(1, first[:, None]).squeeze(1).clamp(max=flat.numel() - 1)
         keep[d] = (order[pos] // strides[d]) % orig.shape[d]
-        for a in (~unique.any(dim=1)).nonzero().flatten().tolist():
+        known = unique.any(dim=1)
+        for a in (~known).nonzero().flatten().tolist():
+            later = known[a + 1:].nonzero()
+            high = int(keep[d][a + 1 + int(later[0])]) if later.numel() else orig.shape[d]
             keep[d][a] = _ambiguous(order[left[a, 0]:right[a, 0]] // strides[d] % orig.shape[d],
-                                    int(keep[d][a - 1]) if a else -1, d)
+                                    int(keep[d][a - 1]) if a else -1, high, d)
         if keep[d].unique().numel() != keep[d].numel():
             raise NotASubTensor(f"dim {d} maps two kept slices to one original slice")
     sub = orig.detach()

@@ -74,7 +74,10 @@ def notes(rows: list[dict[str, Any]]) -> str:
 
 def markdown(rows: list[dict[str, Any]], env: dict[str, Any]) -> str:
     batches = env["batches"]
-    title = "QUICK RUN: few repeats, noisy, for development only" if env["mode"] == "quick" else "full run"
+    if env["mode"] == "quick" or env["repeats"] < 10:
+        title = f"QUICK RUN: {env['repeats']} repeats, noisy, for development only"
+    else:
+        title = "full run"
     return "\n".join([
         f"### Vision benchmark ({title})",
         "",
