@@ -15,6 +15,7 @@ import torch
 from secateurs._version import __version__
 from secateurs.algorithms.cost import CostModel
 from secateurs.algorithms.normalize import check_normalize
+from secateurs.algorithms.overlap import prefer_finest
 from secateurs.algorithms.overrides import override_for, parse_overrides
 from secateurs.algorithms.ranking import (
     TOLERANCE,
@@ -199,7 +200,7 @@ def make_plan(
     candidates = [g for g in analysis.groups if not group_is_ignored(g, req.ignore, model)]
     fixed_ratio = {g.id: r for g in candidates if (r := override_for(g, req.overrides)) is not None}
     kinds = DEFAULT_KINDS if req.targets else tuple(k for k, r in req.ratios.items() if r > 0)
-    free = [g for g in candidates if g.kind in kinds and g.id not in fixed_ratio]
+    free = prefer_finest([g for g in candidates if g.kind in kinds and g.id not in fixed_ratio])
     fixed = [g for g in candidates if fixed_ratio.get(g.id, 0.0) > 0]
     stats = _statistics(criterion, model, calibration, loss_fn) if free or fixed else None
     ctx = ScoringContext(model, tensors, seed, stats=stats)

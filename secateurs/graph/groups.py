@@ -31,6 +31,7 @@ class Group:
     unit_index: dict[int, np.ndarray]  # class -> (n_units, per_unit) local indices removed by each unit
     exact: bool
     inexact_reasons: list[str] = field(default_factory=list)
+    tags: set[str] = field(default_factory=set)  # labels of every class the units touch
 
     @property
     def n_units(self) -> int:
@@ -195,7 +196,8 @@ def _simple_groups(st: Structure, simple: np.ndarray) -> list[Group]:
         inexact = sorted(set(st.class_inexact.get(c, [])))
         tags = st.class_tags.get(c, set())
         kind = next((k for k in ("heads", "query_heads", "head_dim") if k in tags), "channels")
-        groups.append(Group(0, kind, members, {c: np.sort(local)[:, None]}, exact=not inexact, inexact_reasons=inexact))
+        groups.append(Group(0, kind, members, {c: np.sort(local)[:, None]}, exact=not inexact, inexact_reasons=inexact,
+                            tags=set(tags)))
     return groups
 
 
@@ -234,7 +236,9 @@ def _group_units(st: Structure, units: dict[frozenset[int], int], elements: list
             if label in root_tags:
                 kind = label
                 break
-        groups.append(Group(len(groups), kind, members, unit_index, exact=not inexact, inexact_reasons=sorted(set(inexact))))
+        tags = set().union(*(st.class_tags.get(c, set()) for c, _ in sig))
+        groups.append(Group(len(groups), kind, members, unit_index, exact=not inexact,
+                            inexact_reasons=sorted(set(inexact)), tags=tags))
     return groups
 
 

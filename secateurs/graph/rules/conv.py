@@ -26,6 +26,7 @@ def _conv(ctx: RuleContext, transposed: bool, groups: int) -> None:
     else:
         g = ctx.rel.new_space(groups, (ctx.node.name, -1, 0))
         ctx.hint("groups", g)
+        ctx.tag(g, "conv_groups")  # selection prefers keeping the group count (see algorithms/overlap.py)
         if transposed:
             ctx.same(c_in, w_in)
             in_inner = ctx.rel.new_space(ctx.size(c_in) // groups, (ctx.node.name, -1, 1))
