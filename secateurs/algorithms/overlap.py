@@ -9,22 +9,27 @@ group count (as ResNeXt/RegNet are designed, and as Torch-Pruning does), then th
 
 from __future__ import annotations
 
+import numpy as np
+
 from secateurs.graph.groups import Group
 
 
-def _dims(g: Group) -> set[tuple[str, int]]:
-    return {(m.fqn, m.dim) for m in g.members}
+def _elements(g: Group) -> dict[int, set[int]]:
+    """Class -> every index some unit of the group removes."""
+    return {c: set(np.unique(idx).tolist()) for c, idx in g.unit_index.items()}
+
+
+def _overlaps(a: dict[int, set[int]], b: dict[int, set[int]]) -> bool:
+    return any(a[c] & b[c] for c in a.keys() & b.keys())
 
 
 def prefer_finest(groups: list[Group]) -> list[Group]:
     ranked = sorted(groups, key=lambda g: (not g.exact, "conv_groups" in g.tags, -g.n_units, g.id))
-    taken: dict[str, set[tuple[str, int]]] = {}
-    chosen: set[int] = set()
+    chosen: list[tuple[Group, dict[int, set[int]]]] = []
     for g in ranked:
-        dims = _dims(g)
-        used = taken.setdefault(g.kind, set())
-        if dims & used:
+        elems = _elements(g)
+        if any(c.kind == g.kind and _overlaps(elems, e) for c, e in chosen):
             continue
-        used |= dims
-        chosen.add(g.id)
-    return [g for g in groups if g.id in chosen]
+        chosen.append((g, elems))
+    ids = {g.id for g, _ in chosen}
+    return [g for g in groups if g.id in ids]

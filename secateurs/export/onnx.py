@@ -27,7 +27,7 @@ def _require(module: str, feature: str) -> Any:
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise missing_dependency(module, "onnx", feature) from None
+        raise missing_dependency(module, "export", feature) from None
 
 
 def _input_names(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[str]:

@@ -12,7 +12,7 @@ def _pyplot() -> Any:
     try:
         import matplotlib
     except ImportError:
-        raise missing_dependency("matplotlib", "bench", "report plots") from None
+        raise missing_dependency("matplotlib", "report", "report plots") from None
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
