@@ -1,7 +1,9 @@
 """Handlers that refresh a module's attributes after its tensors were sliced, found via the MRO.
 
 A handler is ``fn(module, hints) -> None``; ``hints`` maps argument names recorded by coupling
-rules for this module (``groups``, ``num_heads``, ``normalized_shape``) to their new values.
+rules for this module (``groups``, ``num_heads``, ``normalized_shape``) to their new values, plus
+``shapes_before``: the shape before pruning of every tensor under the module, by relative name
+(``"qkv.weight"``), for forwards that must keep constants of the original (softmax scales).
 Handlers live one module family per file in ``secateurs.surgery.handlers``; integrations (Hugging
 Face) register theirs when the model comes from that library.
 """
@@ -18,7 +20,10 @@ import torch
 Handler = Callable[[torch.nn.Module, dict[str, Any]], None]
 _HANDLERS: dict[type, Handler] = {}
 _LOADED = False
-_INTEGRATIONS = {"transformers": "secateurs.integrations.hf.handlers"}
+_INTEGRATIONS = {
+    "transformers": "secateurs.integrations.hf.handlers",
+    "torchvision": "secateurs.integrations.torchvision.handlers",
+}
 
 
 def register_handler(*types: type) -> Callable[[Handler], Handler]:
