@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from torchvision.models.googlenet import GoogLeNet
+from torchvision.models.inception import Inception3
 from torchvision.models.maxvit import RelativePositionalMultiHeadAttention
 from torchvision.models.swin_transformer import ShiftedWindowAttention, ShiftedWindowAttentionV2
 from torchvision.models.vision_transformer import VisionTransformer
@@ -20,6 +22,17 @@ from secateurs.surgery.registry import register_handler
 @register_handler(VisionTransformer)
 def vision_transformer(m: Any, hints: dict[str, Any]) -> None:
     m.hidden_dim = m.class_token.shape[-1]  # _process_input reshapes the patch embedding to it
+
+
+@register_handler(GoogLeNet, Inception3)
+def auxiliary_classifiers(m: Any, hints: dict[str, Any]) -> None:
+    if getattr(m, "aux1", None) is not None or getattr(m, "AuxLogits", None) is not None:
+        raise ApplyError(
+            f"{type(m).__name__} has auxiliary classifiers, which run only in training mode: the eval-mode graph "
+            "cannot see them, so pruning would leave them at the old widths. Build the model with "
+            "aux_logits=False, or drop them first (model.aux_logits = False; model.aux1 = model.aux2 = None for "
+            "GoogLeNet, model.AuxLogits = None for Inception-v3)"
+        )
 
 
 def _heads(m: Any, hints: dict[str, Any], inner: int, heads: int) -> tuple[int, int]:
