@@ -56,12 +56,26 @@ def run_one(name: str, ratio: float = 0.3) -> dict[str, Any]:
         mode=v.mode if v else None,
         rel_error=v.rel_error if v else None,
         groups_pruned=sum(1 for g in report.plan.groups if g.removed),
+        kinds={k: [sum(1 for g in report.plan.groups if g.kind == k and g.removed),
+                   sum(1 for g in report.plan.groups if g.kind == k)]
+               for k in sorted({g.kind for g in report.plan.groups})},
+        swapped=sorted({type(m).__name__ for m in model.modules() if type(m).__module__.startswith("secateurs")}),
         units_removed=removed,
         params_kept=report.params_after / report.params_before,
         macs_kept=report.macs_ratio,
         reason="" if ok else (v.message if v else "no verification"),
     )
     return row | {"seconds": round(time.perf_counter() - t0, 1)}
+
+
+def _notes(row: dict[str, Any]) -> str:
+    notes = []
+    heads = row.get("kinds", {}).get("heads")
+    if heads:
+        notes.append(f"heads pruned in {heads[0]} of {heads[1]} attention groups")
+    if row.get("swapped"):
+        notes.append("forward swapped: " + ", ".join(row["swapped"]))
+    return "; ".join(notes)
 
 
 def table(names: list[str], results: dict[str, dict[str, Any]]) -> str:
@@ -94,7 +108,7 @@ def table(names: list[str], results: dict[str, dict[str, Any]]) -> str:
         if r.get("status") == "ok":
             lines.append(
                 f"| {r['model']} | {r['input']} | {r['params'] / 1e6:.1f}M | {r['groups']} | {r['groups_pruned']} | "
-                f"{r['units_removed']} | {r['mode']} | {r['params_kept']:.1%} | {r['macs_kept']:.1%} | |"
+                f"{r['units_removed']} | {r['mode']} | {r['params_kept']:.1%} | {r['macs_kept']:.1%} | {_notes(r)} |"
             )
         else:
             reason = str(r.get("reason", "")).replace("|", "\\|").splitlines()[0][:200] if r.get("reason") else ""
