@@ -64,3 +64,27 @@ def test_models_with_auxiliary_classifiers_are_refused(name):
         find_handler(model)(model, {})
     without = torchvision.models.get_model(name, weights=None, aux_logits=False, init_weights=False)
     find_handler(without)(without, {})  # no aux heads: nothing to refuse
+
+
+class _MaxVitAttention(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.inp = torch.nn.Linear(8, 32)
+        self.attn = RelativePositionalMultiHeadAttention(32, 8, 16)
+        self.out = torch.nn.Linear(32, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.attn(self.inp(x)))
+
+
+def test_maxvit_attention_prunes_heads_and_head_dim_exactly():
+    import secateurs as sc
+
+    model = _MaxVitAttention().eval()
+    x = torch.randn(1, 2, 16, 8)
+    report = sc.prune(model, x, ratio=0.3)
+    assert type(model.attn) is PrunedRelativePositionalMultiHeadAttention
+    assert (model.attn.n_heads, model.attn.head_dim) == (3, 6)
+    assert report.verification.ok and report.verification.mode == "exact"
+    assert report.verification.rel_error < 1e-5
+    assert model(x).shape == (1, 2, 16, 3)

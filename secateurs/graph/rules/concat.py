@@ -125,6 +125,7 @@ def slice_(ctx: RuleContext) -> None:
             ctx.freeze(parts, "number of equal pieces of a slice partition")
             ctx.product(xs[d], [parts, inner])
             ctx.rel.shared[key] = inner
+        ctx.mention(xs[d])  # related to ``inner`` by the first sibling slice
         ctx.same(out[d], inner)
         return
     ctx.freeze(xs[d], "slice with constant bounds that do not split the dimension into equal parts")
@@ -155,7 +156,8 @@ def narrow(ctx: RuleContext) -> None:
 def getitem(ctx: RuleContext) -> None:
     src, index = ctx.arg(0), int(ctx.arg(1))
     ctx.same_all(ctx.spaces(src, index), ctx.out())
-    ctx.mention(*ctx.out())
+    # the rule engine lists output 0 of the tuple among this node's inputs; the getitem that reads it maps it
+    ctx.mention(*ctx.out(), *ctx.spaces(src))
 
 
 @register("secateurs.tuple")
