@@ -22,7 +22,18 @@ class PrunedMultiheadAttention(nn.MultiheadAttention):
     Same arguments, outputs and numerics as the stock module (``F.multi_head_attention_forward``),
     written with ``F.linear``, ``view`` and ``scaled_dot_product_attention`` so it exports cleanly.
     ``bias_k``/``bias_v`` and ``add_zero_attn`` are not supported (surgery refuses those modules).
+    ``_packed_qkv`` says whether q/k/v share ``in_proj_weight``; surgery sets ``_qkv_same_embed_dim``
+    to False so fused fast paths elsewhere (``nn.TransformerEncoderLayer``) never bypass this forward.
     """
+
+    def _reset_parameters(self) -> None:
+        if getattr(self, "_packed_qkv", False):
+            nn.init.xavier_uniform_(self.in_proj_weight)
+            if self.in_proj_bias is not None:
+                nn.init.constant_(self.in_proj_bias, 0.0)
+                nn.init.constant_(self.out_proj.bias, 0.0)
+            return
+        super()._reset_parameters()
 
     def forward(  # type: ignore[override]
         self,
@@ -73,7 +84,7 @@ class PrunedMultiheadAttention(nn.MultiheadAttention):
 
     def _project(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, ...]:
         inner = self.num_heads * self.head_dim
-        if self._qkv_same_embed_dim:
+        if getattr(self, "_packed_qkv", self._qkv_same_embed_dim):
             w_q, w_k, w_v = self.in_proj_weight.split(inner)
         else:
             w_q, w_k, w_v = self.q_proj_weight, self.k_proj_weight, self.v_proj_weight

@@ -84,3 +84,25 @@ def test_failed_verification_restores_the_stock_class():
         sc.prune(model, x, ratio={"heads": 0.25}, tolerance=-1.0)
     assert type(model.attn) is nn.MultiheadAttention and model.attn.num_heads == 8
     torch.testing.assert_close(model(x), before)
+
+
+class _Encoder(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.enc = nn.TransformerEncoderLayer(32, 4, 64, dropout=0.0, batch_first=True)
+        self.head = nn.Linear(32, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.enc(x))
+
+
+def test_transformer_encoder_layer_fast_path_does_not_bypass_pruned_attention():
+    model = _Encoder().eval()
+    x = torch.randn(2, 5, 32)
+    report = sc.prune(model, x, ratio={"heads": 0.5})
+    attn = model.enc.self_attn
+    assert type(attn) is PrunedMultiheadAttention and attn.num_heads == 2
+    assert attn._qkv_same_embed_dim is False and attn._packed_qkv is True
+    assert report.verification.ok and report.verification.mode == "exact"
+    with torch.no_grad():  # eval + no_grad is where the fused path would run
+        assert model(x).shape == (2, 5, 3)
