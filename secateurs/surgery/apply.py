@@ -17,11 +17,12 @@ from secateurs.surgery.registry import find_handler, load_for
 
 @dataclass
 class _Snapshot:
-    modules: dict[nn.Module, tuple[dict[str, Any], dict[str, Any], dict[str, Any]]]
+    modules: dict[nn.Module, tuple[type, dict[str, Any], dict[str, Any], dict[str, Any]]]
     configs: dict[int, tuple[Any, dict[str, Any]]]
 
     def restore(self) -> None:
-        for m, (attrs, params, buffers) in self.modules.items():
+        for m, (cls, attrs, params, buffers) in self.modules.items():
+            m.__class__ = cls  # handlers may swap in a class whose forward fits the pruned shapes
             m.__dict__.clear()
             m.__dict__.update(attrs)
             m.__dict__["_parameters"] = params
@@ -78,6 +79,7 @@ def apply_plan(model: nn.Module, plan: Plan) -> nn.Module:
                 touched_paths.add(".".join(parts[:i]))
     touched_paths |= {p for p in plan.hints if p in modules}
     snapshot = _snapshot([modules[p] for p in touched_paths if p in modules])
+    before = _shapes_before(plan, touched_paths)
     try:
         _slice_tensors(state, owners, plan)
         for path in sorted(touched_paths, key=lambda p: -p.count(".") if p else 1):
@@ -86,15 +88,27 @@ def apply_plan(model: nn.Module, plan: Plan) -> nn.Module:
                 continue
             handler = find_handler(m)
             if handler is not None:
-                handler(m, plan.hints.get(path, {}))
+                handler(m, {**plan.hints.get(path, {}), "shapes_before": before.get(path, {})})
     except Exception as exc:
         snapshot.restore()
         raise ApplyError(f"surgery failed ({type(exc).__name__}: {exc}); the model was restored unchanged") from exc
     return model
 
 
+def _shapes_before(plan: Plan, paths: set[str]) -> dict[str, dict[str, tuple[int, ...]]]:
+    """Module path -> {name relative to it: shape before pruning} for the tensors under each touched module."""
+    out: dict[str, dict[str, tuple[int, ...]]] = {}
+    for fqn, shape in plan.shapes.items():
+        parts = fqn.split(".")
+        for i in range(len(parts)):
+            prefix = ".".join(parts[:i])
+            if prefix in paths:
+                out.setdefault(prefix, {})[".".join(parts[i:])] = tuple(shape)
+    return out
+
+
 def _snapshot(mods: list[nn.Module]) -> _Snapshot:
-    saved = {m: (dict(m.__dict__), dict(m._parameters), dict(m._buffers)) for m in mods}
+    saved = {m: (type(m), dict(m.__dict__), dict(m._parameters), dict(m._buffers)) for m in mods}
     configs: dict[int, tuple[Any, dict[str, Any]]] = {}
     for m in mods:
         cfg = getattr(m, "config", None)

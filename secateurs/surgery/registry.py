@@ -1,7 +1,9 @@
 """Handlers that refresh a module's attributes after its tensors were sliced, found via the MRO.
 
 A handler is ``fn(module, hints) -> None``; ``hints`` maps argument names recorded by coupling
-rules for this module (``groups``, ``num_heads``, ``normalized_shape``) to their new values.
+rules for this module (``groups``, ``num_heads``, ``normalized_shape``) to their new values, plus
+``shapes_before``: the shape before pruning of every tensor under the module, by relative name
+(``"qkv.weight"``), for forwards that must keep constants of the original (softmax scales).
 Handlers live one module family per file in ``secateurs.surgery.handlers``; integrations (Hugging
 Face) register theirs when the model comes from that library.
 """
@@ -21,6 +23,7 @@ _LOADED = False
 _INTEGRATIONS = {
     "transformers": "secateurs.integrations.hf.handlers",
     "timm": "secateurs.integrations.timm.handlers",
+    "torchvision": "secateurs.integrations.torchvision.handlers",
 }
 
 

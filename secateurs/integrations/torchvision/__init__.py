@@ -1,0 +1,1 @@
+"""torchvision: surgery handlers (and replacement forwards) for its model-specific modules."""
