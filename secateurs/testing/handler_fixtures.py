@@ -168,3 +168,9 @@ HANDLER_CASES: dict[type, HandlerCase] = {
     nn.GroupNorm: _group_norm(),
     nn.PReLU: _prelu(),
 }
+
+# Handlers whose module cannot be driven by one input tensor (nn.MultiheadAttention takes q, k, v and
+# swaps its class) are tested in their own file; the registry test checks that file names the type.
+TESTED_ELSEWHERE: dict[type, str] = {
+    nn.MultiheadAttention: "tests/surgery/test_pruned_mha.py",
+}
