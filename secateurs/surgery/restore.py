@@ -62,7 +62,7 @@ def rebuild_original(pruned: nn.Module, plan: Plan, state: Mapping[str, torch.Te
     for path in sorted(touched, key=lambda p: -p.count(".") if p else 1):
         found = modules.get(path)
         handler = find_handler(found) if found is not None else None
-        if handler is not None:
+        if handler is not None and found is not None:
             handler(found, {**plan.hints_before.get(path, {}), "shapes_before": shapes_now.get(path, {})})
     try:
         reference.load_state_dict(dict(state), strict=True)
