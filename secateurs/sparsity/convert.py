@@ -19,7 +19,10 @@ _DTYPES = (torch.float16, torch.bfloat16)
 
 def _backend_constraints() -> tuple[str, Any]:
     from torch.sparse import SparseSemiStructuredTensor
-    from torch.sparse.semi_structured import SparseSemiStructuredTensorCUSPARSELT, SparseSemiStructuredTensorCUTLASS
+    from torch.sparse.semi_structured import (
+        SparseSemiStructuredTensorCUSPARSELT,
+        SparseSemiStructuredTensorCUTLASS,
+    )
 
     if SparseSemiStructuredTensor._FORCE_CUTLASS:
         return "cutlass", SparseSemiStructuredTensorCUTLASS._DTYPE_SHAPE_CONSTRAINTS

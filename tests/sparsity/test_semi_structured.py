@@ -7,7 +7,7 @@ from torch import nn
 import secateurs as sc
 from secateurs.errors import ApplyError, FileFormatError, InvalidArgumentError
 from secateurs.sparsity import apply_masks_, is_n_of_m, n_of_m_mask, plan_2to4, sparsify_2to4
-from secateurs.testing.toys import DeepMLP, MLP
+from secateurs.testing.toys import MLP, DeepMLP
 
 
 def _groups(w):
