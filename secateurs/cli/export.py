@@ -18,6 +18,7 @@ from secateurs.cli._common import (
     step,
     trust_code,
 )
+from secateurs.cli.config import add_config_flags
 from secateurs.errors import InvalidArgumentError
 
 
@@ -34,6 +35,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seq-len", type=int, metavar="N", help="override the sequence length recorded at prune time")
     p.add_argument("--threads", type=int, default=1, help="CPU threads for torch (default 1)")
     add_trust_flag(p)
+    add_config_flags(p, "export")
     add_output_flags(p)
     p.set_defaults(run=run)
 

@@ -10,6 +10,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 
+from secateurs.cli.config import apply_config
 from secateurs.errors import SecateursError
 
 # subcommand -> module in secateurs.cli ("inspection" so no file shadows the stdlib ``inspect``)
@@ -48,6 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
+            apply_config(args)  # --config FILE / --set key=value of subcommands that take them
             return int(args.run(args))
         except SecateursError as exc:
             if debug:

@@ -52,6 +52,28 @@ def _export_lines(r: dict[str, Any]) -> list[str]:
                    f"{q['rel_error']:.2e}, max abs diff {q['max_abs_diff']:.2e}, top-1 agreement "
                    f"{q['top1_agreement']:.1%}" + (f", latency {q['latency_ms']:.2f} ms vs {q['fp32_latency_ms']:.2f} ms fp32"
                                                   if q.get("latency_ms") else ""))
+    out += _sparsity_lines(r)
+    cal = r.get("calibration")
+    if cal:
+        out.append(f"calibration data ({cal['kind']}): {cal['description']}")
+    return out
+
+
+def _sparsity_lines(r: dict[str, Any]) -> list[str]:
+    s = r.get("sparsity")
+    if not s:
+        return []
+    fid = s.get("fidelity") or {}
+    line = (f"2:4 sparsity ({s['method']}): {len(s['layers'])} Linear layers masked, {s['sparsity']:.1%} of their "
+            f"weights zero, {len(s['skipped'])} skipped")
+    if fid:
+        line += f"; output change vs the pruned dense model: relative error {fid['rel_error']:.2e}, top-1 agreement {fid['top1_agreement']:.1%}"
+    out = [line]
+    skipped = list(s["skipped"].items())
+    out += [f"2:4 skipped `{name}`: {why}" for name, why in skipped[:10]]
+    if len(skipped) > 10:
+        out.append(f"2:4 skipped {len(skipped) - 10} more layers (see report.json)")
+    out += [f"2:4 note: {n}" for n in s.get("notes", [])]
     return out
 
 
