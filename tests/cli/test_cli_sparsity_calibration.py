@@ -1,0 +1,82 @@
+import json
+
+import pytest
+import torch
+
+import secateurs as sc
+from secateurs.cli.main import main
+
+SPEC = "secateurs.testing.models:TinyViT"
+SHAPE = "1,3,16,16"
+
+
+def _run(capsys, argv):
+    capsys.readouterr()
+    rc = main(argv)
+    return rc, capsys.readouterr().err
+
+
+def _prune(out, *extra):
+    return ["prune", SPEC, "--input-shape", SHAPE, "-o", str(out), "--no-bench", "--quiet", *extra]
+
+
+def test_prune_with_2to4_saves_masks_and_reports_no_cpu_speedup(tmp_path, capsys):
+    out = tmp_path / "s"
+    rc, err = _run(capsys, _prune(out, "--ratio", "0.25", "--round-to", "4", "--sparsity-2to4"))
+    assert rc == 0, err
+    doc = json.loads((out / "report.json").read_text())
+    s = doc["sparsity"]
+    assert s["method"] == "magnitude" and s["sparsity"] == 0.5 and len(s["layers"]) == 9
+    assert "no speed-up is expected on CPU" in (out / "report.md").read_text()
+    assert 0 < s["fidelity"]["rel_error"] < 1
+    loaded = sc.load(out, trust_code=True)
+    masks = sc.io.read_masks(out)
+    assert len(masks) == 9
+    for name, mask in masks.items():
+        w = loaded.get_parameter(name)
+        assert (w[~mask] == 0).all() and (w.reshape(w.shape[0], -1, 4) == 0).sum(-1).eq(2).all()
+
+
+def test_wanda_criterion_and_2to4_with_an_image_folder(tmp_path, capsys):
+    from PIL import Image
+
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    for i in range(3):
+        Image.new("RGB", (32, 24), color=(60 * i, 20, 90)).save(imgs / f"{i}.jpg")
+    out = tmp_path / "w"
+    rc, err = _run(capsys, _prune(out, "--importance", "wanda", "--calibration", str(imgs), "--sparsity-2to4", "wanda",
+                                  "--ratio", "0.25", "--round-to", "4"))
+    assert rc == 0, err
+    doc = json.loads((out / "report.json").read_text())
+    assert doc["calibration"]["kind"] == "images" and doc["calibration"]["batches"] == 3
+    assert doc["settings"]["calibration"]["batches"] == 3 and doc["sparsity"]["method"] == "wanda"
+
+
+def test_synthetic_calibration_warns(tmp_path, capsys):
+    rc, err = _run(capsys, _prune(tmp_path / "p", "--importance", "activation", "--calibration", "synthetic",
+                                  "--calibration-batches", "2", "--dry-run"))
+    assert rc == 0 and "warning: synthetic calibration" in err
+    rc, err = _run(capsys, _prune(tmp_path / "q", "--calibration", "synthetic", "--dry-run"))
+    assert rc == 0 and "warning: --calibration is not used by importance 'l2'" in err
+
+
+@pytest.mark.parametrize("extra,match", [
+    (["--importance", "wanda"], "needs calibration data: pass --calibration"),
+    (["--sparsity-2to4", "wanda"], "--sparsity-2to4 wanda needs calibration data"),
+    (["--importance", "taylor", "--calibration", "synthetic"], "needs gradients of a training loss"),
+    (["--importance", "wanda", "--calibration", "nowhere"], "does not exist"),
+    (["--importance", "wanda", "--calibration", "synthetic", "--calibration-batches", "0"], "--calibration-batches"),
+])
+def test_calibration_errors(tmp_path, capsys, extra, match):
+    rc, err = _run(capsys, _prune(tmp_path / "o", *extra))
+    assert rc == 2 and match in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_2to4_masks_survive_export(tmp_path, capsys):
+    out = tmp_path / "e"
+    assert _run(capsys, _prune(out, "--ratio", "0", "--sparsity-2to4"))[0] == 0
+    rc, err = _run(capsys, ["export", str(out), "--int8", "--trust-code", "--quiet"])
+    assert rc == 0, err
+    assert torch.is_tensor(next(iter(sc.io.read_masks(out).values())))
