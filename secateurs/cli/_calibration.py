@@ -22,12 +22,12 @@ def needs_data(importance: str) -> bool:
     return bool(getattr(get_criterion(importance), "needs_data", False))
 
 
-def build_calibration(args: argparse.Namespace, source: Any, spec: Any) -> Any:
-    """The CalibrationSource for ``--calibration``, or None when it was not given."""
+def build_calibration(args: argparse.Namespace, model_spec: str | None, spec: Any) -> Any:
+    """The CalibrationSource for ``--calibration``, or None when it was not given; an ``hf:`` spec gives the tokenizer."""
     from secateurs.io.calibration_sources import calibration_source
 
     if not getattr(args, "calibration", None):
         return None
-    tokenizer_dir = source.spec[3:] if source.kind == "hf" else None
+    tokenizer_dir = model_spec[3:] if model_spec and model_spec.startswith("hf:") else None
     return calibration_source(args.calibration, spec, max_batches=args.calibration_batches, tokenizer_dir=tokenizer_dir,
                               normalize=args.calibration_normalize)

@@ -77,7 +77,7 @@ def _toml() -> Any:
         import tomllib
     except ImportError:  # Python 3.10
         try:
-            import tomli as tomllib
+            import tomli as tomllib  # type: ignore[no-redef]
         except ImportError:
             raise missing_dependency("tomli", "config", "TOML config files on Python 3.10") from None
     return tomllib

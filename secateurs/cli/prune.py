@@ -18,6 +18,7 @@ from secateurs.cli._common import (
     set_threads,
     step,
 )
+from secateurs.cli._int8 import add_int8_flag, check_int8, int8_exports
 from secateurs.cli._measure import add_latency_flags, batch_sizes, measure
 from secateurs.cli._sparsity import add_sparsity_flags, sparsify
 from secateurs.cli.config import add_config_flags
@@ -45,7 +46,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dry-run", action="store_true", help="only plan: write DIR/plan.json, leave weights alone")
     p.add_argument("--force", action="store_true", help="replace DIR if it exists")
     p.add_argument("--no-bench", action="store_true", help="skip the latency measurement")
-    p.add_argument("--int8", action="store_true", help="also measure int8 dynamic quantization fidelity for the report")
+    add_int8_flag(p, "also quantize a copy to int8 and put its fidelity and latency in the report: dynamic (default; "
+                     "Linear layers) or static (convs and Linear, needs --calibration)")
     add_calibration_flags(p)
     add_sparsity_flags(p)
     add_config_flags(p, "prune")
@@ -102,6 +104,7 @@ def _validate(args: argparse.Namespace, settings: dict[str, Any]) -> None:
                                    "or synthetic (random inputs, meaningless scores)")
     if args.calibration_batches < 1:
         raise InvalidArgumentError(f"--calibration-batches must be a positive integer, got {args.calibration_batches}")
+    check_int8(args)
 
 
 def _calibration(args: argparse.Namespace, source: Any, spec: Any, settings: dict[str, Any]) -> Any:
@@ -109,8 +112,8 @@ def _calibration(args: argparse.Namespace, source: Any, spec: Any, settings: dic
     if not args.calibration:
         return None
     step(args, f"loading calibration data ({args.calibration})")
-    calibration = build_calibration(args, source, spec)
-    if not needs_data(settings["importance"]) and args.sparsity_2to4 != "wanda":
+    calibration = build_calibration(args, source.spec, spec)
+    if not needs_data(settings["importance"]) and args.sparsity_2to4 != "wanda" and args.int8 != "static":
         import warnings
 
         warnings.warn(f"--calibration is not used by importance {settings['importance']!r}", stacklevel=2)
@@ -177,13 +180,10 @@ def run(args: argparse.Namespace) -> int:
     if sparsity_doc is not None:
         doc["sparsity"] = sparsity_doc
     if args.int8:
-        from secateurs.export.quantize import quantize_int8
-
-        step(args, "int8 dynamic quantization of Linear layers")
         try:
-            doc["exports"]["int8"] = quantize_int8(model, x)[1]
+            doc["exports"].update(int8_exports(args, model, x, batches))
         except InvalidArgumentError as exc:  # e.g. no Linear layer: the pruning itself is still worth saving
-            doc["notes"].append(f"int8 skipped: {exc}")
+            doc["notes"].append(f"int8 {args.int8} skipped: {exc}")
     step(args, f"writing {out}")
     files = {"report.json": json.dumps(doc, indent=1), "report.md": render_markdown(doc), "report.html": render_html(doc)}
     sc.save(model, result.plan, out, overwrite=args.force, model_spec=source.spec, input_spec=spec,

@@ -94,8 +94,8 @@ def _load_image(path: Path, c: int, h: int, w: int) -> torch.Tensor:
 
     try:
         with Image.open(path) as img:
-            img = img.convert("RGB" if c == 3 else "L").resize((w, h), Image.Resampling.BILINEAR)
-            data = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8)
+            resized = img.convert("RGB" if c == 3 else "L").resize((w, h), Image.Resampling.BILINEAR)
+            data = torch.frombuffer(bytearray(resized.tobytes()), dtype=torch.uint8)
     except (OSError, UnidentifiedImageError) as exc:
         raise InvalidArgumentError(f"calibration image {str(path)!r} cannot be read ({exc}); remove it or fix it") from None
     return data.reshape(h, w, c).permute(2, 0, 1).float() / 255.0

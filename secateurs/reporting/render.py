@@ -52,6 +52,13 @@ def _export_lines(r: dict[str, Any]) -> list[str]:
                    f"{q['rel_error']:.2e}, max abs diff {q['max_abs_diff']:.2e}, top-1 agreement "
                    f"{q['top1_agreement']:.1%}" + (f", latency {q['latency_ms']:.2f} ms vs {q['fp32_latency_ms']:.2f} ms fp32"
                                                   if q.get("latency_ms") else ""))
+    qs = r.get("exports", {}).get("int8_static")
+    if qs:
+        layers = ", ".join(f"{n} {k}" for k, n in qs["quantized"].items())
+        out.append(f"int8 static quantization ({qs['method']}, {qs['calibration_batches']} calibration batches) of "
+                   f"{layers} layers: relative error {qs['rel_error']:.2e}, max abs diff {qs['max_abs_diff']:.2e}, "
+                   f"top-1 agreement {qs['top1_agreement']:.1%}" + (f", latency {qs['latency_ms']:.2f} ms vs "
+                   f"{qs['fp32_latency_ms']:.2f} ms fp32" if qs.get("latency_ms") else ""))
     out += _sparsity_lines(r)
     cal = r.get("calibration")
     if cal:

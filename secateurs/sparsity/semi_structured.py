@@ -171,5 +171,5 @@ def sparsify_2to4(
     result = plan_2to4(model, method, calibration=calibration, ignore=ignore)
     apply_masks_(model, result.masks)
     for layer in result.layers:
-        layer.sparsity = zero_fraction(model.get_submodule(layer.name).weight.detach())
+        layer.sparsity = zero_fraction(model.get_parameter(f"{layer.name}.weight" if layer.name else "weight").detach())
     return result

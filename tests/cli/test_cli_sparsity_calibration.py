@@ -80,3 +80,18 @@ def test_2to4_masks_survive_export(tmp_path, capsys):
     rc, err = _run(capsys, ["export", str(out), "--int8", "--trust-code", "--quiet"])
     assert rc == 0, err
     assert torch.is_tensor(next(iter(sc.io.read_masks(out).values())))
+
+
+def test_export_int8_static_reports_fidelity_and_latency(tmp_path, capsys):
+    out = tmp_path / "r"
+    argv = ["prune", "secateurs.testing.models:TinyResNet", "--input-shape", "1,3,16,16", "-o", str(out), "--no-bench",
+            "--quiet"]
+    assert _run(capsys, argv)[0] == 0
+    rc, err = _run(capsys, ["export", str(out), "--int8", "static", "--trust-code", "--quiet"])
+    assert rc == 2 and "--int8 static needs calibration data" in err
+    rc, err = _run(capsys, ["export", str(out), "--int8", "static", "--calibration", "synthetic", "--calibration-batches",
+                            "2", "--trust-code", "--quiet"])
+    assert rc == 0, err
+    q = json.loads((out / "report.json").read_text())["exports"]["int8_static"]
+    assert q["quantized"]["conv"] >= 10 and q["latency_ms"] > 0 and q["calibration_batches"] == 2
+    assert "int8 static quantization" in (out / "report.md").read_text()
