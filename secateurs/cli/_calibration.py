@@ -8,7 +8,8 @@ from typing import Any
 
 def add_calibration_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calibration", metavar="SOURCE",
-                   help="calibration data for data-driven criteria (wanda, activation, apoz, ...): a folder of images, "
+                   help="calibration data for data criteria (wanda, activation, ...), --sparsity-2to4 wanda and --int8 "
+                        "static: a folder of images, "
                         "a .txt file (tokenized with the hf: model's tokenizer, else bytes), or 'synthetic' (random "
                         "inputs: scores are then meaningless)")
     p.add_argument("--calibration-batches", type=int, default=8, metavar="N", help="at most N calibration batches (default 8)")

@@ -16,8 +16,8 @@ from typing import Any
 
 from secateurs.errors import InvalidArgumentError, missing_dependency
 
-# options that configure the run, not the command: never read from a file
-_NOT_CONFIGURABLE = {"help", "config", "overrides", "json", "quiet", "debug", "run", "trust_code"}
+# output plumbing, and the two permissions a file must not grant (replace a directory, run code): typed flags only
+_NOT_CONFIGURABLE = {"help", "config", "overrides", "json", "quiet", "debug", "run", "trust_code", "force"}
 _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0"}
 _PARSERS: dict[str, argparse.ArgumentParser] = {}

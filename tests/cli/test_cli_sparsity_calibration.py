@@ -95,3 +95,19 @@ def test_export_int8_static_reports_fidelity_and_latency(tmp_path, capsys):
     q = json.loads((out / "report.json").read_text())["exports"]["int8_static"]
     assert q["quantized"]["conv"] >= 10 and q["latency_ms"] > 0 and q["calibration_batches"] == 2
     assert "int8 static quantization" in (out / "report.md").read_text()
+
+
+def test_prune_and_static_int8_in_one_command(tmp_path, capsys):
+    out = tmp_path / "q"
+    rc, err = _run(capsys, ["prune", "secateurs.testing.models:TinyResNet", "--input-shape", "1,3,16,16", "-o", str(out),
+                            "--no-bench", "--quiet", "--int8", "static", "--calibration", "synthetic",
+                            "--calibration-batches", "2"])
+    assert rc == 0, err
+    doc = json.loads((out / "report.json").read_text())
+    assert doc["exports"]["int8_static"]["quantized"]["conv"] >= 10 and doc["calibration"]["kind"] == "synthetic"
+    assert "warning: --calibration is not used" not in err
+
+
+def test_force_is_not_configurable(tmp_path, capsys):
+    rc, err = _run(capsys, _prune(tmp_path / "o", "--set", "force=true"))
+    assert rc == 2 and "unknown option 'force'" in err
