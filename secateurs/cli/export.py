@@ -80,6 +80,12 @@ def run(args: argparse.Namespace) -> int:
     if args.int8:
         calibration = build_calibration(args, manifest.get("model_spec"), spec) if args.int8 == "static" else None
         exports.update(int8_exports(args, model, x, calibration.batches if calibration else None))
+        if args.onnx and calibration is not None:
+            from secateurs.export.onnx_static import onnx_int8_static
+
+            step(args, "int8 static ONNX quantization with onnxruntime (QDQ)")
+            exports["int8_static"]["onnx"] = onnx_int8_static(root / "model.onnx", root / "model.int8.onnx", model, x,
+                                                              calibration.batches)
         if args.onnx and args.int8 == "dynamic":
             from secateurs.export.onnx import onnx_int8
 
@@ -99,6 +105,10 @@ def run(args: argparse.Namespace) -> int:
         q = exports["int8_static"]
         say(args, f"int8 static: {q['quantized']} layers quantized, rel error {q['rel_error']:.2e}, top-1 agreement "
                   f"{q['top1_agreement']:.1%}, latency {q['latency_ms']:.2f} ms vs {q['fp32_latency_ms']:.2f} ms fp32")
+        if "onnx" in q:
+            o = q["onnx"]
+            say(args, f"int8 static ONNX: {root / 'model.int8.onnx'}, max abs diff vs fp32 PyTorch {o['max_abs_diff']:.2e}, "
+                      f"onnxruntime {o['latency_ms']:.2f} ms vs {o['fp32_latency_ms']:.2f} ms fp32 ONNX")
     if "int8" in exports:
         q = exports["int8"]
         say(args, f"int8: {q['quantized_layers']} Linear layers, rel error {q['rel_error']:.2e}, "

@@ -59,6 +59,10 @@ def _export_lines(r: dict[str, Any]) -> list[str]:
                    f"{layers} layers: relative error {qs['rel_error']:.2e}, max abs diff {qs['max_abs_diff']:.2e}, "
                    f"top-1 agreement {qs['top1_agreement']:.1%}" + (f", latency {qs['latency_ms']:.2f} ms vs "
                    f"{qs['fp32_latency_ms']:.2f} ms fp32" if qs.get("latency_ms") else ""))
+        if qs.get("onnx"):
+            o = qs["onnx"]
+            out.append(f"int8 static ONNX `{o['file']}` (onnxruntime QDQ): max abs diff vs fp32 PyTorch {o['max_abs_diff']:.2e}; "
+                       f"onnxruntime latency {o['latency_ms']:.2f} ms vs {o['fp32_latency_ms']:.2f} ms for the fp32 ONNX")
     out += _sparsity_lines(r)
     cal = r.get("calibration")
     if cal:

@@ -89,12 +89,15 @@ def test_export_int8_static_reports_fidelity_and_latency(tmp_path, capsys):
     assert _run(capsys, argv)[0] == 0
     rc, err = _run(capsys, ["export", str(out), "--int8", "static", "--trust-code", "--quiet"])
     assert rc == 2 and "--int8 static needs calibration data" in err
-    rc, err = _run(capsys, ["export", str(out), "--int8", "static", "--calibration", "synthetic", "--calibration-batches",
-                            "2", "--trust-code", "--quiet"])
+    rc, err = _run(capsys, ["export", str(out), "--int8", "static", "--onnx", "--exporter", "legacy", "--calibration",
+                            "synthetic", "--calibration-batches", "2", "--trust-code", "--quiet"])
     assert rc == 0, err
     q = json.loads((out / "report.json").read_text())["exports"]["int8_static"]
     assert q["quantized"]["conv"] >= 10 and q["latency_ms"] > 0 and q["calibration_batches"] == 2
-    assert "int8 static quantization" in (out / "report.md").read_text()
+    assert q["onnx"]["file"] == "model.int8.onnx" and (out / "model.int8.onnx").is_file()
+    assert q["onnx"]["max_abs_diff"] < 0.5 * q["onnx"]["ref_max_abs"] and q["onnx"]["latency_ms"] > 0
+    md = (out / "report.md").read_text()
+    assert "int8 static quantization" in md and "int8 static ONNX" in md
 
 
 def test_prune_and_static_int8_in_one_command(tmp_path, capsys):
