@@ -4,7 +4,7 @@ Keys are the subcommand's option names with ``_`` (``round_to`` for ``--round-to
 keyword arguments of the Python API (``secateurs.prune(..., round_to=8)``). A file holds either the keys
 of one command at the top level, or one table per command (``prune:``, ``export:``, ...) so that one file
 serves several commands. Precedence: defaults < file < ``--set`` < flags typed on the command line
-(a flag counts as typed when its value differs from its default).
+(even when the typed value equals the default).
 """
 
 from __future__ import annotations
@@ -166,13 +166,37 @@ def coerce(action: argparse.Action, value: Any, where: str, from_text: bool) -> 
     return _one(action, value, where, from_text)
 
 
-def apply_config(args: argparse.Namespace) -> None:
-    """Fill ``args`` from ``--config`` and ``--set`` for subcommands registered with :func:`add_config_flags`."""
+def typed_dests(section: str, argv: list[str]) -> set[str]:
+    """Options of ``section`` written on the command line (``--round-to 8``, ``--round-to=8``, an unambiguous
+    prefix such as ``--round 8``, or a short form such as ``-o``)."""
+    valid = options(section)
+    by_string = {s: a.dest for a in valid.values() for s in a.option_strings}
+    out = set()
+    for token in argv:
+        if not token.startswith("-") or token == "--":
+            continue
+        name = token.split("=", 1)[0]
+        if name in by_string:
+            out.add(by_string[name])
+        elif name.startswith("--"):
+            matches = {dest for s, dest in by_string.items() if s.startswith(name)}
+            if len(matches) == 1:
+                out |= matches
+    return out
+
+
+def apply_config(args: argparse.Namespace, argv: list[str] | None = None) -> None:
+    """Fill ``args`` from ``--config`` and ``--set`` for subcommands registered with :func:`add_config_flags`.
+
+    ``argv`` (default ``sys.argv[1:]``) tells which options were typed; those keep their typed value.
+    """
+    import sys
+
     section = getattr(args, "config_section", None)
     if section is None or section not in _PARSERS or not (getattr(args, "config", None) or getattr(args, "overrides", None)):
         return
     valid = options(section)
-    typed = {dest for dest, a in valid.items() if getattr(args, dest, a.default) != a.default}
+    typed = typed_dests(section, list(sys.argv[1:] if argv is None else argv))
     values: dict[str, tuple[Any, str]] = {}
     if args.config:
         path = Path(args.config)

@@ -43,14 +43,15 @@ def test_set_overrides_file_and_flags_win(tmp_path, capsys):
     cfg = tmp_path / "p.yaml"
     cfg.write_text("prune:\n  ratio: 0.25\n  importance: l2\n  round_to: 2\n")
     out, argv = _dry(tmp_path, "o", "--config", str(cfg), "--set", "prune.ratio=0.5", "--set", "min_keep=3",
-                     "--set", "prune.importance=l1", "--importance", "fpgm", "--set", "scope=global")
+                     "--set", "prune.importance=l1", "--importance", "fpgm", "--set", "scope=global", "--round", "1")
     rc, err = _run(capsys, argv)
     assert rc == 0, err
     s = _settings(out)
     assert s["ratio"]["channels"] == 0.5  # --set beats the file
     assert s["min_keep"] == 3 and isinstance(s["min_keep"], int)  # typed from text
     assert s["importance"] == "fpgm"  # a typed flag beats --set and the file
-    assert s["round_to"] == 2 and s["scope"] == "global"
+    assert s["round_to"] == 1  # typed (as an abbreviation), even though 1 is the default
+    assert s["scope"] == "global"
 
 
 def test_every_prune_option_is_an_api_keyword():
