@@ -25,8 +25,10 @@ def n_of_m_mask(scores: torch.Tensor, n: int = 2, m: int = 4) -> torch.Tensor:
     return mask.reshape(rows, cols)
 
 
-def is_n_of_m(mask: torch.Tensor, n: int = 2, m: int = 4) -> bool:
-    """True when every group of ``m`` consecutive input positions keeps exactly ``n``."""
+def is_n_of_m(mask: torch.Tensor, n: int = 2, m: int = 4, in_dim: int = 1) -> bool:
+    """True when every group of ``m`` consecutive input positions (along ``in_dim``) keeps exactly ``n``."""
+    if mask.ndim == 2 and in_dim == 0:
+        mask = mask.t()
     if mask.ndim != 2 or mask.shape[1] % m:
         return False
     return bool((mask.reshape(mask.shape[0], -1, m).sum(-1) == n).all())

@@ -1,7 +1,8 @@
 """Scores for 2:4 masks, one registered function per method: higher means keep.
 
-A score function gets the layer, its path and the calibration statistics (None for data-free methods)
-and returns a tensor shaped like the weight.
+A score function gets the weight as an (out, in) matrix (Hugging Face ``Conv1D`` weights arrive
+transposed), the layer path and the calibration statistics (None for data-free methods), and returns
+an (out, in) tensor.
 """
 
 from __future__ import annotations
@@ -10,14 +11,13 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import torch
-from torch import nn
 
 from secateurs.errors import InvalidArgumentError
 
 if TYPE_CHECKING:
     from secateurs.calibration.stats import Statistics
 
-ScoreFn = Callable[[nn.Linear, str, "Statistics | None"], torch.Tensor]
+ScoreFn = Callable[[torch.Tensor, str, "Statistics | None"], torch.Tensor]
 
 
 class _Method:
@@ -48,21 +48,21 @@ def get_method(name: str) -> _Method:
 
 
 @register_method("magnitude")
-def magnitude(module: nn.Linear, path: str, stats: Statistics | None) -> torch.Tensor:
+def magnitude(weight: torch.Tensor, path: str, stats: Statistics | None) -> torch.Tensor:
     """|W|."""
-    return module.weight.detach().abs()
+    return weight.detach().abs()
 
 
 @register_method("wanda", needs_data=True)
-def wanda(module: nn.Linear, path: str, stats: Statistics | None) -> torch.Tensor:
+def wanda(weight: torch.Tensor, path: str, stats: Statistics | None) -> torch.Tensor:
     """|W_ij| * ||X_j||: the weight magnitude times the L2 norm of its input feature over the calibration data."""
     s = stats.inputs.get(path) if stats is not None else None
     if s is None:
         raise InvalidArgumentError(f"wanda 2:4 scores for {path!r}: no input statistics were recorded for this layer "
                                    "(it did not run on the calibration batches)")
     norm = s.norm
-    if norm.numel() != module.in_features:
+    if norm.numel() != weight.shape[1]:
         raise InvalidArgumentError(f"wanda 2:4 scores for {path!r}: recorded {norm.numel()} input features, the layer "
-                                   f"has in_features={module.in_features}")
-    w = module.weight.detach().abs().to(torch.float64)
+                                   f"has {weight.shape[1]}")
+    w = weight.detach().abs().to(torch.float64)
     return w * norm.to(w.device, torch.float64).reshape(1, -1)

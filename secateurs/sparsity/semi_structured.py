@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from secateurs.algorithms.select import IgnoreSpec
+from secateurs.calibration.layouts import layout_for
 from secateurs.errors import ApplyError, InvalidArgumentError, InvalidTypeError
 from secateurs.sparsity.masks import is_n_of_m, n_of_m_mask, zero_fraction
 from secateurs.sparsity.scores import get_method
@@ -29,11 +30,12 @@ CPU_NOTE = ("2:4 masks are applied to dense weights: no speed-up is expected on 
 @dataclass
 class LayerSparsity:
     name: str  # module path of the nn.Linear
-    shape: tuple[int, int]
+    shape: tuple[int, int]  # (out, in), also for Conv1D
     sparsity: float  # fraction of zero weights after masking
+    in_dim: int = 1  # the weight dim holding inputs (0 for Hugging Face Conv1D)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "shape": list(self.shape), "sparsity": self.sparsity}
+        return {"name": self.name, "shape": list(self.shape), "sparsity": self.sparsity, "in_dim": self.in_dim}
 
 
 @dataclass
@@ -65,26 +67,45 @@ class SparsityResult:
         return "\n".join(lines)
 
 
-def _candidates(model: nn.Module, ignore: IgnoreSpec) -> tuple[list[tuple[str, nn.Linear]], dict[str, str]]:
-    chosen: list[tuple[str, nn.Linear]] = []
+def linear_in_dim(module: nn.Module) -> int | None:
+    """The input dim of a 2-D Linear-like weight (``nn.Linear``: 1, Hugging Face ``Conv1D``: 0), else None.
+
+    Read from the calibration layout registry, so a layer type registered there as a matrix layer on the
+    last activation dim is supported without touching this file.
+    """
+    layout = layout_for(module)
+    weight = getattr(module, "weight", None)
+    if layout is None or layout.weight_in is None or layout.act_dim != -1 or not isinstance(weight, torch.Tensor):
+        return None
+    return layout.weight_in if weight.ndim == 2 else None
+
+
+def _weight_name(path: str) -> str:
+    return f"{path}.weight" if path else "weight"
+
+
+def _candidates(model: nn.Module, ignore: IgnoreSpec) -> tuple[list[tuple[str, nn.Module, int]], dict[str, str]]:
+    chosen: list[tuple[str, nn.Module, int]] = []
     skipped: dict[str, str] = {}
     owners: dict[int, list[str]] = {}
     for name, p in model.named_parameters(remove_duplicate=False):
         owners.setdefault(id(p), []).append(name)
     for path, module in model.named_modules():
-        if not isinstance(module, nn.Linear):
+        in_dim = linear_in_dim(module)
+        if in_dim is None:
             continue
-        tied = owners.get(id(module.weight), [])
+        weight = module.weight
+        tied = owners.get(id(weight), [])
         if ignore.matches(path, module):
             skipped[path] = "ignored"
         elif len(tied) > 1:
-            skipped[path] = f"weight is tied to {', '.join(n for n in tied if n != f'{path}.weight')} (masking would change both)"
-        elif module.weight.is_meta:
+            skipped[path] = f"weight is tied to {', '.join(n for n in tied if n != _weight_name(path))} (masking would change both)"
+        elif weight.is_meta:
             skipped[path] = "weights on the meta device"
-        elif module.in_features % 4:
-            skipped[path] = f"in_features={module.in_features} is not a multiple of 4"
+        elif weight.shape[in_dim] % 4:
+            skipped[path] = f"in_features={weight.shape[in_dim]} is not a multiple of 4"
         else:
-            chosen.append((path, module))
+            chosen.append((path, module, in_dim))
     return chosen, skipped
 
 
@@ -106,7 +127,7 @@ def plan_2to4(
     calibration: Any = None,
     ignore: Iterable[str | type] | str | type | None = None,
 ) -> SparsityResult:
-    """Compute 2:4 masks for every ``nn.Linear`` of ``model`` (the model is not changed)."""
+    """Compute 2:4 masks for every ``nn.Linear`` (and Hugging Face ``Conv1D``) of ``model``; the model is not changed."""
     if not isinstance(model, nn.Module):
         raise InvalidTypeError(f"plan_2to4 needs an nn.Module, got {type(model).__name__}")
     scorer = get_method(method)
@@ -119,11 +140,13 @@ def plan_2to4(
         warnings.warn(f"calibration data is not used by 2:4 method {method!r}", stacklevel=3)
     masks: dict[str, torch.Tensor] = {}
     layers = []
-    for path, module in chosen:
-        mask = n_of_m_mask(scorer.fn(module, path, stats)).to(module.weight.device)
-        masks[f"{path}.weight" if path else "weight"] = mask
-        zeros = int((~mask | (module.weight.detach() == 0)).sum())
-        layers.append(LayerSparsity(path, (module.out_features, module.in_features), zeros / mask.numel()))
+    for path, module, in_dim in chosen:
+        weight: torch.Tensor = module.weight  # type: ignore[assignment]
+        weight_oi = weight.detach() if in_dim == 1 else weight.detach().t()
+        mask = n_of_m_mask(scorer.fn(weight_oi, path, stats)).to(weight_oi.device)
+        zeros = int((~mask | (weight_oi == 0)).sum())
+        masks[_weight_name(path)] = mask if in_dim == 1 else mask.t().contiguous()
+        layers.append(LayerSparsity(path, (int(weight_oi.shape[0]), int(weight_oi.shape[1])), zeros / mask.numel(), in_dim))
     notes = [CPU_NOTE]
     if any("multiple of 4" in why for why in skipped.values()):
         notes.append("layers whose in_features is not a multiple of 4 were skipped (with structured pruning, "
@@ -131,6 +154,16 @@ def plan_2to4(
     if not layers:
         notes.append("no Linear layer was masked")
     return SparsityResult(method, masks, layers, skipped, notes)
+
+
+def mask_in_dim(model: nn.Module, name: str) -> int | None:
+    """The input dim of the Linear-like weight ``name`` ("<module path>.weight"), or None when it is not one."""
+    path, _, attr = name.rpartition(".")
+    try:
+        module = model.get_submodule(path)
+    except AttributeError:
+        return None
+    return linear_in_dim(module) if attr == "weight" else None
 
 
 def apply_masks_(model: nn.Module, masks: dict[str, torch.Tensor]) -> None:
@@ -141,7 +174,10 @@ def apply_masks_(model: nn.Module, masks: dict[str, torch.Tensor]) -> None:
             raise ApplyError(f"2:4 mask for {name!r}: the model has no such parameter")
         if tuple(params[name].shape) != tuple(mask.shape):
             raise ApplyError(f"2:4 mask for {name!r} has shape {tuple(mask.shape)}, the weight {tuple(params[name].shape)}")
-        if not is_n_of_m(mask):
+        in_dim = mask_in_dim(model, name)
+        if in_dim is None:
+            raise ApplyError(f"2:4 mask for {name!r}: not the weight of a Linear-like layer")
+        if not is_n_of_m(mask, in_dim=in_dim):
             raise ApplyError(f"mask for {name!r} does not keep exactly 2 of every 4 input weights")
     backup = {name: params[name].detach().clone() for name in masks}
     try:
@@ -162,7 +198,7 @@ def sparsify_2to4(
     calibration: Any = None,
     ignore: Iterable[str | type] | str | type | None = None,
 ) -> SparsityResult:
-    """Mask every ``nn.Linear`` weight to 2:4 in place (2 kept of every 4 along the input dim).
+    """Mask every ``nn.Linear`` (and HF ``Conv1D``) weight to 2:4 in place (2 kept of every 4 along the input dim).
 
     ``method``: ``"magnitude"`` (|W|) or ``"wanda"`` (|W|·||X||, needs ``calibration`` batches or
     ``Statistics``). ``ignore``: module paths, globs or types left dense. Layers whose ``in_features`` is
@@ -171,5 +207,5 @@ def sparsify_2to4(
     result = plan_2to4(model, method, calibration=calibration, ignore=ignore)
     apply_masks_(model, result.masks)
     for layer in result.layers:
-        layer.sparsity = zero_fraction(model.get_parameter(f"{layer.name}.weight" if layer.name else "weight").detach())
+        layer.sparsity = zero_fraction(model.get_parameter(_weight_name(layer.name)).detach())
     return result

@@ -157,3 +157,28 @@ def test_conversion_reasons_on_cpu():
     model = nn.Sequential(nn.Linear(128, 128))
     sparsify_2to4(model)
     assert to_semi_structured_(model) == {"0": "weight is on cpu; semi-structured sparse kernels need CUDA"}
+
+
+def test_hf_conv1d_is_masked_along_its_input_dim_and_round_trips(tmp_path):
+    pytest.importorskip("transformers")
+    from transformers.pytorch_utils import Conv1D
+
+    from secateurs.testing.hf import tiny
+
+    t = tiny("gpt2")
+    model = t.model.eval()
+    fresh = copy.deepcopy(model)
+    report = sc.prune(model, t.inputs, ratio=0.0)
+    result = sparsify_2to4(model, "wanda", calibration=[t.inputs])
+    conv1d = [n for n, m in model.named_modules() if isinstance(m, Conv1D)]
+    assert conv1d and {layer.name for layer in result.layers} == set(conv1d)
+    assert "lm_head" in result.skipped and "tied" in result.skipped["lm_head"]
+    for name in conv1d:
+        w = model.get_submodule(name).weight  # (in, out): groups of 4 run down the columns
+        assert (w.t().reshape(w.shape[1], -1, 4) == 0).sum(-1).eq(2).all()
+        assert all(x.in_dim == 0 for x in result.layers)
+    sc.save(model, report.plan, tmp_path / "g", sparsity=result)
+    loaded = sc.load(tmp_path / "g", model=fresh)
+    masks = sc.io.read_masks(tmp_path / "g")
+    assert set(masks) == {f"{n}.weight" for n in conv1d}
+    assert all(torch.equal(loaded.get_parameter(k), model.get_parameter(k)) for k in masks)
