@@ -114,3 +114,26 @@ def test_prune_and_static_int8_in_one_command(tmp_path, capsys):
 def test_force_is_not_configurable(tmp_path, capsys):
     rc, err = _run(capsys, _prune(tmp_path / "o", "--set", "force=true"))
     assert rc == 2 and "unknown option 'force'" in err
+
+
+def test_text_calibration_uses_the_hf_models_tokenizer(tmp_path, capsys):
+    pytest.importorskip("transformers")
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from secateurs.testing.hf import tiny
+
+    root = tmp_path / "bert"
+    tiny("bert").model.save_pretrained(root)
+    words = ["[UNK]", "the", "cat", "sat", "on", "mat"]
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]").save_pretrained(root)
+    text = tmp_path / "corpus.txt"
+    text.write_text("the cat sat on the mat\n" * 20)
+    out = tmp_path / "plan"
+    rc, err = _run(capsys, ["prune", f"hf:{root}", "--seq-len", "8", "-o", str(out), "--importance", "activation",
+                            "--calibration", str(text), "--calibration-batches", "3", "--dry-run", "--quiet"])
+    assert rc == 0, err
+    assert "byte-level" not in err
+    assert json.loads((out / "plan.json").read_text())["settings"]["calibration"]["batches"] == 3
