@@ -116,6 +116,7 @@ def test_force_is_not_configurable(tmp_path, capsys):
     assert rc == 2 and "unknown option 'force'" in err
 
 
+@pytest.mark.slow  # ~30 s on 2 shared cores: transformers import, BERT capture and calibration
 def test_text_calibration_uses_the_hf_models_tokenizer(tmp_path, capsys):
     pytest.importorskip("transformers")
     from tokenizers import Tokenizer, models, pre_tokenizers
