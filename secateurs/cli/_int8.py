@@ -20,6 +20,10 @@ def check_int8(args: argparse.Namespace) -> None:
     if args.int8 == "static" and not getattr(args, "calibration", None):
         raise InvalidArgumentError("--int8 static needs calibration data to set activation ranges: pass --calibration "
                                    "DIR (images) or synthetic (random inputs: ranges will not match real data)")
+    if args.int8 == "static":
+        from secateurs.io.calibration_sources import source_kind
+
+        source_kind(args.calibration)
 
 
 def int8_exports(args: argparse.Namespace, model: Any, x: Any, batches: list[Any] | None) -> dict[str, Any]:

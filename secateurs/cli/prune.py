@@ -104,6 +104,10 @@ def _validate(args: argparse.Namespace, settings: dict[str, Any]) -> None:
                                    "or synthetic (random inputs, meaningless scores)")
     if args.calibration_batches < 1:
         raise InvalidArgumentError(f"--calibration-batches must be a positive integer, got {args.calibration_batches}")
+    if args.calibration:
+        from secateurs.io.calibration_sources import source_kind
+
+        source_kind(args.calibration)  # a missing path fails before the model is built
     check_int8(args)
 
 
@@ -155,12 +159,12 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         return _dry_run(args, model, spec, out, settings, source)
     base_fp = fingerprint(model)
+    calibration = _calibration(args, source, spec, settings)
+    batches = calibration.batches if calibration else None
     before = {}
     if sizes:
         step(args, f"measuring latency before pruning (batch {sizes}, median of {args.repeats})")
         before = measure(model, spec, sizes, args.repeats, is_quiet(args))
-    calibration = _calibration(args, source, spec, settings)
-    batches = calibration.batches if calibration else None
     step(args, "planning, pruning and verifying")
     x = spec.make()
     result = sc.prune(model, x, tolerance=args.tolerance, calibration=batches if needs_data(args.importance) else None,

@@ -60,10 +60,20 @@ def calibration_source(
         return CalibrationSource("synthetic", batches, f"{max_batches} batches of random inputs ({spec.describe()})",
                                  [SYNTHETIC_WARNING])
     path = Path(source).expanduser()
-    if path.is_dir():
+    if source_kind(source) == "images":
         return _images(path, spec, max_batches, normalize)
+    return _text(path, spec, max_batches, tokenizer_dir)
+
+
+def source_kind(source: str) -> str:
+    """"images", "text" or "synthetic" for a usable source string; a clear error otherwise (nothing is read)."""
+    if source == "synthetic":
+        return "synthetic"
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return "images"
     if path.is_file() and path.suffix.lower() in TEXT_SUFFIXES:
-        return _text(path, spec, max_batches, tokenizer_dir)
+        return "text"
     what = "does not exist" if not path.exists() else f"is a {path.suffix or 'suffix-less'} file"
     raise InvalidArgumentError(f"calibration source {source!r} {what}; use {FORMS}")
 

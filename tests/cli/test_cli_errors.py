@@ -37,6 +37,8 @@ def _one_error_line(err):
     (["prune", SPEC, "--input-shape", SHAPE, "-o", "{tmp}/o", "--macs", "1.5", "--no-bench"], "fraction of macs KEPT"),
     (["prune", SPEC, "--input-shape", SHAPE, "-o", "{tmp}/o", "--macs", "0.5", "--ratio", "0.3", "--no-bench"], "not both"),
     (["prune", SPEC, "--input-shape", SHAPE, "-o", "{tmp}/o", "--max-ratio", "2", "--no-bench"], "max_ratio must be"),
+    (["prune", SPEC, "--input-shape", SHAPE, "-o", "{tmp}/o", "--importance", "wanda", "--calibration", "{tmp}/nowhere"],
+     "does not exist"),
     (["inspect", "file:{tmp}/model.pt2"], "torch.export program (.pt2)"),
     (["inspect", "file:{tmp}/model.safetensors"], "not a directory saved by secateurs"),
 ])
