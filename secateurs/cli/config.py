@@ -154,6 +154,12 @@ def coerce(action: argparse.Action, value: Any, where: str, from_text: bool) -> 
         if from_text and str(value).strip().lower() in _TRUE | _FALSE:
             return str(value).strip().lower() in _TRUE
         raise InvalidArgumentError(f"{where}: expected true or false, got {value!r}")
+    if action.nargs == "?" and action.const is not None:  # --int8 [MODE]: true means the bare flag, false the default
+        text = str(value).strip().lower()
+        if value is True or (from_text and text in _TRUE):
+            return action.const
+        if value is False or (from_text and text in _FALSE):
+            return action.default
     if isinstance(action, argparse._AppendAction):
         if from_text:
             text = str(value).strip()

@@ -119,3 +119,15 @@ def test_config_for_export_and_bench(tmp_path, capsys):
     build_parser()
     assert {"onnx", "int8", "opset", "exporter"} <= set(options("export"))
     assert {"repeats", "batch_sizes", "threads"} <= set(options("bench"))
+
+
+def test_optional_value_flags_accept_booleans():
+    from secateurs.cli.config import coerce, options
+    from secateurs.cli.main import build_parser
+
+    build_parser()
+    int8 = options("export")["int8"]
+    assert coerce(int8, True, "x", from_text=False) == "dynamic"
+    assert coerce(int8, "static", "x", from_text=False) == "static"
+    assert coerce(int8, "no", "x", from_text=True) is None
+    assert coerce(options("prune")["sparsity_2to4"], "true", "x", from_text=True) == "magnitude"
