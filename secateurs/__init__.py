@@ -15,16 +15,17 @@ if TYPE_CHECKING:
     from secateurs.io import load, save
     from secateurs.plans import Plan
     from secateurs.recovery import iterative_prune, recover, regularizers
+    from secateurs.sparsity import sparsify_2to4
 
 _LAZY = {
     "analyze": "secateurs.api", "plan": "secateurs.api", "apply": "secateurs.api", "verify": "secateurs.api",
     "prune": "secateurs.api", "count": "secateurs.api", "Plan": "secateurs.plans",
     "recover": "secateurs.recovery", "iterative_prune": "secateurs.recovery", "regularizers": "secateurs.recovery",
-    "save": "secateurs.io", "load": "secateurs.io",
+    "save": "secateurs.io", "load": "secateurs.io", "sparsify_2to4": "secateurs.sparsity",
 }
 
 __all__ = ["Plan", "SecateursError", "__version__", "analyze", "apply", "count", "iterative_prune", "load", "plan",
-           "prune", "recover", "regularizers", "save", "verify"]
+           "prune", "recover", "regularizers", "save", "sparsify_2to4", "verify"]
 
 
 def __getattr__(name: str) -> Any:

@@ -20,6 +20,7 @@ from secateurs.cli._common import (
     trust_code,
 )
 from secateurs.cli._measure import add_latency_flags, batch_sizes, measure
+from secateurs.cli.config import add_config_flags
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -28,6 +29,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_input_flags(p)
     add_trust_flag(p)
     add_latency_flags(p)
+    add_config_flags(p, "bench")
     add_output_flags(p)
     p.set_defaults(run=run)
 

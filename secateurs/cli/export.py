@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from secateurs.cli._calibration import add_calibration_flags, build_calibration
 from secateurs.cli._common import (
     add_output_flags,
     add_trust_flag,
@@ -18,15 +19,18 @@ from secateurs.cli._common import (
     step,
     trust_code,
 )
+from secateurs.cli._int8 import add_int8_flag, check_int8, int8_exports
+from secateurs.cli.config import add_config_flags
 from secateurs.errors import InvalidArgumentError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="export a pruned directory to ONNX and/or int8 (dynamic quantization)")
+    p = sub.add_parser("export", help="export a pruned directory to ONNX and/or int8 (dynamic or static quantization)")
     p.add_argument("directory", metavar="DIR", help="a directory written by 'secateurs prune'")
     p.add_argument("--onnx", action="store_true", help="write DIR/model.onnx, checked with onnxruntime")
-    p.add_argument("--int8", action="store_true",
-                   help="int8 dynamic quantization of Linear layers: fidelity in the report; with --onnx also DIR/model.int8.onnx")
+    add_int8_flag(p, "int8 quantization, fidelity and latency in the report: dynamic (default; Linear layers; with "
+                     "--onnx also DIR/model.int8.onnx) or static (convs and Linear via FX, needs --calibration)")
+    add_calibration_flags(p)
     p.add_argument("--exporter", choices=("auto", "dynamo", "legacy"), default="auto",
                    help="torch.onnx exporter: auto tries dynamo, then legacy (default auto)")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset version")
@@ -34,6 +38,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seq-len", type=int, metavar="N", help="override the sequence length recorded at prune time")
     p.add_argument("--threads", type=int, default=1, help="CPU threads for torch (default 1)")
     add_trust_flag(p)
+    add_config_flags(p, "export")
     add_output_flags(p)
     p.set_defaults(run=run)
 
@@ -59,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
 
     if not (args.onnx or args.int8):
         raise InvalidArgumentError("nothing to export: pass --onnx, --int8 or both")
+    check_int8(args)
     set_threads(args)
     root = Path(args.directory)
     manifest = read_manifest(root)
@@ -72,11 +78,15 @@ def run(args: argparse.Namespace) -> int:
     if args.onnx:
         exports["onnx"] = _export_onnx(args, root, model, x)
     if args.int8:
-        from secateurs.export.quantize import quantize_int8
+        calibration = build_calibration(args, manifest.get("model_spec"), spec) if args.int8 == "static" else None
+        exports.update(int8_exports(args, model, x, calibration.batches if calibration else None))
+        if args.onnx and calibration is not None:
+            from secateurs.export.onnx_static import onnx_int8_static
 
-        step(args, "int8 dynamic quantization of Linear layers")
-        exports["int8"] = quantize_int8(model, x)[1]
-        if args.onnx:
+            step(args, "int8 static ONNX quantization with onnxruntime (QDQ)")
+            exports["int8_static"]["onnx"] = onnx_int8_static(root / "model.onnx", root / "model.int8.onnx", model, x,
+                                                              calibration.batches)
+        if args.onnx and args.int8 == "dynamic":
             from secateurs.export.onnx import onnx_int8
 
             exports["int8"]["onnx"] = onnx_int8(root / "model.onnx", root / "model.int8.onnx", model, x)
@@ -91,6 +101,14 @@ def run(args: argparse.Namespace) -> int:
         o = exports["onnx"]
         say(args, f"ONNX: {root / 'model.onnx'} ({o['exporter']} exporter), onnxruntime max abs diff {o['max_abs_diff']:.2e}"
                   f" -> {'parity ok' if o['parity_ok'] else 'MISMATCH'}")
+    if "int8_static" in exports:
+        q = exports["int8_static"]
+        say(args, f"int8 static: {q['quantized']} layers quantized, rel error {q['rel_error']:.2e}, top-1 agreement "
+                  f"{q['top1_agreement']:.1%}, latency {q['latency_ms']:.2f} ms vs {q['fp32_latency_ms']:.2f} ms fp32")
+        if "onnx" in q:
+            o = q["onnx"]
+            say(args, f"int8 static ONNX: {root / 'model.int8.onnx'}, max abs diff vs fp32 PyTorch {o['max_abs_diff']:.2e}, "
+                      f"onnxruntime {o['latency_ms']:.2f} ms vs {o['fp32_latency_ms']:.2f} ms fp32 ONNX")
     if "int8" in exports:
         q = exports["int8"]
         say(args, f"int8: {q['quantized_layers']} Linear layers, rel error {q['rel_error']:.2e}, "

@@ -10,6 +10,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 
+from secateurs.cli.config import apply_config
 from secateurs.errors import SecateursError
 
 # subcommand -> module in secateurs.cli ("inspection" so no file shadows the stdlib ``inspect``)
@@ -41,6 +42,7 @@ def _show_warnings(caught: list[warnings.WarningMessage]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     debug = getattr(args, "debug", False)
     # third-party libraries (onnxruntime) log advice on the root logger; keep stderr to our own lines
@@ -48,6 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
+            apply_config(args, argv)  # --config FILE / --set key=value of subcommands that take them
             return int(args.run(args))
         except SecateursError as exc:
             if debug:

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from secateurs.cli._calibration import add_calibration_flags, build_calibration, needs_data
 from secateurs.cli._common import (
     add_model_flags,
     add_output_flags,
@@ -17,7 +18,10 @@ from secateurs.cli._common import (
     set_threads,
     step,
 )
+from secateurs.cli._int8 import add_int8_flag, check_int8, int8_exports
 from secateurs.cli._measure import add_latency_flags, batch_sizes, measure
+from secateurs.cli._sparsity import add_sparsity_flags, sparsify
+from secateurs.cli.config import add_config_flags
 from secateurs.errors import InvalidArgumentError
 
 
@@ -25,7 +29,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("prune", help="prune a model and save it (safetensors + plan) with report.json/md/html")
     add_model_flags(p)
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="directory to write (must not exist unless --force)")
-    p.add_argument("--ratio", default="0.5", help="fraction of units removed per group: 0.3, or per unit kind: channels=0.3,heads=0.25")
+    p.add_argument("--ratio", default=None,
+                   help="fraction of units removed per group (default 0.5): 0.3, or per unit kind: channels=0.3,heads=0.25")
+    p.add_argument("--macs", type=float, default=None, help="instead of --ratio: fraction of MACs KEPT, e.g. 0.5")
+    p.add_argument("--params", type=float, default=None, help="instead of --ratio: fraction of parameters KEPT")
+    p.add_argument("--scope", choices=("local", "global"), default="local",
+                   help="rank units per group (local, default) or across groups of a kind (global)")
+    p.add_argument("--max-ratio", type=float, default=None, help="remove at most this fraction of any group")
     p.add_argument("--importance", default="l2", help="importance criterion (default l2)")
     p.add_argument("--ignore", action="append", default=[], metavar="PATTERN",
                    help="module path or glob never pruned (repeatable), e.g. --ignore fc --ignore 'layer3.*'")
@@ -36,41 +46,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dry-run", action="store_true", help="only plan: write DIR/plan.json, leave weights alone")
     p.add_argument("--force", action="store_true", help="replace DIR if it exists")
     p.add_argument("--no-bench", action="store_true", help="skip the latency measurement")
-    p.add_argument("--int8", action="store_true", help="also measure int8 dynamic quantization fidelity for the report")
-    p.add_argument("--config", metavar="FILE.json",
-                   help="JSON object of prune options (ratio, importance, ignore, round_to, ...); flags given on the "
-                        "command line win")
+    add_int8_flag(p, "also quantize a copy to int8 and put its fidelity and latency in the report: dynamic (default; "
+                     "Linear layers) or static (convs and Linear, needs --calibration)")
+    add_calibration_flags(p)
+    add_sparsity_flags(p)
+    add_config_flags(p, "prune")
     add_latency_flags(p)
     add_output_flags(p)
     p.set_defaults(run=run)
-    _DEFAULTS.update({a.dest: a.default for a in p._actions if a.dest in CONFIG_KEYS})
 
 
-CONFIG_KEYS = ("ratio", "importance", "ignore", "round_to", "min_keep", "seed", "tolerance", "no_bench", "int8",
-               "batch_sizes", "repeats", "threads")
-_DEFAULTS: dict[str, Any] = {}
-
-
-def apply_config(args: argparse.Namespace) -> None:
-    """Fill options from ``--config``: a value from the file is used where the flag kept its default."""
-    if not args.config:
-        return
-    path = Path(args.config)
-    try:
-        config = json.loads(path.read_text("utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidArgumentError(f"cannot read --config {path}: {exc}") from None
-    if not isinstance(config, dict):
-        raise InvalidArgumentError(f"--config {path} must hold a JSON object of options")
-    unknown = sorted(set(config) - set(CONFIG_KEYS))
-    if unknown:
-        raise InvalidArgumentError(f"--config {path}: unknown option(s) {unknown}; allowed: {', '.join(CONFIG_KEYS)}")
-    for key, value in config.items():
-        if getattr(args, key) == _DEFAULTS.get(key):
-            setattr(args, key, value)
-
-
-def parse_ratio(text: Any) -> float | dict[str, float]:
+def parse_ratio(text: Any) -> float | dict[str, float] | None:
+    if text is None:
+        return None
     if isinstance(text, (int, float, dict)) and not isinstance(text, bool):  # from --config
         return text
     text = str(text)
@@ -90,27 +78,60 @@ def parse_ratio(text: Any) -> float | dict[str, float]:
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
     ignore = [args.ignore] if isinstance(args.ignore, str) else list(args.ignore)
     return {"ratio": parse_ratio(args.ratio), "importance": args.importance, "ignore": ignore or None,
-            "round_to": args.round_to, "min_keep": args.min_keep, "seed": args.seed}
+            "round_to": args.round_to, "min_keep": args.min_keep, "seed": args.seed, "scope": args.scope,
+            "macs": args.macs, "params": args.params, "max_ratio": args.max_ratio}
 
 
-def _validate(settings: dict[str, Any]) -> None:
-    """Check ratio, criterion and rounding before building the model, so a typo fails in a second."""
+def _validate(args: argparse.Namespace, settings: dict[str, Any]) -> None:
+    """Check ratio, criterion, rounding and data needs before building the model, so a typo fails in a second."""
     from secateurs.algorithms.select import resolve_ratio
     from secateurs.importance.registry import get_criterion
 
-    resolve_ratio(settings["ratio"])
-    get_criterion(settings["importance"])
+    if settings["ratio"] is not None:
+        resolve_ratio(settings["ratio"])
+    criterion = get_criterion(settings["importance"])
     for key in ("round_to", "min_keep"):
         if settings[key] < 1:
             raise InvalidArgumentError(f"--{key.replace('_', '-')} must be a positive integer, got {settings[key]}")
+    if getattr(criterion, "needs_grads", False):
+        raise InvalidArgumentError(f"importance {settings['importance']!r} needs gradients of a training loss, which "
+                                   "needs labels the command line cannot supply; use the Python API "
+                                   "(secateurs.prune(..., calibration=loader, loss_fn=...)) or a data criterion such as wanda")
+    wants_data = getattr(criterion, "needs_data", False) or args.sparsity_2to4 == "wanda"
+    if wants_data and not args.calibration:
+        what = f"importance {settings['importance']!r}" if getattr(criterion, "needs_data", False) else "--sparsity-2to4 wanda"
+        raise InvalidArgumentError(f"{what} needs calibration data: pass --calibration DIR (images), FILE.txt (text) "
+                                   "or synthetic (random inputs, meaningless scores)")
+    if args.calibration_batches < 1:
+        raise InvalidArgumentError(f"--calibration-batches must be a positive integer, got {args.calibration_batches}")
+    if args.calibration:
+        from secateurs.io.calibration_sources import source_kind
+
+        source_kind(args.calibration)  # a missing path fails before the model is built
+    check_int8(args)
 
 
-def _dry_run(args: argparse.Namespace, model: Any, spec: Any, out: Path, settings: dict[str, Any]) -> int:
+def _calibration(args: argparse.Namespace, source: Any, spec: Any, settings: dict[str, Any]) -> Any:
+    """The calibration batches for the criterion (None when it reads no data)."""
+    if not args.calibration:
+        return None
+    step(args, f"loading calibration data ({args.calibration})")
+    calibration = build_calibration(args, source.spec, spec)
+    if not needs_data(settings["importance"]) and args.sparsity_2to4 != "wanda" and args.int8 != "static":
+        import warnings
+
+        warnings.warn(f"--calibration is not used by importance {settings['importance']!r}", stacklevel=2)
+    return calibration
+
+
+def _dry_run(args: argparse.Namespace, model: Any, spec: Any, out: Path, settings: dict[str, Any], source: Any) -> int:
     import secateurs as sc
     from secateurs.io.atomic import atomic_dir, write_text
 
     step(args, "planning (dry run: the model is not changed)")
-    plan = sc.plan(model, spec.make(), **settings)
+    calibration = _calibration(args, source, spec, settings)
+    batches = calibration.batches if calibration and needs_data(settings["importance"]) else None
+    plan = sc.plan(model, spec.make(), calibration=batches, **settings)
     with atomic_dir(out, args.force) as tmp:
         write_text(tmp / "plan.json", plan.to_json(indent=1))
     pruned = sum(1 for g in plan.groups if g.removed)
@@ -128,43 +149,53 @@ def run(args: argparse.Namespace) -> int:
     from secateurs.reporting import build_report, render_html, render_markdown
     from secateurs.reporting.document import latency_rows
 
-    apply_config(args)
     set_threads(args)
     out = Path(args.output)
     check_target(out, args.force)  # fail before any slow work
     settings = _settings(args)
-    _validate(settings)
+    _validate(args, settings)
     sizes = [] if args.no_bench or args.dry_run else batch_sizes(args)
     source, model, spec = load_model(args)
     if args.dry_run:
-        return _dry_run(args, model, spec, out, settings)
+        return _dry_run(args, model, spec, out, settings, source)
     base_fp = fingerprint(model)
+    calibration = _calibration(args, source, spec, settings)
+    batches = calibration.batches if calibration else None
     before = {}
     if sizes:
         step(args, f"measuring latency before pruning (batch {sizes}, median of {args.repeats})")
         before = measure(model, spec, sizes, args.repeats, is_quiet(args))
     step(args, "planning, pruning and verifying")
     x = spec.make()
-    result = sc.prune(model, x, tolerance=args.tolerance, **settings)
+    result = sc.prune(model, x, tolerance=args.tolerance, calibration=batches if needs_data(args.importance) else None,
+                      **settings)
+    sparsity, sparsity_doc = None, None
+    if args.sparsity_2to4:
+        step(args, f"2:4 sparsity of Linear weights ({args.sparsity_2to4})")
+        sparsity, sparsity_doc = sparsify(args, model, x, batches if args.sparsity_2to4 == "wanda" else None)
     after = {}
     if sizes:
         step(args, "measuring latency after pruning")
         after = measure(model, spec, sizes, args.repeats, is_quiet(args))
     doc = build_report(result, model_spec=source.spec, input_desc=spec.to_dict(), latency=latency_rows(before, after))
+    if calibration is not None:
+        doc["calibration"] = calibration.to_dict()
+        doc["notes"].extend(calibration.notes)
+    if sparsity_doc is not None:
+        doc["sparsity"] = sparsity_doc
     if args.int8:
-        from secateurs.export.quantize import quantize_int8
-
-        step(args, "int8 dynamic quantization of Linear layers")
         try:
-            doc["exports"]["int8"] = quantize_int8(model, x)[1]
+            doc["exports"].update(int8_exports(args, model, x, batches))
         except InvalidArgumentError as exc:  # e.g. no Linear layer: the pruning itself is still worth saving
-            doc["notes"].append(f"int8 skipped: {exc}")
+            doc["notes"].append(f"int8 {args.int8} skipped: {exc}")
     step(args, f"writing {out}")
     files = {"report.json": json.dumps(doc, indent=1), "report.md": render_markdown(doc), "report.html": render_html(doc)}
     sc.save(model, result.plan, out, overwrite=args.force, model_spec=source.spec, input_spec=spec,
-            unpruned_fingerprint=base_fp, extra_files=files)
+            unpruned_fingerprint=base_fp, extra_files=files, sparsity=sparsity)
     emit_json(args, {"output": str(out), **doc})
     say(args, result.summary())
+    if sparsity is not None:
+        say(args, sparsity.summary())
     for row in doc["latency"]:
         say(args, f"latency batch {row['batch']}: {row['before']['median_ms']:.2f} ms -> {row['after']['median_ms']:.2f} ms "
                   f"({row['speedup']:.2f}x; MAC ideal {doc['mac_ideal_speedup']:.2f}x)")

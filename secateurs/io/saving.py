@@ -21,6 +21,7 @@ from secateurs._version import __version__
 from secateurs.errors import FileFormatError, InvalidArgumentError, InvalidTypeError, PlanError
 from secateurs.io.atomic import atomic_dir, write_bytes, write_text
 from secateurs.io.inputs import InputSpec
+from secateurs.io.masks import MASKS, read_masks_file, write_masks
 from secateurs.plans import Plan
 
 MANIFEST_FORMAT = 1
@@ -70,11 +71,14 @@ def save(
     input_spec: InputSpec | None = None,
     unpruned_fingerprint: str | None = None,
     extra_files: Mapping[str, str | bytes] | None = None,
+    sparsity: Any = None,
 ) -> Path:
     """Save a pruned ``model`` and its ``plan`` to ``directory`` atomically; returns the directory path.
 
     ``model_spec`` (e.g. ``"torchvision:resnet18"``) lets :func:`load` rebuild the unpruned model by itself.
     ``extra_files`` (name -> text or bytes) are written into the same atomic directory, e.g. reports.
+    ``sparsity``: the ``SparsityResult`` of ``sparsify_2to4``; its masks go to ``sparsity.safetensors`` and
+    :func:`load` re-applies them.
     """
     from safetensors.torch import save_file
 
@@ -93,7 +97,7 @@ def save(
                             f"plan expects {shape}; save the model the plan was applied to")
     tensors, aliases = _unique_tensors(model)
     for name in extra_files or {}:
-        if name in (WEIGHTS, PLAN, MANIFEST) or "/" in name or name.startswith("."):
+        if name in (WEIGHTS, PLAN, MANIFEST, MASKS) or "/" in name or name.startswith("."):
             raise InvalidArgumentError(f"extra file name {name!r} is reserved or not a plain file name")
     with atomic_dir(directory, overwrite) as tmp:
         save_file(tensors, str(tmp / WEIGHTS), metadata={"format": "secateurs", "version": __version__})
@@ -109,6 +113,9 @@ def save(
             "aliases": aliases,
             "files": {WEIGHTS: _sha256(tmp / WEIGHTS), PLAN: _sha256(tmp / PLAN)},
         }
+        if sparsity is not None:
+            manifest["sparsity"] = write_masks(tmp / MASKS, sparsity)
+            manifest["files"][MASKS] = _sha256(tmp / MASKS)
         for name, data in (extra_files or {}).items():
             write_bytes(tmp / name, data.encode("utf-8") if isinstance(data, str) else data)
         write_text(tmp / MANIFEST, json.dumps(manifest, indent=1))
@@ -140,7 +147,7 @@ def _check_file(root: Path, name: str, manifest: dict[str, Any]) -> Path:
         raise FileFormatError(f"{path} is missing; the saved directory is incomplete")
     with open(path, "rb") as f:
         head = f.read(4)
-    if name == WEIGHTS and head.startswith(_PICKLE_MAGIC):
+    if name in (WEIGHTS, MASKS) and head.startswith(_PICKLE_MAGIC):
         raise FileFormatError(f"{path} looks like a pickle / torch.save file, not safetensors; secateurs never "
                               "unpickles files (it could run arbitrary code). Re-save the model with secateurs.save")
     digest = (manifest.get("files") or {}).get(name)
@@ -218,14 +225,29 @@ def load(
     tensors = _read_weights(weights_path)
     aliases = dict(manifest.get("aliases") or {})
     _check_weights(_with_aliases(tensors, aliases), plan.shapes_after(), weights_path)  # before touching the model
+    masks = read_masks(root) if manifest.get("sparsity") else {}
     apply_plan(model, plan)
     if fingerprint(model) != manifest.get("fingerprint_pruned"):
         raise PlanError(f"applying the plan in {root} did not give the saved architecture "
                         f"(fingerprint {fingerprint(model)} != {manifest.get('fingerprint_pruned')})")
     _load_weights(model, _with_aliases(tensors, aliases), weights_path)
+    if masks:
+        from secateurs.sparsity.semi_structured import apply_masks_
+
+        apply_masks_(model, masks)  # the saved weights are already zero there: this keeps the pattern exact
     if isinstance(manifest.get("training"), bool):
         model.train(manifest["training"])  # the mode it was saved in (BatchNorm and dropout behave accordingly)
     return model
+
+
+def read_masks(directory: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """The 2:4 masks saved with the model (``{weight FQN: bool mask}``, True = kept); empty when none were saved."""
+    root = Path(directory)
+    manifest = read_manifest(root)
+    if not manifest.get("sparsity"):
+        return {}
+    path = _check_file(root, MASKS, manifest)
+    return read_masks_file(path, read_plan(root).shapes_after())
 
 
 def _with_aliases(tensors: dict[str, torch.Tensor], aliases: dict[str, str]) -> dict[str, torch.Tensor]:

@@ -92,6 +92,11 @@ def _file(path: str, trust_code: bool) -> ModelSource:
     from secateurs.io.saving import load, read_manifest
 
     root = Path(path).expanduser().absolute()
+    if root.suffix == ".pt2" and root.is_file():
+        raise InvalidArgumentError(
+            f"file:{path} is a torch.export program (.pt2); secateurs cannot prune one yet: its graph records "
+            "constant shapes (views, reshapes) that surgery cannot rewrite, and it has no nn.Module layers to "
+            "refresh. Name the original model instead (torchvision:NAME, timm:NAME, hf:DIR or module.path:factory)")
     manifest = read_manifest(root)
     default = InputSpec.from_dict(manifest["input"]) if manifest.get("input") else None
     return ModelSource(f"file:{root}", "file", lambda: load(root, trust_code=trust_code), default, saved_dir=root)

@@ -52,6 +52,39 @@ def _export_lines(r: dict[str, Any]) -> list[str]:
                    f"{q['rel_error']:.2e}, max abs diff {q['max_abs_diff']:.2e}, top-1 agreement "
                    f"{q['top1_agreement']:.1%}" + (f", latency {q['latency_ms']:.2f} ms vs {q['fp32_latency_ms']:.2f} ms fp32"
                                                   if q.get("latency_ms") else ""))
+    qs = r.get("exports", {}).get("int8_static")
+    if qs:
+        layers = ", ".join(f"{n} {k}" for k, n in qs["quantized"].items())
+        out.append(f"int8 static quantization ({qs['method']}, {qs['calibration_batches']} calibration batches) of "
+                   f"{layers} layers: relative error {qs['rel_error']:.2e}, max abs diff {qs['max_abs_diff']:.2e}, "
+                   f"top-1 agreement {qs['top1_agreement']:.1%}" + (f", latency {qs['latency_ms']:.2f} ms vs "
+                   f"{qs['fp32_latency_ms']:.2f} ms fp32" if qs.get("latency_ms") else ""))
+        if qs.get("onnx"):
+            o = qs["onnx"]
+            out.append(f"int8 static ONNX `{o['file']}` (onnxruntime QDQ): max abs diff vs fp32 PyTorch {o['max_abs_diff']:.2e}; "
+                       f"onnxruntime latency {o['latency_ms']:.2f} ms vs {o['fp32_latency_ms']:.2f} ms for the fp32 ONNX")
+    out += _sparsity_lines(r)
+    cal = r.get("calibration")
+    if cal:
+        out.append(f"calibration data ({cal['kind']}): {cal['description']}")
+    return out
+
+
+def _sparsity_lines(r: dict[str, Any]) -> list[str]:
+    s = r.get("sparsity")
+    if not s:
+        return []
+    fid = s.get("fidelity") or {}
+    line = (f"2:4 sparsity ({s['method']}): {len(s['layers'])} Linear layers masked, {s['sparsity']:.1%} of their "
+            f"weights zero, {len(s['skipped'])} skipped")
+    if fid:
+        line += f"; output change vs the pruned dense model: relative error {fid['rel_error']:.2e}, top-1 agreement {fid['top1_agreement']:.1%}"
+    out = [line]
+    skipped = list(s["skipped"].items())
+    out += [f"2:4 skipped `{name}`: {why}" for name, why in skipped[:10]]
+    if len(skipped) > 10:
+        out.append(f"2:4 skipped {len(skipped) - 10} more layers (see report.json)")
+    out += [f"2:4 note: {n}" for n in s.get("notes", [])]
     return out
 
 

@@ -33,11 +33,21 @@ def _one_error_line(err):
     (["export", "{tmp}"], "nothing to export"),
     (["export", "{tmp}", "--onnx"], "manifest.json"),
     (["bench", "{tmp}/missing"], "unknown model spec"),
+    (["prune", SPEC, "--input-shape", SHAPE, "-o", "{tmp}/o", "--macs", "0.001", "--no-bench"], "cannot be reached"),
+    (["prune", SPEC, "--input-shape", SHAPE, "-o", "{tmp}/o", "--macs", "1.5", "--no-bench"], "fraction of macs KEPT"),
+    (["prune", SPEC, "--input-shape", SHAPE, "-o", "{tmp}/o", "--macs", "0.5", "--ratio", "0.3", "--no-bench"], "not both"),
+    (["prune", SPEC, "--input-shape", SHAPE, "-o", "{tmp}/o", "--max-ratio", "2", "--no-bench"], "max_ratio must be"),
+    (["prune", SPEC, "--input-shape", SHAPE, "-o", "{tmp}/o", "--importance", "wanda", "--calibration", "{tmp}/nowhere"],
+     "does not exist"),
+    (["inspect", "file:{tmp}/model.pt2"], "torch.export program (.pt2)"),
+    (["inspect", "file:{tmp}/model.safetensors"], "not a directory saved by secateurs"),
 ])
 def test_bad_input_gives_one_line_and_nonzero_exit(capsys, tmp_path, monkeypatch, argv, match):
     import secateurs.cli.prune as prune
 
     monkeypatch.setattr(prune, "measure", lambda *a, **k: pytest.fail("bad arguments must fail before latency runs"))
+    (tmp_path / "model.pt2").write_bytes(b"PK\x03\x04")
+    (tmp_path / "model.safetensors").write_bytes(b"{}")
     rc, err = _err(capsys, [a.replace("{tmp}", str(tmp_path)) for a in argv])
     assert rc == 2
     assert match in _one_error_line(err)

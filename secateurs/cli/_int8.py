@@ -1,0 +1,39 @@
+"""``--int8 [dynamic|static]`` shared by ``prune`` and ``export``."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from secateurs.cli._common import step
+from secateurs.errors import InvalidArgumentError
+
+
+def add_int8_flag(p: argparse.ArgumentParser, help: str) -> None:
+    p.add_argument("--int8", nargs="?", const="dynamic", default=None, choices=("dynamic", "static"), metavar="MODE",
+                   help=help)
+    p.add_argument("--int8-backend", choices=("x86", "fbgemm", "qnnpack"), default="x86",
+                   help="quantized kernels for --int8 static (default x86)")
+
+
+def check_int8(args: argparse.Namespace) -> None:
+    if args.int8 == "static" and not getattr(args, "calibration", None):
+        raise InvalidArgumentError("--int8 static needs calibration data to set activation ranges: pass --calibration "
+                                   "DIR (images) or synthetic (random inputs: ranges will not match real data)")
+    if args.int8 == "static":
+        from secateurs.io.calibration_sources import source_kind
+
+        source_kind(args.calibration)
+
+
+def int8_exports(args: argparse.Namespace, model: Any, x: Any, batches: list[Any] | None) -> dict[str, Any]:
+    """Quantize a copy of ``model``: ``{"int8": stats}`` (dynamic) or ``{"int8_static": stats}``."""
+    if args.int8 == "static":
+        from secateurs.export.static_int8 import quantize_static_int8
+
+        step(args, f"int8 static quantization ({args.int8_backend}) with {len(batches or [])} calibration batches")
+        return {"int8_static": quantize_static_int8(model, x, batches or [], backend=args.int8_backend)[1]}
+    from secateurs.export.quantize import quantize_int8
+
+    step(args, "int8 dynamic quantization of Linear layers")
+    return {"int8": quantize_int8(model, x)[1]}
