@@ -121,10 +121,14 @@ def prune(
     """
     if check not in (True, False, "full"):
         raise InvalidArgumentError(f"check must be True, False or 'full', got {check!r}")
+    comp_calibration = calibration
     if compensate is not None:
         from secateurs.compensation.gather import check_request
+        from secateurs.importance.registry import get_criterion
 
         check_request(compensate, calibration)
+        if not getattr(get_criterion(importance), "needs_data", False):
+            calibration = None  # read by the compensation only: no "unused calibration" warning when planning
     analysis = _analyze(model, example_inputs)
     p = make_plan(model, analysis, ratio=ratio, importance=importance, ignore=ignore, round_to=round_to,
                   min_keep=min_keep, seed=seed, scope=scope, normalize=normalize, macs=macs, params=params,
@@ -138,7 +142,7 @@ def prune(
     if compensate is not None:
         from secateurs.compensation.pipeline import prepare
 
-        pending = prepare(model, p, example_inputs, compensate, calibration)
+        pending = prepare(model, p, example_inputs, compensate, comp_calibration)
     modules = list(model.modules())
     undo = _snapshot(modules)
     apply_plan(model, p)
