@@ -5,9 +5,9 @@
 ``sc.prune(..., compensate="lstsq", calibration=batches)`` does both around apply.
 """
 
-from secateurs.compensation.compensate import compensate
 from secateurs.compensation.gather import ConsumerStatistics, gather
 from secateurs.compensation.methods import registered_methods
+from secateurs.compensation.refit import compensate
 from secateurs.compensation.replay import add_recorded_biases_
 from secateurs.compensation.result import CompensationResult
 

@@ -8,9 +8,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from secateurs.compensation.compensate import compensate
 from secateurs.compensation.error import relative_error
 from secateurs.compensation.gather import ConsumerStatistics, gather
+from secateurs.compensation.refit import compensate
 from secateurs.compensation.result import CompensationResult
 from secateurs.plans import Plan
 from secateurs.verification import run
