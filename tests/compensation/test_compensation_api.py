@@ -14,7 +14,7 @@ from secateurs.calibration import collect
 from secateurs.compensation import gather, registered_methods
 from secateurs.compensation.lstsq import LeastSquares
 from secateurs.errors import ApplyError, InvalidArgumentError
-from secateurs.testing.models import TinyResNet
+from secateurs.testing.models import ConcatNet, TinyResNet
 from secateurs.testing.toys import ConvBN, DeepMLP
 
 
@@ -154,3 +154,13 @@ def test_save_and_load_recreate_added_biases(tmp_path) -> None:
     with torch.no_grad():
         torch.testing.assert_close(loaded(data[1]), model(data[1]))
     assert loaded.conv2.bias is not None
+
+
+def test_grouped_conv_falls_back_to_bias_under_lstsq() -> None:
+    torch.manual_seed(0)
+    model, x = ConcatNet().eval(), torch.randn(4, 3, 16, 16)
+    data = [torch.randn(4, 3, 16, 16) for _ in range(3)] + [x]
+    r = sc.prune(model, x, ratio=0.5, importance="wanda", calibration=data, compensate="lstsq")
+    c = r.compensation
+    assert c is not None and "grouped" in c.layers and c.error_after < c.error_before
+    assert any(n.startswith("grouped: grouped convolution") for n in c.notes)
