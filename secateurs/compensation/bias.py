@@ -19,7 +19,7 @@ from secateurs.compensation.methods import Fit, register_method
 def mean_shift(c: Consumer, m: Moments) -> torch.Tensor:
     """W[:, removed] · E[x_removed] for every original output row."""
     _, removed = c.columns()
-    mu = m.mean.cpu()
+    mu = m.mean.to(c.weight.device)
     groups = c.fmap.groups
     if groups == 1:
         return c.weight[:, removed] @ mu[removed]
@@ -38,7 +38,7 @@ class BiasCompensation:
     def fit(self, c: Consumer, m: Moments, *, ridge: float, with_bias: bool) -> Fit:
         if not with_bias:
             return Fit(None, None, f"{c.path}: has no bias and add_bias=False; not compensated")
-        base = c.bias if c.bias is not None else torch.zeros(c.weight.shape[0], dtype=torch.float64)
+        base = c.bias if c.bias is not None else c.weight.new_zeros(c.weight.shape[0])
         return Fit(None, base + mean_shift(c, m))
 
 

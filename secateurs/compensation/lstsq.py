@@ -50,14 +50,15 @@ class LeastSquares:
             fit.note = f"{c.path}: weight is tied to another parameter; only the bias was compensated"
             return fit
         kept, removed = c.columns()
-        s = m.covariance().cpu() if with_bias else m.second_moment().cpu()
+        dev = c.weight.device
+        s = (m.covariance() if with_bias else m.second_moment()).to(dev)
         w_k, w_r = c.weight[:, kept], c.weight[:, removed]
         t = solve_spd(damped(s[kept][:, kept], ridge), s[removed][:, kept].T).T  # Σ_RK (Σ_KK + λI)⁻¹
         w_new = w_k + w_r @ t
         if not with_bias:
             return Fit(w_new, None)
-        mu = m.mean.cpu()
-        base = c.bias if c.bias is not None else torch.zeros(c.weight.shape[0], dtype=torch.float64)
+        mu = m.mean.to(dev)
+        base = c.bias if c.bias is not None else c.weight.new_zeros(c.weight.shape[0])
         return Fit(w_new, base + w_r @ (mu[removed] - t @ mu[kept]))
 
 

@@ -50,7 +50,7 @@ def _consumer(model: nn.Module, fqn: str, dim: int) -> str | None:
 def _inverse(cov: torch.Tensor) -> torch.Tensor:
     n = cov.shape[0]
     lam = RIDGE * float(torch.trace(cov)) / max(n, 1)
-    return torch.linalg.inv(cov + max(lam, 1e-12) * torch.eye(n, dtype=cov.dtype))
+    return torch.linalg.inv(cov + max(lam, 1e-12) * torch.eye(n, dtype=cov.dtype, device=cov.device))
 
 
 @dataclass
@@ -76,8 +76,8 @@ class Reconstruction:
             key = f"_reconstruction_inv:{path}"
             inv = ctx.extras.get(key)
             if inv is None:
-                inv = ctx.extras[key] = _inverse(moments.covariance().cpu())
-            w = fmap.matrix(t).cpu()
+                inv = ctx.extras[key] = _inverse(moments.covariance())
+            w = fmap.matrix(t).to(inv.device)
             for u, channels in enumerate(group.unit_index[m.cls]):
                 b = fmap.features_of(torch.as_tensor(channels))
                 schur = torch.linalg.inv(inv[b][:, b])
