@@ -74,8 +74,15 @@ def _hooks(model: nn.Module, stats: Statistics) -> Iterator[None]:
 
 @contextlib.contextmanager
 def _moment_hooks(model: nn.Module, stats: Statistics, paths: Collection[str], gram: bool) -> Iterator[None]:
-    """Hooks recording input-feature moments of the modules at ``paths`` (see calibration.features)."""
+    """Hooks recording input-feature moments of the modules at ``paths`` (see calibration.features).
+
+    Layers that read the same input tensor with the same feature map (q/k/v, gate/up projections) share one
+    ``Moments`` object, so their Gram matrix is stored and accumulated once.
+    """
     handles = []
+    seen: dict[tuple[object, ...], tuple[torch.Tensor, Moments]] = {}  # this forward: (input id, features) -> moments
+    if paths:
+        handles.append(model.register_forward_pre_hook(lambda mod, args: seen.clear()))
     for path in sorted(set(paths)):
         module = model.get_submodule(path)
         fmap = feature_map(module)
@@ -83,16 +90,22 @@ def _moment_hooks(model: nn.Module, stats: Statistics, paths: Collection[str], g
             raise InvalidArgumentError(f"cannot record input features of {path!r} ({type(module).__name__}): "
                                        "only Linear, Conv1d/Conv2d with zero padding and HF Conv1D are supported")
 
-        def hook(mod: nn.Module, args: tuple[Any, ...], path: str = path, rows: Any = fmap.rows,
-                 size: int = fmap.size) -> None:
+        def hook(mod: nn.Module, args: tuple[Any, ...], path: str = path, fmap: Any = fmap) -> None:
             x = args[0] if args else None
             if not (isinstance(x, torch.Tensor) and x.is_floating_point()):
                 return
-            r = rows(x)
+            key = (id(x), fmap.size, fmap.signature)
+            hit = seen.get(key)
             m = stats.moments.get(path)
+            if m is None and hit is not None and hit[0] is x:
+                stats.moments[path] = hit[1]  # same tensor, same features: share
+                return
+            if m is not None and hit is not None and hit[0] is x and hit[1] is m:
+                return  # already counted for a layer sharing these moments
             if m is None:
-                m = stats.moments[path] = Moments.empty(size, gram, x.device)
-            m.update(r)
+                m = stats.moments[path] = Moments.empty(fmap.size, gram, x.device)
+            m.update(fmap.rows(x))
+            seen[key] = (x, m)
 
         handles.append(module.register_forward_pre_hook(hook))
     try:

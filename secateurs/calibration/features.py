@@ -28,6 +28,7 @@ class FeatureMap:
     per_channel: int  # features per input channel (k·k for convs, 1 for Linear)
     groups: int = 1  # grouped convolution: each output reads channels // groups of them
     rows: Callable[[torch.Tensor], torch.Tensor] | None = None  # None: not unfoldable (statistics unavailable)
+    signature: tuple[object, ...] = ()  # equal signatures + the same input tensor = the same features
 
     @property
     def size(self) -> int:
@@ -80,11 +81,11 @@ def _flat_rows(x: torch.Tensor) -> torch.Tensor:
 
 @register_feature_map(nn.Linear)
 def _linear(m: nn.Module) -> FeatureMap:
-    return FeatureMap(1, int(m.in_features), 1, 1, _flat_rows)  # type: ignore[arg-type]
+    return FeatureMap(1, int(m.in_features), 1, 1, _flat_rows, ("flat",))  # type: ignore[arg-type]
 
 
 def _hf_conv1d(m: nn.Module) -> FeatureMap:
-    return FeatureMap(0, int(cast(torch.Tensor, m.weight).shape[0]), 1, 1, _flat_rows)
+    return FeatureMap(0, int(cast(torch.Tensor, m.weight).shape[0]), 1, 1, _flat_rows, ("flat",))
 
 
 _BY_NAME["transformers.pytorch_utils.Conv1D"] = _hf_conv1d
@@ -108,6 +109,7 @@ def _conv(module: nn.Module) -> FeatureMap:
         per *= s
     pad = _padding(m, k)
     rows = None
+    signature: tuple[object, ...] = ("conv", k, tuple(m.dilation), pad, tuple(m.stride))
     if pad is not None and m.padding_mode == "zeros":
         two_d = len(k) == 2
         kernel, dil, stride = (k, m.dilation, m.stride) if two_d else ((1, *k), (1, *m.dilation), (1, *m.stride))
@@ -120,4 +122,4 @@ def _conv(module: nn.Module) -> FeatureMap:
             cols = F.unfold(x4.to(torch.float64), kernel, dilation=dil, padding=padding, stride=stride)
             return cols.transpose(1, 2).reshape(-1, cols.shape[1])
 
-    return FeatureMap(1, int(m.in_channels), per, int(m.groups), rows)
+    return FeatureMap(1, int(m.in_channels), per, int(m.groups), rows, signature)

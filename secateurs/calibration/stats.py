@@ -102,6 +102,9 @@ class Statistics:
                 out.extend(table[key].tensors())
         for gtable in (self.grads, self.grad_sq):
             out.extend(gtable[k] for k in sorted(gtable))
+        shared: set[int] = set()  # layers reading the same input share one Moments object: reduce it once
         for key in sorted(self.moments):
-            out.extend(self.moments[key].tensors())
+            if id(self.moments[key]) not in shared:
+                shared.add(id(self.moments[key]))
+                out.extend(self.moments[key].tensors())
         return out

@@ -7,6 +7,7 @@ dim that indexes input channels (``calibration.features``) makes the module a co
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 from torch import nn
@@ -21,9 +22,23 @@ class Consumer:
     fmap: FeatureMap
     kept_in: list[int]  # kept indices along the weight's input dim (per-group indices for grouped convs)
     kept_out: list[int] | None  # kept output channels, None when the outputs are not pruned
-    weight: torch.Tensor  # original weight as (out, in_per_group·k) float64 (see FeatureMap.matrix)
-    bias: torch.Tensor | None  # original bias, float64
+    original_weight: torch.Tensor  # the unpruned weight, detached (apply replaces parameters, so no copy is made)
+    original_bias: torch.Tensor | None
     tied: bool  # the weight is shared with another parameter name: only the bias may change
+
+    @cached_property
+    def weight(self) -> torch.Tensor:
+        """Original weight as (out, in_per_group·k) float64 (see FeatureMap.matrix)."""
+        return self.fmap.matrix(self.original_weight)
+
+    @cached_property
+    def bias(self) -> torch.Tensor | None:
+        return None if self.original_bias is None else self.original_bias.to(torch.float64)
+
+    def release(self) -> None:
+        """Drop the float64 copies once the layer is refit."""
+        self.__dict__.pop("weight", None)
+        self.__dict__.pop("bias", None)
 
     @property
     def out_dim(self) -> int:
@@ -31,7 +46,7 @@ class Consumer:
 
     def columns(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(kept, removed) column indices of ``weight``."""
-        n = self.weight.shape[1] // self.fmap.per_channel
+        n = int(self.original_weight.shape[self.fmap.in_dim])  # input channels (per group)
         kept = torch.as_tensor(self.kept_in, dtype=torch.long)
         removed_ch = torch.as_tensor(sorted(set(range(n)) - set(self.kept_in)), dtype=torch.long)
         return self.fmap.features_of(kept), self.fmap.features_of(removed_ch)
@@ -70,7 +85,6 @@ def find_consumers(model: nn.Module, plan: Plan) -> tuple[list[Consumer], list[s
         bias = module._parameters.get("bias")
         consumers.append(Consumer(
             path, fmap, list(dims[fmap.in_dim]), list(dims[out_dim]) if out_dim in dims else None,
-            fmap.matrix(weight), None if bias is None else bias.detach().to(torch.float64).clone(),
-            id(weight) in tied,
+            weight.detach(), None if bias is None else bias.detach(), id(weight) in tied,
         ))
     return consumers, notes

@@ -17,7 +17,7 @@ from secateurs.plans import Plan
 
 @dataclass
 class ConsumerStatistics:
-    """Consumers of a plan (original weights copied) with the moments of their inputs."""
+    """Consumers of a plan (referencing the original weights) with the moments of their inputs."""
 
     consumers: list[Consumer]
     stats: Statistics

@@ -25,7 +25,8 @@ def _check_pruned(model: nn.Module, c: Consumer) -> nn.Module:
     except AttributeError:
         raise InvalidArgumentError(f"model has no module {c.path!r}; pass the model the plan was applied to") from None
     w = module._parameters.get("weight")
-    rows, cols = c.weight.shape[0] if c.kept_out is None else len(c.kept_out), len(c.kept_in) * c.fmap.per_channel
+    full_rows = int(c.original_weight.shape[c.out_dim])
+    rows, cols = full_rows if c.kept_out is None else len(c.kept_out), len(c.kept_in) * c.fmap.per_channel
     got = None if w is None else tuple(c.fmap.matrix(w).shape)
     if got != (rows, cols):
         raise InvalidArgumentError(
@@ -92,6 +93,7 @@ def compensate(model: nn.Module, plan: Plan, statistics: ConsumerStatistics, *, 
                         raise ApplyError(f"{c.path}: the {name} fit is not finite (degenerate calibration inputs?); "
                                          "raise ridge=")
                 _write(model, module, c, fit, result)
+                c.release()
     except Exception as exc:
         undo.restore()
         if isinstance(exc, ApplyError):

@@ -73,7 +73,7 @@ class Reconstruction:
                 continue
             fmap = feature_map(ctx.model.get_submodule(path))
             assert fmap is not None  # _consumer checked it
-            key = f"_reconstruction_inv:{path}"
+            key = f"_reconstruction_inv:{id(moments)}"  # layers reading the same input share moments
             inv = ctx.extras.get(key)
             if inv is None:
                 inv = ctx.extras[key] = _inverse(moments.covariance())
