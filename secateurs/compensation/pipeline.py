@@ -12,8 +12,9 @@ from secateurs.compensation.error import relative_error
 from secateurs.compensation.gather import ConsumerStatistics, gather
 from secateurs.compensation.refit import compensate
 from secateurs.compensation.result import CompensationResult
+from secateurs.errors import InvalidArgumentError
 from secateurs.plans import Plan
-from secateurs.verification import run
+from secateurs.verification import has_weights, run
 
 
 @dataclass
@@ -39,5 +40,8 @@ class Pending:
 
 def prepare(model: nn.Module, plan: Plan, example_inputs: Any, method: str, calibration: Any) -> Pending:
     """Before apply: gather the consumers' input statistics and the unpruned outputs."""
+    if not has_weights(model):
+        raise InvalidArgumentError(f"compensate={method!r} reads weights and runs calibration batches, but the model is "
+                                   "on the meta device; load the weights first")
     statistics = gather(model, plan, calibration, method=method)
     return Pending(method, statistics, run(model, example_inputs), example_inputs)
