@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from torch import nn
@@ -28,6 +28,9 @@ from secateurs.verification import (
     run,
     verify_exact_subset,
 )
+
+if TYPE_CHECKING:
+    from secateurs.compensation.config import Compensation
 
 
 def analyze(model: nn.Module, example_inputs: ExampleInputs) -> Analysis:
@@ -105,7 +108,7 @@ def prune(
     max_ratio: float | None = None,
     calibration: Any = None,
     loss_fn: LossFn | None = None,
-    compensate: str | None = None,
+    compensate: str | Compensation | None = None,
 ) -> PruneReport:
     """Plan, apply and verify in one call (arguments as in ``plan``). On a failed verification the model is
     restored and an error raised.
@@ -115,7 +118,7 @@ def prune(
     model and compared numerically, if the model's parameters take at most 2 GB (``"full"``: always;
     ``False``: no verification).
 
-    ``compensate="bias"|"lstsq"`` refits the layers that read pruned channels from ``calibration`` batches
+    ``compensate="bias"|"lstsq"`` (or ``secateurs.compensation.Compensation(method, ridge=, add_bias=)``) refits the layers that read pruned channels from ``calibration`` batches
     after verification (see ``docs/compensation.md``); ``report.compensation`` has the output error on
     ``example_inputs`` relative to the unpruned model, before and after.
     """

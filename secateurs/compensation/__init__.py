@@ -5,11 +5,12 @@
 ``sc.prune(..., compensate="lstsq", calibration=batches)`` does both around apply.
 """
 
+from secateurs.compensation.config import Compensation
 from secateurs.compensation.gather import ConsumerStatistics, gather
 from secateurs.compensation.methods import registered_methods
 from secateurs.compensation.refit import compensate
 from secateurs.compensation.replay import add_recorded_biases_
 from secateurs.compensation.result import CompensationResult
 
-__all__ = ["CompensationResult", "ConsumerStatistics", "add_recorded_biases_", "compensate", "gather",
+__all__ = ["Compensation", "CompensationResult", "ConsumerStatistics", "add_recorded_biases_", "compensate", "gather",
            "registered_methods"]

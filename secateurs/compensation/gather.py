@@ -9,6 +9,7 @@ from torch import nn
 
 from secateurs.calibration.collect import collect
 from secateurs.calibration.stats import Statistics
+from secateurs.compensation.config import Compensation, as_compensation
 from secateurs.compensation.consumers import Consumer, find_consumers
 from secateurs.compensation.methods import get_method
 from secateurs.errors import InvalidArgumentError
@@ -25,9 +26,10 @@ class ConsumerStatistics:
     notes: list[str] = field(default_factory=list)
 
 
-def check_request(method: object, calibration: Any) -> None:
+def check_request(spec: object, calibration: Any) -> Compensation:
     """Fail early on a bad method name or missing/unsuitable calibration data."""
-    get_method(method)
+    request = as_compensation(spec)
+    method = request.method
     if calibration is None:
         raise InvalidArgumentError(
             f"compensate={method!r} needs calibration data: pass calibration=<iterable of batches shaped like "
@@ -37,6 +39,7 @@ def check_request(method: object, calibration: Any) -> None:
         raise InvalidArgumentError(
             f"compensate={method!r} needs calibration batches, not precomputed Statistics: it records input "
             "moments of the pruned layers; pass the batches (a list or a DataLoader)")
+    return request
 
 
 def gather(model: nn.Module, plan: Plan, calibration: Any, *, method: str = "lstsq") -> ConsumerStatistics:

@@ -8,8 +8,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from secateurs.compensation.config import Compensation
 from secateurs.compensation.error import relative_error
-from secateurs.compensation.gather import ConsumerStatistics, gather
+from secateurs.compensation.gather import ConsumerStatistics, check_request, gather
 from secateurs.compensation.refit import compensate
 from secateurs.compensation.result import CompensationResult
 from secateurs.errors import InvalidArgumentError
@@ -19,14 +20,15 @@ from secateurs.verification import has_weights, run
 
 @dataclass
 class Pending:
-    method: str
+    request: Compensation
     statistics: ConsumerStatistics
     reference: list[torch.Tensor]  # unpruned outputs on the example inputs
     example_inputs: Any
 
     def finish(self, model: nn.Module, plan: Plan) -> CompensationResult:
         before = relative_error(self.reference, run(model, self.example_inputs))
-        result = compensate(model, plan, self.statistics, method=self.method)
+        r = self.request
+        result = compensate(model, plan, self.statistics, method=r.method, ridge=r.ridge, add_bias=r.add_bias)
         result.error_before = before
         result.error_after = relative_error(self.reference, run(model, self.example_inputs))
         if result.error_after > before:
@@ -38,10 +40,11 @@ class Pending:
         return result
 
 
-def prepare(model: nn.Module, plan: Plan, example_inputs: Any, method: str, calibration: Any) -> Pending:
+def prepare(model: nn.Module, plan: Plan, example_inputs: Any, spec: str | Compensation, calibration: Any) -> Pending:
     """Before apply: gather the consumers' input statistics and the unpruned outputs."""
+    request = check_request(spec, calibration)
     if not has_weights(model):
-        raise InvalidArgumentError(f"compensate={method!r} reads weights and runs calibration batches, but the model is "
+        raise InvalidArgumentError(f"compensate={request.method!r} reads weights and runs calibration batches, but the model is "
                                    "on the meta device; load the weights first")
-    statistics = gather(model, plan, calibration, method=method)
-    return Pending(method, statistics, run(model, example_inputs), example_inputs)
+    statistics = gather(model, plan, calibration, method=request.method)
+    return Pending(request, statistics, run(model, example_inputs), example_inputs)

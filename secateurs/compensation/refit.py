@@ -7,6 +7,7 @@ import math
 import torch
 from torch import nn
 
+from secateurs.compensation.config import DEFAULT_RIDGE
 from secateurs.compensation.consumers import Consumer
 from secateurs.compensation.gather import ConsumerStatistics
 from secateurs.compensation.methods import Fit, get_method
@@ -15,8 +16,6 @@ from secateurs.compensation.result import CompensationResult
 from secateurs.errors import ApplyError, InvalidArgumentError, InvalidTypeError
 from secateurs.plans import Plan
 from secateurs.surgery.apply import _snapshot
-
-DEFAULT_RIDGE = 1e-3
 
 
 def _check_pruned(model: nn.Module, c: Consumer) -> nn.Module:
@@ -99,16 +98,17 @@ def compensate(model: nn.Module, plan: Plan, statistics: ConsumerStatistics, *, 
         if isinstance(exc, ApplyError):
             raise ApplyError(f"{exc}; the model was restored unchanged") from exc
         raise ApplyError(f"compensation failed ({type(exc).__name__}: {exc}); the model was restored unchanged") from exc
-    _record(plan, result, float(ridge), statistics.stats.n_batches)
+    _record(plan, result, float(ridge), add_bias, statistics.stats.n_batches)
     return result
 
 
-def _record(plan: Plan, result: CompensationResult, ridge: float, batches: int) -> None:
+def _record(plan: Plan, result: CompensationResult, ridge: float, add_bias: bool, batches: int) -> None:
     prev = plan.settings.get("compensation")
     added = dict(prev.get("added_biases") or {}) if isinstance(prev, dict) else {}
     flags = dict(prev.get("config_flags") or {}) if isinstance(prev, dict) else {}
     plan.settings["compensation"] = {
-        "method": result.method, "ridge": ridge if result.method == "lstsq" else None, "batches": batches,
+        "method": result.method, "ridge": ridge if result.method == "lstsq" else None, "add_bias": add_bias,
+        "batches": batches,
         "layers": len(result.layers), "added_biases": {**added, **result.added_biases},
         "config_flags": {**flags, **result.config_flags}, "notes": sorted(set(result.notes)),
     }

@@ -11,7 +11,7 @@ from torch import nn
 
 import secateurs as sc
 from secateurs.calibration import collect
-from secateurs.compensation import gather, registered_methods
+from secateurs.compensation import Compensation, gather, registered_methods
 from secateurs.compensation.lstsq import LeastSquares
 from secateurs.errors import ApplyError, InvalidArgumentError
 from secateurs.testing.models import ConcatNet, TinyResNet
@@ -164,3 +164,15 @@ def test_grouped_conv_falls_back_to_bias_under_lstsq() -> None:
     c = r.compensation
     assert c is not None and "grouped" in c.layers and c.error_after < c.error_before
     assert any(n.startswith("grouped: grouped convolution") for n in c.notes)
+
+
+def test_compensation_config_sets_ridge_and_bias_policy() -> None:
+    model, data = fresh("convbn")
+    r = sc.prune(model, data[0], ratio=0.5, importance="wanda", calibration=data,
+                 compensate=Compensation("lstsq", ridge=1e-2, add_bias=False))
+    assert r.compensation is not None and not r.compensation.added_biases and model.conv2.bias is None
+    rec = r.plan.settings["compensation"]
+    assert rec["ridge"] == 1e-2 and rec["add_bias"] is False
+    assert rec["error_after"] < rec["error_before"]
+    with pytest.raises(InvalidArgumentError, match="ridge"):
+        Compensation("lstsq", ridge=float("nan"))
