@@ -19,6 +19,7 @@ convolutions, no recorded inputs) fall back to L2 magnitude with a note.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,6 +54,20 @@ def _inverse(cov: torch.Tensor) -> torch.Tensor:
     return torch.linalg.inv(cov + max(lam, 1e-12) * torch.eye(n, dtype=cov.dtype, device=cov.device))
 
 
+def unit_errors(w: torch.Tensor, inv: torch.Tensor, features_of: Callable[[torch.Tensor], torch.Tensor],
+                unit_channels: np.ndarray, chunk: int = 512) -> np.ndarray:
+    """tr(W_B S_B W_Bᵀ) for every unit's feature block B (batched over units, ``chunk`` at a time)."""
+    out = np.zeros(len(unit_channels))
+    blocks = features_of(torch.as_tensor(unit_channels).reshape(-1)).reshape(len(unit_channels), -1)
+    for start in range(0, len(blocks), chunk):
+        b = blocks[start:start + chunk]
+        schur = torch.linalg.inv(inv[b[:, :, None], b[:, None, :]])  # (units, |B|, |B|)
+        w_b = w[:, b].permute(1, 0, 2)  # (units, out, |B|)
+        err = torch.einsum("uoi,uij,uoj->u", w_b, schur, w_b)
+        out[start:start + len(b)] = err.clamp_min(0).cpu().numpy()
+    return out
+
+
 @dataclass
 class Reconstruction:
     name: str = "reconstruction"
@@ -77,12 +92,7 @@ class Reconstruction:
             inv = ctx.extras.get(key)
             if inv is None:
                 inv = ctx.extras[key] = _inverse(moments.covariance())
-            w = fmap.matrix(t).to(inv.device)
-            for u, channels in enumerate(group.unit_index[m.cls]):
-                b = fmap.features_of(torch.as_tensor(channels))
-                schur = torch.linalg.inv(inv[b][:, b])
-                w_b = w[:, b]
-                total[u] += float(((w_b @ schur) * w_b).sum().clamp_min(0))
+            total += unit_errors(fmap.matrix(t).to(inv.device), inv, fmap.features_of, group.unit_index[m.cls])
             found = True
         if found:
             return total
