@@ -43,14 +43,14 @@ def _hf_flag(model: nn.Module, path: str) -> tuple[object, str, tuple[str, ...]]
     return None
 
 
-def add_bias_(model: nn.Module, path: str, added: dict[str, int], flags: dict[str, bool], notes: list[str]) -> None:
-    """Create the bias of the layer at ``path`` (and, under an HF config flag, of every layer it covers)."""
+def add_bias_(model: nn.Module, path: str, added: dict[str, int], flags: dict[str, bool], unsaved: list[str]) -> None:
+    """Create the bias of the layer at ``path`` (and, under an HF config flag, of every layer it covers);
+    ``unsaved`` collects HF layers whose new bias ``from_pretrained`` would drop."""
     hit = _hf_flag(model, path)
     if hit is None:
         added[path] = zero_bias_(model.get_submodule(path))
         if hasattr(model, "save_pretrained") and hasattr(model, "config"):
-            notes.append(f"{path}: new bias that {type(model).__name__}.from_pretrained would drop (no config flag "
-                         "for it); save with secateurs.save, which records and recreates it")
+            unsaved.append(path)
         return
     config, flag, names = hit
     setattr(config, flag, True)
@@ -58,3 +58,11 @@ def add_bias_(model: nn.Module, path: str, added: dict[str, int], flags: dict[st
     for p, m in model.named_modules():
         if p.rpartition(".")[2] in names and feature_map(m) is not None and m._parameters.get("bias") is None:
             added[p] = zero_bias_(m)
+
+
+def unsaved_note(model: nn.Module, unsaved: list[str]) -> str | None:
+    if not unsaved:
+        return None
+    shown = ", ".join(unsaved[:4]) + (f" and {len(unsaved) - 4} more" if len(unsaved) > 4 else "")
+    return (f"new biases on {shown}: {type(model).__name__}.from_pretrained would drop them (no config flag for "
+            "them); save with secateurs.save, which records and recreates them, or pass add_bias=False")

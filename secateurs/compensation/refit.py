@@ -11,7 +11,7 @@ from secateurs.compensation.config import DEFAULT_RIDGE
 from secateurs.compensation.consumers import Consumer
 from secateurs.compensation.gather import ConsumerStatistics
 from secateurs.compensation.methods import Fit, get_method
-from secateurs.compensation.new_bias import add_bias_
+from secateurs.compensation.new_bias import add_bias_, unsaved_note
 from secateurs.compensation.result import CompensationResult
 from secateurs.errors import ApplyError, InvalidArgumentError, InvalidTypeError
 from secateurs.plans import Plan
@@ -34,7 +34,8 @@ def _check_pruned(model: nn.Module, c: Consumer) -> nn.Module:
     return module
 
 
-def _write(model: nn.Module, module: nn.Module, c: Consumer, fit: Fit, result: CompensationResult) -> None:
+def _write(model: nn.Module, module: nn.Module, c: Consumer, fit: Fit, result: CompensationResult,
+           unsaved: list[str]) -> None:
     w = module._parameters["weight"]
     assert w is not None  # checked by _check_pruned
     changed = False
@@ -46,7 +47,7 @@ def _write(model: nn.Module, module: nn.Module, c: Consumer, fit: Fit, result: C
     if fit.bias is not None:
         b = fit.bias if c.kept_out is None else fit.bias[c.kept_out]
         if module._parameters.get("bias") is None:
-            add_bias_(model, c.path, result.added_biases, result.config_flags, result.notes)
+            add_bias_(model, c.path, result.added_biases, result.config_flags, unsaved)
         old = module._parameters["bias"]
         assert old is not None
         module._parameters["bias"] = nn.Parameter(b.to(dtype=old.dtype, device=old.device),
@@ -80,6 +81,7 @@ def compensate(model: nn.Module, plan: Plan, statistics: ConsumerStatistics, *, 
     modules = [(c, _check_pruned(model, c)) for c in statistics.consumers]
     result = CompensationResult(name, [], notes=list(statistics.notes))
     undo = _snapshot(list(model.modules()))
+    unsaved: list[str] = []
     try:
         with torch.no_grad():
             for c, module in modules:
@@ -91,13 +93,16 @@ def compensate(model: nn.Module, plan: Plan, statistics: ConsumerStatistics, *, 
                     if t is not None and not bool(torch.isfinite(t).all()):
                         raise ApplyError(f"{c.path}: the {name} fit is not finite (degenerate calibration inputs?); "
                                          "raise ridge=")
-                _write(model, module, c, fit, result)
+                _write(model, module, c, fit, result, unsaved)
                 c.release()
     except Exception as exc:
         undo.restore()
         if isinstance(exc, ApplyError):
             raise ApplyError(f"{exc}; the model was restored unchanged") from exc
         raise ApplyError(f"compensation failed ({type(exc).__name__}: {exc}); the model was restored unchanged") from exc
+    note = unsaved_note(model, unsaved)
+    if note:
+        result.notes.append(note)
     _record(plan, result, float(ridge), add_bias, statistics.stats.n_batches)
     return result
 

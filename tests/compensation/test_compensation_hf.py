@@ -57,4 +57,5 @@ def test_new_bias_without_config_flag_is_reported() -> None:
     r = sc.prune(tiny.model, tiny.inputs, ratio=0.25, importance="wanda", calibration=calibration(tiny.inputs),
                  compensate="bias", ignore=["lm_head"])
     assert r.compensation is not None
-    assert any("from_pretrained would drop" in n and "down_proj" in n for n in r.compensation.notes)
+    assert any("from_pretrained would drop" in n and "mlp.down_proj" in n for n in r.compensation.notes)
+    assert len(r.compensation.notes) == 1  # one note for every such layer
