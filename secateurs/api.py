@@ -129,8 +129,9 @@ def prune(
         from secateurs.compensation.gather import check_request
         from secateurs.importance.registry import get_criterion
 
-        check_request(compensate, calibration)
-        if not getattr(get_criterion(importance), "needs_data", False):
+        needs_data = bool(getattr(get_criterion(importance), "needs_data", False))
+        check_request(compensate, calibration, read_twice=needs_data)
+        if not needs_data:
             calibration = None  # read by the compensation only: no "unused calibration" warning when planning
     analysis = _analyze(model, example_inputs)
     p = make_plan(model, analysis, ratio=ratio, importance=importance, ignore=ignore, round_to=round_to,

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from torch import nn
 
-from secateurs.calibration.collect import collect
+from secateurs.calibration.collect import CalibrationData, collect
 from secateurs.calibration.stats import Statistics
 from secateurs.compensation.config import Compensation, as_compensation
 from secateurs.compensation.consumers import Consumer, find_consumers
@@ -26,10 +27,16 @@ class ConsumerStatistics:
     notes: list[str] = field(default_factory=list)
 
 
-def check_request(spec: object, calibration: Any) -> Compensation:
-    """Fail early on a bad method name or missing/unsuitable calibration data."""
+def check_request(spec: object, calibration: Any, *, read_twice: bool = False) -> Compensation:
+    """Fail early on a bad method name or missing/unsuitable calibration data (``read_twice``: planning reads
+    the batches first, so a one-shot iterator would leave compensation none)."""
     request = as_compensation(spec)
     method = request.method
+    batches = calibration.batches if isinstance(calibration, CalibrationData) else calibration
+    if read_twice and isinstance(batches, Iterator):
+        raise InvalidArgumentError(
+            f"compensate={method!r} reads the calibration batches again after the data criterion has: pass a list "
+            "or a DataLoader, not a one-shot iterator or generator")
     if calibration is None:
         raise InvalidArgumentError(
             f"compensate={method!r} needs calibration data: pass calibration=<iterable of batches shaped like "

@@ -67,6 +67,8 @@ def test_missing_calibration_is_a_clear_error() -> None:
         sc.prune(model, data[0], ratio=0.5, compensate="lstsq")
     with pytest.raises(InvalidArgumentError, match="'bias', 'lstsq'"):
         sc.prune(model, data[0], ratio=0.5, compensate="obs", calibration=data)
+    with pytest.raises(InvalidArgumentError, match="one-shot iterator"):
+        sc.prune(model, data[0], ratio=0.5, importance="wanda", calibration=iter(data), compensate="bias")
     stats = collect(model, data)
     with pytest.raises(InvalidArgumentError, match="not precomputed Statistics"):
         sc.prune(model, data[0], ratio=0.5, importance="wanda", calibration=stats, compensate="bias")
