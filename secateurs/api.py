@@ -122,9 +122,10 @@ def prune(
     model and compared numerically, if the model's parameters take at most 2 GB (``"full"``: always;
     ``False``: no verification).
 
-    ``compensate="bias"|"lstsq"`` (or ``secateurs.compensation.Compensation(method, ridge=, add_bias=)``) refits the layers that read pruned channels from ``calibration`` batches
-    after verification (see ``docs/compensation.md``); ``report.compensation`` has the output error on
-    ``example_inputs`` relative to the unpruned model, before and after.
+    ``compensate="bias"|"lstsq"`` (or ``secateurs.compensation.Compensation(method, ridge=, add_bias=)``)
+    refits the layers that read pruned channels from ``calibration`` batches after verification (see
+    ``docs/compensation.md``); ``report.compensation`` has the output error on ``example_inputs``
+    relative to the unpruned model, before and after.
     """
     if check not in (True, False, "full"):
         raise InvalidArgumentError(f"check must be True, False or 'full', got {check!r}")
