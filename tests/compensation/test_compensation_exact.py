@@ -138,3 +138,22 @@ def test_lstsq_without_a_bias_fits_uncentred() -> None:
         assert float((m(data[0]) - ref).norm() / ref.norm()) < 1e-8
     assert m.b.bias is None and not result.added_biases
     assert plan.settings["compensation"]["method"] == "lstsq"
+
+
+class Conv1dPair(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv1d(3, 6, 3, padding="same")
+        self.b = nn.Conv1d(6, 4, 5, padding=2, stride=2, dilation=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(self.a(x))
+
+
+def test_lstsq_is_exact_for_conv1d_with_same_padding_and_stride() -> None:
+    torch.manual_seed(0)
+    m = Conv1dPair().double()
+    with torch.no_grad():
+        m.a.weight[2], m.a.bias[2] = m.a.weight[0] + 3 * m.a.weight[4], m.a.bias[0] + 3 * m.a.bias[4]
+    before, after = prune(m, batches((3, 3, 20)), (2,), "lstsq", ridge=1e-12, ratio=1 / 6)
+    assert before > 0.01 and after < 1e-8
