@@ -12,6 +12,7 @@ from secateurs.errors import SecateursError
 
 if TYPE_CHECKING:
     from secateurs.api import analyze, apply, count, plan, prune, verify
+    from secateurs.compensation import compensate
     from secateurs.io import load, save
     from secateurs.plans import Plan
     from secateurs.recovery import iterative_prune, recover, regularizers
@@ -22,10 +23,11 @@ _LAZY = {
     "prune": "secateurs.api", "count": "secateurs.api", "Plan": "secateurs.plans",
     "recover": "secateurs.recovery", "iterative_prune": "secateurs.recovery", "regularizers": "secateurs.recovery",
     "save": "secateurs.io", "load": "secateurs.io", "sparsify_2to4": "secateurs.sparsity",
+    "compensate": "secateurs.compensation",
 }
 
-__all__ = ["Plan", "SecateursError", "__version__", "analyze", "apply", "count", "iterative_prune", "load", "plan",
-           "prune", "recover", "regularizers", "save", "sparsify_2to4", "verify"]
+__all__ = ["Plan", "SecateursError", "__version__", "analyze", "apply", "compensate", "count", "iterative_prune", "load",
+           "plan", "prune", "recover", "regularizers", "save", "sparsify_2to4", "verify"]
 
 
 def __getattr__(name: str) -> Any:
