@@ -11,20 +11,25 @@ from secateurs._version import __version__
 from secateurs.errors import SecateursError
 
 if TYPE_CHECKING:
+    from secateurs.algorithms.latency import LatencyTarget
     from secateurs.api import analyze, apply, count, plan, prune, verify
+    from secateurs.family import plan_family
     from secateurs.io import load, save
     from secateurs.plans import Plan
     from secateurs.recovery import iterative_prune, recover, regularizers
+    from secateurs.sensitivity_scan import sensitivity
 
 _LAZY = {
     "analyze": "secateurs.api", "plan": "secateurs.api", "apply": "secateurs.api", "verify": "secateurs.api",
     "prune": "secateurs.api", "count": "secateurs.api", "Plan": "secateurs.plans",
     "recover": "secateurs.recovery", "iterative_prune": "secateurs.recovery", "regularizers": "secateurs.recovery",
     "save": "secateurs.io", "load": "secateurs.io",
+    "LatencyTarget": "secateurs.algorithms.latency", "sensitivity": "secateurs.sensitivity_scan",
+    "plan_family": "secateurs.family",
 }
 
-__all__ = ["Plan", "SecateursError", "__version__", "analyze", "apply", "count", "iterative_prune", "load", "plan",
-           "prune", "recover", "regularizers", "save", "verify"]
+__all__ = ["LatencyTarget", "Plan", "SecateursError", "__version__", "analyze", "apply", "count", "iterative_prune",
+           "load", "plan", "plan_family", "prune", "recover", "regularizers", "save", "sensitivity", "verify"]
 
 
 def __getattr__(name: str) -> Any:
