@@ -125,31 +125,44 @@ class _Prober:
 
 def search_latency(model: nn.Module, example_inputs: Any, target: LatencyTarget,
                    counts_at: Callable[[float], Counts], build: Callable[[Counts], Plan], start: float) -> Plan:
-    """The plan whose measured latency is within ``target.tolerance`` of ``target.fraction``, found by
-    bisection on the strength ``x`` in [0, 1] (``counts_at(x)``: units removed per group), from ``start``."""
+    """The plan whose measured latency is within ``target.tolerance`` of ``target.fraction``, found by a
+    bracketing search on the strength ``x`` in [0, 1] (``counts_at(x)``: units removed per group) from
+    ``start``: interpolation inside the bracket, and plain bisection every third step so that it converges
+    even when timings are noisy."""
     t, tol = target.fraction, target.tolerance
     with torch_threads(target.threads) as threads:
         probe = _Prober(model, example_inputs, target, counts_at, build)
-        lo, hi = 0.0, 1.0
+        lo, k_lo, hi, k_hi = 0.0, 1.0, 1.0, math.nan  # kept latency at the bracket ends (nan: not timed)
         x = min(max(start, 0.0), 1.0)
         for i in range(target.max_probes):
             p = probe(x)
             if abs(p.kept / t - 1.0) <= tol:
                 return _finish(p, probe, target, threads)
             if p.kept > t:
-                lo = x
-                if i == 0 and x < 1.0:  # check the strongest pruning once: is the target reachable at all?
+                lo, k_lo = x, p.kept
+                if math.isnan(k_hi) and x < 1.0:  # time the strongest pruning once: is the target reachable?
                     strongest = probe(1.0)
                     if abs(strongest.kept / t - 1.0) <= tol:
                         return _finish(strongest, probe, target, threads)
                     if strongest.kept > t:
                         raise _unreachable(target, probe, strongest=strongest)
+                    k_hi = strongest.kept
             else:
-                hi = x
-            x = (lo + hi) / 2
+                hi, k_hi = x, p.kept
+            x = _next_strength(lo, k_lo, hi, k_hi, t, bisect=i % 3 == 2)
             if _same_counts(counts_at, x, lo) or _same_counts(counts_at, x, hi):
                 break  # no plan between the two: the units are too coarse here
     raise _unreachable(target, probe)
+
+
+def _next_strength(lo: float, k_lo: float, hi: float, k_hi: float, t: float, bisect: bool) -> float:
+    """Linear interpolation of the kept latency between the bracket ends, kept inside the middle 80% of
+    the bracket; the midpoint when asked, or when the ends do not give a usable slope."""
+    if bisect or math.isnan(k_hi) or not k_lo > k_hi:
+        return (lo + hi) / 2
+    x = lo + (k_lo - t) / (k_lo - k_hi) * (hi - lo)
+    margin = 0.1 * (hi - lo)
+    return min(max(x, lo + margin), hi - margin)
 
 
 def _same_counts(counts_at: Callable[[float], Counts], a: float, b: float) -> bool:

@@ -125,3 +125,26 @@ def test_real_timing_keeps_its_contract() -> None:
         return
     assert abs(plan.settings["achieved"]["latency"] / 0.5 - 1) <= 0.10
     assert plan.settings["latency"]["timer"] == "wall_clock_ms" and plan.settings["latency"]["reference_ms"] > 0
+
+
+def test_nonlinear_timer_converges_by_interpolation_and_bisection() -> None:
+    """A latency far from proportional to the MACs: the MACs starting point misses, the bracket search lands."""
+    model, x = ConvBN(width=32).eval(), torch.randn(1, 3, 8, 8)
+    total = float(sum(p.numel() for p in model.parameters()))
+
+    def convex_timer(model, args, kwargs) -> float:
+        return 0.1 * total + (params_timer(model, args, kwargs) ** 2) / total
+
+    plan = sc.plan(model, x, latency=LatencyTarget(0.4, timer=convex_timer, repeats=1, max_probes=8))
+    assert plan.settings["achieved"]["latency"] == pytest.approx(0.4, rel=0.10)
+    assert 2 <= len(plan.settings["latency"]["probes"]) <= 8
+
+
+def test_next_strength_stays_inside_the_bracket() -> None:
+    from secateurs.algorithms.latency import _next_strength
+
+    assert _next_strength(0.0, 1.0, 1.0, 0.0, 0.5, bisect=False) == pytest.approx(0.5)
+    assert _next_strength(0.2, 0.9, 0.6, 0.1, 0.3, bisect=False) == pytest.approx(0.5)
+    assert _next_strength(0.2, 0.9, 0.6, 0.1, 0.899, bisect=False) == pytest.approx(0.24)  # clamped to 10% in
+    assert _next_strength(0.2, 0.9, 0.6, 0.1, 0.3, bisect=True) == pytest.approx(0.4)
+    assert _next_strength(0.0, 1.0, 1.0, float("nan"), 0.5, bisect=False) == pytest.approx(0.5)
