@@ -35,6 +35,7 @@ class _ScoredOnce:
         self.name = criterion_name(inner)
         self.needs_data = bool(getattr(inner, "needs_data", False))
         self.cache: dict[int, tuple[np.ndarray, list[str]]] = {}
+        self.stats: Any = None  # calibration statistics the first plan collected, reused by the others
 
     def __getattr__(self, attr: str) -> Any:  # needs_grads, grad_stats, normalize of the wrapped criterion
         if attr == "inner":
@@ -42,6 +43,8 @@ class _ScoredOnce:
         return getattr(self.inner, attr)
 
     def scores(self, group: Group, ctx: ScoringContext) -> np.ndarray:
+        if ctx.stats is not None:
+            self.stats = ctx.stats
         if group.id not in self.cache:
             before = len(ctx.notes)
             values = np.asarray(self.inner.scores(group, ctx), dtype=np.float64)
@@ -88,18 +91,18 @@ def plan_family(
     order given, from one scoring pass. Each smaller plan removes, in every group, a superset of the units
     a larger one removes. Other keywords (``ignore``, ``round_to``, ``min_keep``, ``max_ratio``,
     ``overrides``, ``normalize``, ``seed``) are those of ``sc.plan``; ``scope`` defaults to ``"global"``."""
-    from secateurs.planning import _statistics, make_plan
+    from secateurs.planning import make_plan
 
     metric, values = _targets(macs, params, ratio)
     if "latency" in plan_options:
         raise InvalidArgumentError("plan_family does not take latency targets yet: use macs=[...] and time the plans")
     analysis = analysis or analyze(model, example_inputs)
     criterion = _ScoredOnce(get_criterion(importance))
-    stats = _statistics(criterion, model, calibration, loss_fn) if criterion.needs_data else calibration
     order = sorted(range(len(values)), key=lambda i: _strength(metric, values[i]))
     plans: dict[int, Plan] = {}
     previous: Plan | None = None
     for i in order:
+        stats = criterion.stats if criterion.stats is not None else calibration  # collected once, by the first plan
         plan = make_plan(model, analysis, importance=criterion, scope=scope, calibration=stats, loss_fn=loss_fn,
                          example_inputs=example_inputs, **{metric: values[i]}, **plan_options)
         if previous is not None:

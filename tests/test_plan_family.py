@@ -66,6 +66,25 @@ def test_scores_are_computed_once_per_group() -> None:
     assert all(p.settings["importance"] == "counting" for p in plans)
 
 
+def test_calibration_is_collected_once(monkeypatch) -> None:
+    import secateurs.planning as planning
+
+    calls: list[int] = []
+    real = planning.collect
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(planning, "collect", counting)
+    model, x = ConvBN(width=16).eval(), torch.randn(1, 3, 8, 8)
+    batches = [torch.randn(4, 3, 8, 8) for _ in range(2)]
+    plans = sc.plan_family(model, x, macs=[0.75, 0.5], importance="activation", calibration=batches)
+    assert len(calls) == 1
+    assert_nested(plans)
+    assert all(p.settings["calibration"]["batches"] == 2 for p in plans)
+
+
 def test_heads_family_is_nested() -> None:
     model, x = MultiHeadAttention(dim=32, heads=8).eval(), torch.randn(1, 6, 32)
     plans = sc.plan_family(model, x, macs=[0.75, 0.5])
