@@ -23,6 +23,7 @@ class SensitivityRow:
     macs: float  # fraction of the model's MACs kept (cost model)
     params: float  # fraction of the model's parameters kept
     drop: float = 0.0  # metric lost against the unpruned model (positive = worse)
+    layers: str = ""  # modules producing the pruned units (conv/linear outputs)
 
 
 @dataclass
@@ -70,7 +71,7 @@ class SensitivityResult:
                 "rows": [asdict(r) for r in self.rows]}
 
     def to_markdown(self) -> str:
-        head = ["group", "kind", "units"] + [f"{r:g}" for r in self.ratios]
+        head = ["group", "layers", "kind", "units"] + [f"{r:g}" for r in self.ratios]
         lines = [f"Metric: {self.metric}; unpruned {self.baseline:.4g}. Cells: metric (drop) when only that group "
                  f"loses the given fraction of its units ({self.importance} ranking).", "",
                  "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -78,7 +79,7 @@ class SensitivityResult:
             curve = {r.ratio: r for r in self.curve(key)}
             first = next(iter(curve.values()))
             cells = [f"{curve[r].metric:.4g} ({curve[r].drop:+.3g})" if r in curve else "" for r in self.ratios]
-            lines.append("| " + " | ".join([f"`{first.name}`", first.kind, str(first.units), *cells]) + " |")
+            lines.append("| " + " | ".join([f"`{first.name}`", first.layers, first.kind, str(first.units), *cells]) + " |")
         return "\n".join(lines) + "\n"
 
     def plot(self, path: str | os.PathLike[str] | None = None) -> bytes:

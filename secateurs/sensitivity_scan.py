@@ -43,6 +43,20 @@ class _Target:
     name: str
     kind: str
     groups: list[Group]
+    layers: str = ""  # modules producing the pruned units, for people reading the table
+
+
+def _producers(analysis: Analysis, groups: list[Group], most: int = 3) -> str:
+    """Modules whose weight rows are the units (conv/linear outputs), else every module of the groups."""
+    out: list[str] = []
+    for g in groups:
+        for m in g.members:
+            path, _, attr = m.fqn.rpartition(".")
+            if attr == "weight" and m.dim == 0 and len(analysis.shapes.get(m.fqn, ())) >= 2 and path not in out:
+                out.append(path)
+    if not out:
+        out = sorted({p for g in groups for p in g.modules()})
+    return ", ".join(out[:most]) + (f" (+{len(out) - most})" if len(out) > most else "")
 
 
 def _flat_outputs(out: Any) -> torch.Tensor:
@@ -100,7 +114,7 @@ def _targets(analysis: Analysis, model: nn.Module, groups: Sequence[str] | str |
     eligible = prefer_finest([g for g in analysis.groups
                               if g.kind in DEFAULT_KINDS and not group_is_ignored(g, spec, model)])
     if groups is None:
-        return [_Target(GROUP_KEY + g.name, g.name, g.kind, [g]) for g in eligible]
+        return [_Target(GROUP_KEY + g.name, g.name, g.kind, [g], _producers(analysis, [g])) for g in eligible]
     patterns = [groups] if isinstance(groups, str) else list(groups)
     out = []
     for pattern in patterns:
@@ -111,7 +125,7 @@ def _targets(analysis: Analysis, model: nn.Module, groups: Sequence[str] | str |
             raise InvalidArgumentError(f"groups pattern {pattern!r} matches no prunable group of {type(model).__name__}; "
                                        "sc.analyze(model, x).summary() lists the groups and their modules")
         kinds = sorted({g.kind for g in members})
-        out.append(_Target(pattern, pattern, "+".join(kinds), members))
+        out.append(_Target(pattern, pattern, "+".join(kinds), members, _producers(analysis, members)))
     return out
 
 
@@ -184,7 +198,7 @@ def _evaluate(model: nn.Module, analysis: Analysis, target: _Target, ratio: floa
         del pruned
     units = sum(g.n_units for g in target.groups)
     return SensitivityRow(target.key, target.name, target.kind, units, ratio, n_removed, value,
-                          kept["macs"], kept["params"])
+                          kept["macs"], kept["params"], layers=target.layers)
 
 
 def _progress(items: list[_Target], enabled: bool) -> Iterable[_Target]:

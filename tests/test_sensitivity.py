@@ -65,7 +65,8 @@ def test_table_dict_and_plot(tmp_path) -> None:
     result = sc.sensitivity(model, x, ratios=[0.5, 0.25], progress=False)
     assert result.ratios == [0.25, 0.5]
     md = result.to_markdown()
-    assert "| group | kind | units | 0.25 | 0.5 |" in md and "`bn1.bias[dim 0]`" in md
+    assert "| group | layers | kind | units | 0.25 | 0.5 |" in md and "`bn1.bias[dim 0]`" in md
+    assert "| `bn1.bias[dim 0]` | conv1 | channels | 8 |" in md
     assert json.loads(json.dumps(result.to_dict()))["rows"][0]["key"].startswith("group:")
     png = result.plot(tmp_path / "s.png")
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and (tmp_path / "s.png").read_bytes() == png

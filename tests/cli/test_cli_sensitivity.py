@@ -23,7 +23,7 @@ def test_sensitivity_writes_table_plot_and_overrides(tmp_path, run_json):
     assert overrides == doc["overrides"] and all(k.startswith("group:") for k in overrides)
     assert all(v in (0.0, 0.25, 0.5) for v in overrides.values())
     assert (out / "sensitivity.png").read_bytes()[:4] == b"\x89PNG"
-    assert "| group | kind | units | 0.25 | 0.5 |" in (out / "sensitivity.md").read_text()
+    assert "| group | layers | kind | units | 0.25 | 0.5 |" in (out / "sensitivity.md").read_text()
 
 
 def test_sensitivity_text_output_says_what_the_metric_is(tmp_path, capsys):
