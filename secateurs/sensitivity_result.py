@@ -6,7 +6,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from secateurs.errors import InvalidArgumentError
+from secateurs.errors import FileFormatError, InvalidArgumentError
 
 _MAX_LEGEND = 12
 
@@ -24,6 +24,9 @@ class SensitivityRow:
     params: float  # fraction of the model's parameters kept
     drop: float = 0.0  # metric lost against the unpruned model (positive = worse)
     layers: str = ""  # modules producing the pruned units (conv/linear outputs)
+
+
+_ROW_FIELDS = set(SensitivityRow.__dataclass_fields__)
 
 
 @dataclass
@@ -70,6 +73,16 @@ class SensitivityResult:
                 "higher_is_better": self.higher_is_better, "importance": self.importance,
                 "rows": [asdict(r) for r in self.rows]}
 
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> SensitivityResult:
+        """The inverse of ``to_dict`` (e.g. ``sensitivity.json`` written by ``secateurs sensitivity``)."""
+        try:
+            rows = [SensitivityRow(**{k: v for k, v in r.items() if k in _ROW_FIELDS}) for r in d["rows"]]
+            return SensitivityResult(float(d["baseline"]), [float(r) for r in d["ratios"]], rows, str(d["metric"]),
+                                     bool(d.get("higher_is_better", True)), str(d.get("importance", "")))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise FileFormatError(f"not a sensitivity result: {exc}") from exc
+
     def to_markdown(self) -> str:
         head = ["group", "layers", "kind", "units"] + [f"{r:g}" for r in self.ratios]
         lines = [f"Metric: {self.metric}; unpruned {self.baseline:.4g}. Cells: metric (drop) when only that group "
@@ -91,13 +104,15 @@ class SensitivityResult:
         fig, ax = plt.subplots(figsize=(7.5, 4.5))
         worst = sorted(self.keys(), key=lambda k: -max(r.drop for r in self.curve(k)))
         labelled = set(worst[:_MAX_LEGEND])
-        for key in self.keys():
+        cmap = plt.get_cmap("tab20" if len(self.keys()) > 10 else "tab10")
+        for i, key in enumerate(self.keys()):
             curve = self.curve(key)
+            label = curve[0].layers or curve[0].name
             ax.plot([0.0] + [r.ratio for r in curve], [self.baseline] + [r.metric for r in curve],
-                    marker="o", ms=3, lw=1.2 if key in labelled else 0.6, alpha=1.0 if key in labelled else 0.35,
-                    label=curve[0].name if key in labelled else None)
+                    marker="o", ms=3, color=cmap(i % cmap.N), lw=1.2 if key in labelled else 0.6, alpha=1.0 if key in labelled else 0.35,
+                    label=label if key in labelled else None)
         ax.set_xlabel("fraction of the group's units removed (alone)")
-        ax.set_ylabel("metric")
+        ax.set_ylabel("output cosine similarity" if self.metric.startswith("cosine similarity") else self.metric[:40])
         ax.set_title(f"Sensitivity ({self.importance} ranking)")
         ax.grid(alpha=0.3)
         if labelled:

@@ -10,6 +10,7 @@ import torch
 
 import secateurs as sc
 from secateurs.errors import InvalidArgumentError
+from secateurs.sensitivity_result import SensitivityResult
 from secateurs.sensitivity_scan import output_fidelity
 from secateurs.testing.models import TinyResNet
 from secateurs.testing.toys import ConvBN, DeepMLP
@@ -67,7 +68,10 @@ def test_table_dict_and_plot(tmp_path) -> None:
     md = result.to_markdown()
     assert "| group | layers | kind | units | 0.25 | 0.5 |" in md and "`bn1.bias[dim 0]`" in md
     assert "| `bn1.bias[dim 0]` | conv1 | channels | 8 |" in md
-    assert json.loads(json.dumps(result.to_dict()))["rows"][0]["key"].startswith("group:")
+    doc = json.loads(json.dumps(result.to_dict()))
+    assert doc["rows"][0]["key"].startswith("group:")
+    again = SensitivityResult.from_dict(doc)
+    assert again.to_markdown() == md and again.overrides(0.01) == result.overrides(0.01)
     png = result.plot(tmp_path / "s.png")
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and (tmp_path / "s.png").read_bytes() == png
 
