@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import random
 import statistics
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -36,15 +37,19 @@ def wall_clock_ms(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any
 
 def interleaved_medians(models: Sequence[nn.Module], args: tuple[Any, ...], kwargs: dict[str, Any], timer: Timer,
                         repeats: int, warmup: int) -> list[float]:
-    """Median time of each model over ``repeats`` rounds; every round times each model once, in turn, so a
-    slow moment of a shared machine affects all of them alike."""
+    """Median time of each model over ``repeats`` rounds; every round times each model once, so a slow
+    moment of a shared machine affects all of them alike. The order within a round is shuffled (seeded), so
+    a periodic disturbance (time slices of a busy machine) cannot keep hitting the same model."""
     for m in models:
         for _ in range(warmup):
             timer(m, args, kwargs)
     times: list[list[float]] = [[] for _ in models]
+    rng = random.Random(0)
+    order = list(range(len(models)))
     for _ in range(max(1, repeats)):
-        for i, m in enumerate(models):
-            times[i].append(float(timer(m, args, kwargs)))
+        rng.shuffle(order)
+        for i in order:
+            times[i].append(float(timer(models[i], args, kwargs)))
     return [statistics.median(t) for t in times]
 
 

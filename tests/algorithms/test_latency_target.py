@@ -58,9 +58,9 @@ def test_interleaved_timing_and_batch_setting() -> None:
     plan = sc.plan(model, x, latency=LatencyTarget(0.6, timer=timer, repeats=2, warmup=1, batch=5))
     assert {b for b, _ in seen} == {5} and plan.settings["latency"]["batch"] == 5
     full = sum(p.numel() for p in model.parameters())
-    first_probe = [n for _, n in seen[:6]]  # warmup ref, warmup pruned, then (ref, pruned) x 2 interleaved
+    first_probe = [n for _, n in seen[:6]]  # warmup ref, warmup pruned, then 2 rounds timing each once
     assert first_probe[0] == full and first_probe[1] < full
-    assert first_probe[2:] == [full, first_probe[1], full, first_probe[1]]
+    assert sorted(first_probe[2:4]) == sorted(first_probe[4:6]) == [first_probe[1], full]
 
 
 def test_meta_model_is_timed_with_random_weights() -> None:
