@@ -81,9 +81,13 @@ def apply(model: nn.Module, plan: Plan) -> nn.Module:
     return apply_plan(model, plan)
 
 
-def verify(reference: nn.Module, pruned: nn.Module, plan: Plan, example_inputs: ExampleInputs, *,
-           tolerance: float | None = None, reexport: bool = True):
-    """Compare ``pruned`` with the unpruned ``reference`` whose removed units are zeroed in place (and restored)."""
+def verify(reference: nn.Module | Mapping[str, Any], pruned: nn.Module, plan: Plan, example_inputs: ExampleInputs,
+           *, tolerance: float | None = None, reexport: bool = True) -> VerifyResult:
+    """Compare ``pruned`` with the unpruned ``reference`` whose removed units are zeroed in place (and restored).
+
+    ``reference`` is the unpruned module or its state dict taken before pruning (cloned), e.g.
+    ``before = {k: v.clone() for k, v in model.state_dict().items()}``; ``sc.verify(before, model, plan, x)``.
+    """
     from secateurs.verification import verify as _verify
 
     return _verify(reference, pruned, plan, example_inputs, tolerance=tolerance, reexport=reexport)

@@ -31,6 +31,8 @@ from secateurs.algorithms.select import (
     IgnoreSpec,
     Limits,
     group_is_ignored,
+    ratio_for,
+    ratio_key,
     resolve_ratio,
     select_lowest,
 )
@@ -64,12 +66,14 @@ def build_plan(analysis: Analysis, removed: dict[int, np.ndarray], settings: dic
         for fqn, dim in st.class_params.get(c, []):
             keep.setdefault(fqn, {})[dim] = kept
     hints: dict[str, dict[str, Any]] = {}
+    hints_before: dict[str, dict[str, Any]] = {}
     for path, name, spaces in st.coupled.rel.hints:
         classes = [int(st.space_class[s]) for s in spaces]
         new = [int(st.class_size[c]) - len(removed_by_class.get(c, ())) for c in classes]
         old = [int(st.class_size[c]) for c in classes]
         if new != old:
             hints.setdefault(path, {})[name] = new[0] if len(new) == 1 else new
+            hints_before.setdefault(path, {})[name] = old[0] if len(old) == 1 else old
     records = [
         GroupRecord(g.id, g.kind, g.name, [(m.fqn, m.dim) for m in g.members], g.n_units, g.unit_size,
                     [int(u) for u in removed.get(g.id, np.zeros(0, dtype=np.int64))], g.exact,
@@ -77,7 +81,7 @@ def build_plan(analysis: Analysis, removed: dict[int, np.ndarray], settings: dic
         for g in analysis.groups
     ]
     shapes = {k: list(v) for k, v in analysis.shapes.items()}
-    return Plan(analysis.fingerprint, shapes, keep, hints, records, settings, __version__)
+    return Plan(analysis.fingerprint, shapes, keep, hints, records, settings, __version__, hints_before=hints_before)
 
 
 @dataclass
@@ -202,8 +206,10 @@ def make_plan(
         )
     candidates = [g for g in analysis.groups if not group_is_ignored(g, req.ignore, model)]
     fixed_ratio = {g.id: r for g in candidates if (r := override_for(g, req.overrides)) is not None}
-    kinds = DEFAULT_KINDS if req.targets else tuple(k for k, r in req.ratios.items() if r > 0)
-    free = prefer_finest([g for g in candidates if g.kind in kinds and g.id not in fixed_ratio])
+    if req.targets:
+        free = prefer_finest([g for g in candidates if g.kind in DEFAULT_KINDS and g.id not in fixed_ratio])
+    else:
+        free = prefer_finest([g for g in candidates if ratio_for(g, req.ratios) > 0 and g.id not in fixed_ratio])
     fixed = [g for g in candidates if fixed_ratio.get(g.id, 0.0) > 0]
     stats = _statistics(criterion, model, calibration, loss_fn) if free or fixed else None
     ctx = ScoringContext(model, tensors, seed, stats=stats)
@@ -227,9 +233,10 @@ def make_plan(
 
     if not req.targets:
         if req.scope == "global":
-            counts = global_counts(free, scores, req.normalize, req.limits, {k: req.ratios[k] for k in kinds})
+            counts = global_counts(free, scores, req.normalize, req.limits, req.ratios,
+                                   key=lambda g: ratio_key(g, req.ratios))
         else:
-            counts = local_counts(free, lambda g: req.ratios[g.kind], req.limits)
+            counts = local_counts(free, lambda g: ratio_for(g, req.ratios), req.limits)
         return finish(counts)
     if lat is not None:
         return _plan_for_latency(model, analysis, req, free, scores, fixed_counts, finish, example_inputs, lat)

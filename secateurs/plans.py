@@ -35,6 +35,7 @@ class Plan:
     settings: dict[str, Any] = field(default_factory=dict)
     version: str = __version__
     format: int = FORMAT
+    hints_before: dict[str, dict[str, Any]] = field(default_factory=dict)  # module path -> argument -> old value
 
     @property
     def exact(self) -> bool:
@@ -79,6 +80,7 @@ class Plan:
                 shapes={k: [int(s) for s in v] for k, v in d["shapes"].items()},
                 keep=keep,
                 hints=dict(d.get("hints", {})),
+                hints_before=dict(d.get("hints_before", {})),
                 groups=groups,
                 settings=dict(d.get("settings", {})),
                 version=str(d.get("version", "")),

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.utils._pytree import tree_leaves
 
-from secateurs.errors import VerificationError
+from secateurs.errors import InvalidTypeError, VerificationError
 from secateurs.graph.capture import ExampleInputs, eval_mode, export_model, normalize_inputs
 from secateurs.plans import Plan
 
@@ -127,9 +127,20 @@ def default_tolerance(outputs: list[torch.Tensor]) -> float:
     return max((_TOLERANCE.get(d, 1e-4) for d in dtypes), default=1e-4)
 
 
-def verify(reference: nn.Module, pruned: nn.Module, plan: Plan, example_inputs: ExampleInputs, *,
-           tolerance: float | None = None, reexport: bool = True) -> VerifyResult:
-    """Compare ``pruned`` with the unpruned ``reference`` model masked by ``plan``."""
+def verify(reference: nn.Module | Mapping[str, torch.Tensor], pruned: nn.Module, plan: Plan,
+           example_inputs: ExampleInputs, *, tolerance: float | None = None, reexport: bool = True) -> VerifyResult:
+    """Compare ``pruned`` with the unpruned ``reference`` model masked by ``plan``.
+
+    ``reference`` is the unpruned module, or the state dict it had before pruning (the unpruned model is then
+    rebuilt from ``pruned``, ``plan`` and that state dict).
+    """
+    if isinstance(reference, Mapping):
+        from secateurs.surgery.restore import rebuild_original
+
+        reference = rebuild_original(pruned, plan, reference)
+    elif not isinstance(reference, nn.Module):
+        raise InvalidTypeError(f"reference must be the unpruned nn.Module or its state dict (taken before pruning), "
+                               f"got {type(reference).__name__}")
     return compare(masked_outputs(reference, plan, example_inputs), pruned, plan, example_inputs,
                    tolerance=tolerance, reexport=reexport)
 

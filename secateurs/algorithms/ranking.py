@@ -58,11 +58,12 @@ class GlobalPool:
 
 
 def global_counts(groups: list[Group], scores: Mapping[int, np.ndarray], how: str, limits: Limits,
-                  ratios: Mapping[str, float]) -> Counts:
-    """Remove ``ratios[kind]`` of all units of each kind, wherever they rank lowest."""
+                  ratios: Mapping[str, float], key: Callable[[Group], str] | None = None) -> Counts:
+    """Remove ``ratios[kind]`` of all units of each kind (``key(group)``, the group's kind by default), wherever
+    they rank lowest."""
     counts: Counts = {}
     for kind, r in ratios.items():
-        members = [g for g in groups if g.kind == kind]
+        members = [g for g in groups if (key(g) if key is not None else g.kind) == kind]
         pool = GlobalPool(members, scores, how, limits)
         counts.update(pool.counts(math.floor(r * pool.total_units + 1e-9)))
     return counts

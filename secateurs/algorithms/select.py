@@ -14,7 +14,25 @@ from secateurs.errors import InvalidArgumentError, InvalidTypeError
 from secateurs.graph.groups import Group
 
 DEFAULT_KINDS = ("channels", "heads")
-KINDS = ("channels", "heads", "query_heads", "head_dim")
+#: channel groups split by role: ``hidden`` = on a residual stream (summed with another activation; in a
+#: transformer the hidden size through embeddings, norms and every block), ``ffn`` = every other channels group
+#: (FFN intermediate neurons; inside-block channels of a CNN). ``channels`` covers both.
+CHANNEL_ROLES = ("ffn", "hidden")
+KINDS = ("channels", "heads", "query_heads", "head_dim", *CHANNEL_ROLES)
+
+
+def ratio_key(group: Group, ratios: Mapping[str, float]) -> str:
+    """The key of ``ratios`` that applies to ``group``: its kind, or for channels its role when that is given."""
+    if group.kind != "channels":
+        return group.kind
+    if "heads" in group.tags and "heads" in ratios:  # whole key/value groups of grouped-query attention
+        return "heads"
+    role = "hidden" if "residual" in group.tags else "ffn"
+    return role if role in ratios else "channels"
+
+
+def ratio_for(group: Group, ratios: Mapping[str, float]) -> float:
+    return float(ratios.get(ratio_key(group, ratios), 0.0))
 
 
 def resolve_ratio(ratio: float | Mapping[str, float]) -> dict[str, float]:

@@ -9,6 +9,7 @@ from secateurs.graph.capture import Captured, OpNode, Ref
 from secateurs.graph.context import RuleContext
 from secateurs.graph.meta import tensor_shape
 from secateurs.graph.relations import Relations
+from secateurs.graph.residual import tag_residual_streams
 
 
 @dataclass
@@ -73,6 +74,7 @@ def couple(captured: Captured) -> CoupledGraph:
                     rel.frozen.setdefault(s, []).append(f"'{captured.state_inputs[node.name]}' is not used by forward()")
             continue
         _apply_rule(graph, node, users)
+    tag_residual_streams(graph)
     for out in captured.outputs:
         if isinstance(out, Ref):
             for s in spaces.get(out.name, [[]])[0]:
