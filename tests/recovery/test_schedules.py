@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import mlp
+from torch import nn
 
 import secateurs as sc
 from secateurs.errors import InvalidArgumentError
 from secateurs.recovery import cosine_schedule, geometric_schedule, linear_schedule
+
+
+def mlp(width: int = 16) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(6, width), nn.ReLU(), nn.Linear(width, 3))
 
 
 def test_cosine_schedule_is_a_half_cosine_ramp() -> None:
