@@ -100,3 +100,11 @@ def test_bad_arguments() -> None:
 def test_output_fidelity_is_one_for_the_same_model() -> None:
     model, x = DeepMLP().eval(), torch.randn(2, 8)
     assert output_fidelity(model, x)(copy.deepcopy(model)) == pytest.approx(1.0)
+
+
+def test_group_keys_in_overrides_name_one_group_exactly() -> None:
+    model, x = DeepMLP().eval(), torch.randn(2, 8)
+    plan = sc.plan(model, x, ratio=0.0, overrides={"group:fc2.bias[dim 0]": 0.5})
+    assert {g.name: len(g.removed) for g in plan.groups} == {"fc1.bias[dim 0]": 0, "fc2.bias[dim 0]": 8}
+    with pytest.warns(UserWarning, match="names no parameter"):
+        sc.plan(model, x, ratio=0.0, overrides={"group:nothing.weight[dim 0]": 0.5})
