@@ -87,19 +87,30 @@ class Probe:
     plan: Plan
 
 
+@dataclass
 class _Prober:
     """Times the plan of a strength against the unpruned model; identical removal counts are timed once."""
 
-    def __init__(self, model: nn.Module, example_inputs: Any, target: LatencyTarget,
-                 counts_at: Callable[[float], Counts], build: Callable[[Counts], Plan]):
-        self.model, self.target, self.counts_at, self.build = model, target, counts_at, build
-        self.device = torch.device(target.device) if target.device else model_device(model)
-        inputs = real_inputs(example_inputs, self.device, target.batch)
-        self.args, self.kwargs = normalize_inputs(inputs)
-        self.timer = target.timer or wall_clock_ms
-        self.reference = runnable_copy(model, None, self.device)
-        self.cache: dict[tuple[tuple[int, int], ...], Probe] = {}
-        self.probes: list[Probe] = []
+    model: nn.Module
+    target: LatencyTarget
+    counts_at: Callable[[float], Counts]
+    build: Callable[[Counts], Plan]
+    device: torch.device
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    timer: Timer
+    reference: nn.Module
+    cache: dict[tuple[tuple[int, int], ...], Probe] = field(default_factory=dict)
+    probes: list[Probe] = field(default_factory=list)
+
+    @staticmethod
+    def start(model: nn.Module, example_inputs: Any, target: LatencyTarget, counts_at: Callable[[float], Counts],
+              build: Callable[[Counts], Plan]) -> _Prober:
+        """Real inputs and a runnable unpruned copy on the timing device."""
+        device = torch.device(target.device) if target.device else model_device(model)
+        args, kwargs = normalize_inputs(real_inputs(example_inputs, device, target.batch))
+        return _Prober(model, target, counts_at, build, device, args, kwargs, target.timer or wall_clock_ms,
+                       runnable_copy(model, None, device))
 
     def __call__(self, x: float) -> Probe:
         counts = self.counts_at(x)
@@ -131,7 +142,7 @@ def search_latency(model: nn.Module, example_inputs: Any, target: LatencyTarget,
     even when timings are noisy."""
     t, tol = target.fraction, target.tolerance
     with torch_threads(target.threads) as threads:
-        probe = _Prober(model, example_inputs, target, counts_at, build)
+        probe = _Prober.start(model, example_inputs, target, counts_at, build)
         lo, k_lo, hi, k_hi = 0.0, 1.0, 1.0, math.nan  # kept latency at the bracket ends (nan: not timed)
         x = min(max(start, 0.0), 1.0)
         for i in range(target.max_probes):
