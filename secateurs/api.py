@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from torch import nn
 
+from secateurs.algorithms.latency import LatencyTarget
 from secateurs.calibration.collect import LossFn
 from secateurs.counting import graph_macs, param_count
 from secateurs.errors import ApplyError, InvalidArgumentError, VerificationError
@@ -57,6 +58,7 @@ def plan(
     max_ratio: float | None = None,
     calibration: Any = None,
     loss_fn: LossFn | None = None,
+    latency: float | LatencyTarget | None = None,
 ) -> Plan:
     """Decide what to remove; the model is not changed.
 
@@ -66,13 +68,15 @@ def plan(
     data criteria read ``calibration`` batches shaped like ``example_inputs`` and, for gradients,
     ``loss_fn(output, batch)``. ``overrides={"pattern": ratio}`` fixes the ratio of matching modules,
     ``max_ratio`` caps the fraction of any group removed, ``normalize`` picks the per-group score
-    normalisation of global ranking (mean by default).
+    normalisation of global ranking (mean by default). ``latency=0.5`` (or a ``LatencyTarget`` with timing
+    settings) asks for the fraction of MEASURED latency kept on the current device, met within ±10% by
+    bisection on timed pruned copies; ``plan.settings["achieved"]`` and ``["latency"]`` record the result.
     """
     analysis = analysis or _analyze(model, example_inputs)
     return make_plan(model, analysis, ratio=ratio, importance=importance, ignore=ignore, round_to=round_to,
                      min_keep=min_keep, seed=seed, scope=scope, normalize=normalize, macs=macs, params=params,
                      overrides=overrides, max_ratio=max_ratio, calibration=calibration, loss_fn=loss_fn,
-                     example_inputs=example_inputs)
+                     example_inputs=example_inputs, latency=latency)
 
 
 def apply(model: nn.Module, plan: Plan) -> nn.Module:
@@ -113,6 +117,7 @@ def prune(
     calibration: Any = None,
     loss_fn: LossFn | None = None,
     compensate: str | Compensation | None = None,
+    latency: float | LatencyTarget | None = None,
 ) -> PruneReport:
     """Plan, apply and verify in one call (arguments as in ``plan``). On a failed verification the model is
     restored and an error raised.
@@ -142,7 +147,7 @@ def prune(
     p = make_plan(model, analysis, ratio=ratio, importance=importance, ignore=ignore, round_to=round_to,
                   min_keep=min_keep, seed=seed, scope=scope, normalize=normalize, macs=macs, params=params,
                   overrides=overrides, max_ratio=max_ratio, calibration=calibration, loss_fn=loss_fn,
-                  example_inputs=example_inputs)
+                  example_inputs=example_inputs, latency=latency)
     macs_before, params_before = graph_macs(analysis.coupled.captured), param_count(model)
     can_run = has_weights(model)
     subset_result = _exact_subset(model, analysis, p, example_inputs, check, tolerance) if check and can_run else None

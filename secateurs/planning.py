@@ -14,6 +14,7 @@ import torch
 
 from secateurs._version import __version__
 from secateurs.algorithms.cost import CostModel
+from secateurs.algorithms.latency import LatencyTarget, as_latency_target, search_latency
 from secateurs.algorithms.normalize import check_normalize
 from secateurs.algorithms.overlap import prefer_finest
 from secateurs.algorithms.overrides import override_for, parse_overrides
@@ -198,10 +199,12 @@ def make_plan(
     calibration: Any = None,
     loss_fn: LossFn | None = None,
     example_inputs: Any = None,
+    latency: float | LatencyTarget | None = None,
 ) -> Plan:
     criterion = get_criterion(importance)
     req = _check_args(model, criterion, ratio, scope, normalize, macs, params, overrides, max_ratio, round_to,
                       min_keep, ignore)
+    lat = _latency_request(req, latency, ratio)
     tensors = dict(model.state_dict(keep_vars=True))
     name = criterion_name(criterion)
     if name != "random" and any(t.is_meta for t in tensors.values()):
@@ -243,6 +246,8 @@ def make_plan(
         else:
             counts = local_counts(free, lambda g: ratio_for(g, req.ratios), req.limits)
         return finish(counts)
+    if lat is not None:
+        return _plan_for_latency(model, analysis, req, free, scores, fixed_counts, finish, example_inputs, lat)
     return _plan_for_targets(model, analysis, req, free, scores, fixed_counts, finish, example_inputs)
 
 
@@ -253,14 +258,7 @@ def _plan_for_targets(model: torch.nn.Module, analysis: Analysis, req: _Request,
     targets, then measure the pruned copy with ``count`` and correct the targets if the model was off."""
     cost = CostModel(analysis, model)
     groups = free + [g for g in analysis.groups if g.id in fixed_counts]
-    if req.scope == "global":
-        pool = GlobalPool(free, scores, req.normalize, req.limits)
-
-        def counts_at(x: float) -> Counts:
-            return pool.counts(int(round(x * pool.size)))
-    else:
-        def counts_at(x: float) -> Counts:
-            return local_counts(free, lambda g: x, req.limits)
+    counts_at = _strength_counts(req, free, scores)
 
     def kept(counts: Counts) -> dict[str, float]:
         return cost.kept({**counts, **fixed_counts}, groups)
@@ -285,6 +283,50 @@ def _plan_for_targets(model: torch.nn.Module, analysis: Analysis, req: _Request,
         f"targets {req.targets} cannot be met within ±{TOLERANCE:.0%}: the nearest plans keep {near}. The units "
         "are too coarse here (whole heads, round_to, small groups); ask for one of those values, or lower round_to"
     )
+
+
+def _strength_counts(req: _Request, free: list[Group], scores: dict[int, np.ndarray]) -> Callable[[float], Counts]:
+    """Removal counts as a function of one strength x in [0, 1]: the fraction of the global pool removed
+    (scope='global'), or a uniform ratio (scope='local')."""
+    if req.scope == "global":
+        pool = GlobalPool(free, scores, req.normalize, req.limits)
+        return lambda x: pool.counts(int(round(x * pool.size)))
+    return lambda x: local_counts(free, lambda g: x, req.limits)
+
+
+def _latency_request(req: _Request, latency: Any, ratio: Any) -> LatencyTarget | None:
+    """Validate ``latency=`` and record it as a target (it sets the ratios, like macs=/params=)."""
+    lat = as_latency_target(latency)
+    if lat is None:
+        return None
+    if req.targets or ratio is not None:
+        raise InvalidArgumentError("latency= sets the ratios itself: pass it without ratio=, macs= or params=")
+    req.targets = {"latency": lat.fraction}
+    req.ratios = dict.fromkeys(DEFAULT_KINDS, 0.0)
+    return lat
+
+
+def _plan_for_latency(model: torch.nn.Module, analysis: Analysis, req: _Request, free: list[Group],
+                      scores: dict[int, np.ndarray], fixed_counts: Counts, finish: Callable[[Counts], Plan],
+                      example_inputs: Any, lat: LatencyTarget) -> Plan:
+    """Start at the strength keeping ``lat.fraction`` of the MACs, then bisect on measured latency."""
+    if example_inputs is None:
+        raise InvalidArgumentError("latency= needs example_inputs: candidates are timed on them")
+    cost = CostModel(analysis, model)
+    groups = free + [g for g in analysis.groups if g.id in fixed_counts]
+    counts_at = _strength_counts(req, free, scores)
+
+    def kept(counts: Counts) -> dict[str, float]:
+        return cost.kept({**counts, **fixed_counts}, groups)
+
+    try:
+        start, _ = solve_targets(counts_at, kept, {"macs": lat.fraction})
+    except TargetUnreachableError:
+        start = 1.0
+    plan = search_latency(model, example_inputs, lat, counts_at, finish, start)
+    plan.settings["estimated"] = kept(counts_at(plan.settings["strength"]))
+    plan.settings["achieved"].update(measure_kept(model, plan, example_inputs))
+    return plan
 
 
 def _within(achieved: dict[str, float], targets: dict[str, float]) -> bool:

@@ -21,6 +21,23 @@ def _fmt(n: float) -> str:
     return f"{n:.0f}"
 
 
+def _target_lines(settings: dict[str, Any]) -> list[str]:
+    """One line per requested budget with the value achieved (latency: measured, with its settings)."""
+    targets, achieved = settings.get("targets") or {}, settings.get("achieved") or {}
+    lines = []
+    for metric, target in targets.items():
+        if metric not in achieved:
+            continue
+        line = f"target {metric}={target:g}: achieved {achieved[metric]:.3f}"
+        lat = settings.get("latency") if metric == "latency" else None
+        if lat:
+            unit = " ms" if lat.get("timer") == "wall_clock_ms" else f" ({lat.get('timer')} units)"
+            line += (f" ({lat['reference_ms']:.3g} -> {lat['pruned_ms']:.3g}{unit} per forward, {lat['device']}, "
+                     f"{lat['threads']} thread(s), batch {lat['batch']}, median of {lat['repeats']})")
+        lines.append(line)
+    return lines
+
+
 @dataclass
 class PruneReport:
     model: nn.Module = field(repr=False)
@@ -61,6 +78,7 @@ class PruneReport:
             f"groups pruned: {sum(1 for g in self.plan.groups if g.removed)} of {len(self.plan.groups)}, "
             f"units removed: {self.plan.removed_units()}",
         ]
+        lines.extend(_target_lines(self.plan.settings))
         if self.verification is not None:
             lines.append(self.verification.message)
         if self.compensation is not None:

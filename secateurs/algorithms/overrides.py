@@ -1,4 +1,9 @@
-"""Per-module ratio overrides: ``{"layer3.*": 0.7, "fc": 0.0}`` (glob or module path prefix)."""
+"""Per-module ratio overrides: ``{"layer3.*": 0.7, "fc": 0.0}`` (glob or module path prefix).
+
+A key ``"group:NAME"`` names one group exactly by its name (``"conv1.weight[dim 0]"``, as listed by
+``analyze().summary()`` and by sensitivity analysis), for per-group ratios that module patterns cannot
+express (a conv belongs to the group of its outputs and to the group of its inputs).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,8 @@ from secateurs.algorithms.select import IgnoreSpec
 from secateurs.errors import InvalidArgumentError, InvalidTypeError
 from secateurs.graph.groups import Group
 
+GROUP_KEY = "group:"
+
 
 def parse_overrides(overrides: Mapping[str, float] | None, model: nn.Module) -> dict[str, float]:
     if overrides is None:
@@ -19,21 +26,29 @@ def parse_overrides(overrides: Mapping[str, float] | None, model: nn.Module) -> 
         raise InvalidTypeError(f"overrides must be a dict of module pattern -> ratio, got {type(overrides).__name__}")
     out: dict[str, float] = {}
     paths = [n for n, _ in model.named_modules()]
+    params = {n for n, _ in model.named_parameters()} | {n for n, _ in model.named_buffers()}
     for pattern, r in overrides.items():
         if not isinstance(pattern, str):
             raise InvalidTypeError(f"overrides keys must be module names or glob patterns, got {pattern!r}")
         if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0.0 <= float(r) < 1.0:
             raise InvalidArgumentError(f"overrides[{pattern!r}] must be a ratio in [0, 1) (the fraction removed), got {r!r}")
-        if not any(IgnoreSpec.matches_name(pattern, p) for p in paths):
+        if pattern.startswith(GROUP_KEY):
+            fqn = pattern[len(GROUP_KEY):].split("[", 1)[0]
+            if fqn not in params:
+                warnings.warn(f"overrides key {pattern!r} names no parameter of {type(model).__name__}", stacklevel=4)
+        elif not any(IgnoreSpec.matches_name(pattern, p) for p in paths):
             warnings.warn(f"overrides pattern {pattern!r} matches no module of {type(model).__name__}", stacklevel=4)
         out[pattern] = float(r)
     return out
 
 
 def override_for(group: Group, overrides: Mapping[str, float]) -> float | None:
-    """The ratio of the first pattern (in the order given) that matches any module of the group."""
+    """The ratio of the first key (in the order given) that names the group or matches any of its modules."""
     modules = group.modules()
     for pattern, r in overrides.items():
-        if any(IgnoreSpec.matches_name(pattern, m) for m in modules):
+        if pattern.startswith(GROUP_KEY):
+            if pattern[len(GROUP_KEY):] == group.name:
+                return r
+        elif any(IgnoreSpec.matches_name(pattern, m) for m in modules):
             return r
     return None

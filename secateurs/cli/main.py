@@ -15,7 +15,7 @@ from secateurs.errors import SecateursError
 
 # subcommand -> module in secateurs.cli ("inspection" so no file shadows the stdlib ``inspect``)
 SUBCOMMANDS = {"demo": "demo", "inspect": "inspection", "prune": "prune", "report": "report", "bench": "bench",
-               "export": "export"}
+               "export": "export", "sensitivity": "sensitivity"}
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

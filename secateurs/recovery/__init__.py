@@ -12,6 +12,7 @@ from secateurs.recovery.distributed import init_distributed, shard, sharded_load
 from secateurs.recovery.iterative import (
     IterativeResult,
     StepInfo,
+    cosine_schedule,
     geometric_schedule,
     iterative_prune,
     linear_schedule,
@@ -20,7 +21,7 @@ from secateurs.recovery.iterative import (
 from secateurs.recovery.loop import recover
 
 __all__ = [
-    "EpochRecord", "IterativeResult", "RecoverConfig", "RecoverResult", "StepInfo", "geometric_schedule",
+    "EpochRecord", "IterativeResult", "RecoverConfig", "RecoverResult", "StepInfo", "cosine_schedule", "geometric_schedule",
     "init_distributed", "iterative_prune", "kd_loss", "linear_schedule", "load_checkpoint", "recover",
     "regularizers", "shard", "sharded_loader",
 ]

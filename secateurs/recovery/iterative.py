@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -62,6 +63,12 @@ def geometric_schedule(final_ratio: float, n_steps: int) -> list[float]:
     """Cumulative ratios removing the same fraction of the remaining units at every step."""
     _check_schedule_args(final_ratio, n_steps)
     return [1 - (1 - final_ratio) ** ((k + 1) / n_steps) for k in range(n_steps)]
+
+
+def cosine_schedule(final_ratio: float, n_steps: int) -> list[float]:
+    """Cumulative ratios on a half-cosine ramp: small steps first and last, the largest in the middle."""
+    _check_schedule_args(final_ratio, n_steps)
+    return [final_ratio * (1 - math.cos(math.pi * (k + 1) / n_steps)) / 2 for k in range(n_steps)]
 
 
 def _check_schedule_args(final_ratio: float, n_steps: int) -> None:
