@@ -33,6 +33,7 @@ from secateurs.recovery.trainable import (
     probe_features,
     split_batch,
     to_device,
+    is_fully_sharded,
     wrap_ddp,
 )
 
@@ -145,6 +146,12 @@ def _prepare(s: _Setup, first_inputs: Any, optimizer: OptimizerSpec) -> None:
     use_ddp = D.is_distributed() if s.cfg.distributed == "auto" else bool(s.cfg.distributed)
     if use_ddp and not D.is_distributed():
         raise InvalidArgumentError("distributed=True needs an initialized process group with more than one rank")
+    if use_ddp and is_fully_sharded(s.student):  # FSDP2 already reduces gradients across ranks
+        if s.pairs:
+            raise InvalidArgumentError(
+                "feature_pairs with an FSDP-sharded student are not supported: the learned projections would not be "
+                "synchronised across ranks; distil logits/embeddings only, or recover without FSDP")
+        use_ddp = False
     s.model = wrap_ddp(s.trainable, s.device) if use_ddp else s.trainable
     if s.amp == torch.float16:  # bfloat16 has float32's range: no loss scaling needed
         s.scaler = torch.amp.GradScaler(s.device.type)
