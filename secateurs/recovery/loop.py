@@ -28,12 +28,12 @@ from secateurs.recovery.trainable import (
     Trainable,
     call,
     default_task_loss,
+    is_fully_sharded,
     make_optimizer,
     model_device,
     probe_features,
     split_batch,
     to_device,
-    is_fully_sharded,
     wrap_ddp,
 )
 
