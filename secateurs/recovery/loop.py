@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from secateurs.errors import InvalidArgumentError
+from secateurs.graph.sharded import is_fully_sharded
 from secateurs.recovery import distributed as D
 from secateurs.recovery.config import EpochRecord, RecoverConfig, RecoverResult
 from secateurs.recovery.distill import (
@@ -28,7 +29,6 @@ from secateurs.recovery.trainable import (
     Trainable,
     call,
     default_task_loss,
-    is_fully_sharded,
     make_optimizer,
     model_device,
     probe_features,

@@ -119,16 +119,6 @@ def default_task_loss(output: Any, targets: Any) -> torch.Tensor:
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
 
 
-def is_fully_sharded(model: nn.Module) -> bool:
-    """True when ``model`` (or a submodule) was sharded with FSDP2 ``fully_shard``: its gradients are then
-    reduce-scattered across ranks by FSDP itself, so ``recover`` must not add a DDP wrapper."""
-    try:
-        from torch.distributed.fsdp import FSDPModule
-    except ImportError:  # torch built without distributed
-        return False
-    return any(isinstance(m, FSDPModule) for m in model.modules())
-
-
 def wrap_ddp(trainable: Trainable, device: torch.device) -> nn.Module:
     from torch.nn.parallel import DistributedDataParallel
 

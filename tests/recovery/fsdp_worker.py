@@ -18,6 +18,22 @@ import secateurs as sc
 from secateurs.recovery import distributed as D
 
 
+def plan_then_shard() -> dict:
+    """The documented order: plan on rank 0, broadcast, apply on every rank, check, then shard and recover."""
+    from torch.distributed.fsdp import fully_shard
+
+    torch.manual_seed(1)
+    model = mlp(width=16)
+    x = torch.randn(4, 6)
+    plan_json = sc.plan(model, x, ratio=0.5).to_json() if D.is_main() else None
+    plan = sc.Plan.from_json(D.broadcast_object(plan_json))
+    sc.apply(model, plan)
+    D.check_same_plan(plan.to_json())
+    fully_shard(model)
+    result = sc.recover(model, D.shard(vector_batches(n=4, batch=4)), epochs=1, lr=0.1, progress=False)
+    return {"pruned_width": model[0].out_features, "plan_then_shard_losses": result.losses}
+
+
 def main() -> None:
     out = Path(sys.argv[1])
     torch.set_num_threads(1)
@@ -49,6 +65,12 @@ def main() -> None:
             sc.recover(model, D.shard(data), teacher=teacher, feature_pairs={"0": "0"}, epochs=1, progress=False)
         except sc.errors.InvalidArgumentError as exc:
             report["feature_pairs_error"] = str(exc)
+        try:
+            sc.plan(model, torch.randn(2, 6), ratio=0.5)
+            report["sharded_plan"] = "planned"
+        except Exception as exc:  # noqa: BLE001
+            report["sharded_plan"] = f"{type(exc).__name__}: {exc}"[:600]
+        report.update(plan_then_shard())
         report["ok"] = True
     except Exception as exc:  # noqa: BLE001 - recorded for the test and the docs
         report.update(ok=False, error=f"{type(exc).__name__}: {exc}"[:2000], traceback=traceback.format_exc()[-4000:])

@@ -38,4 +38,7 @@ def test_fsdp2_recover_on_two_cpu_ranks_matches_one_process(tmp_path):
     assert r0["max_diff"] < 1e-5 and r1["max_diff"] < 1e-5  # FSDP on 2 shards == 1 process on merged batches
     assert r0["losses"] == r1["losses"]
     assert r0["losses"] == pytest.approx(r0["single_losses"], rel=1e-5)
+    assert r0["pruned_width"] == r1["pruned_width"] == 8
+    assert r0["plan_then_shard_losses"] == r1["plan_then_shard_losses"]
+    assert "sharded with FSDP" in r0["sharded_plan"] and "prune the unsharded model first" in r0["sharded_plan"]
     assert "feature_pairs with an FSDP-sharded student" in r0["feature_pairs_error"]
