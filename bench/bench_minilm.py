@@ -38,7 +38,10 @@ import torch
 from minilm_tools import (
     CONFIGS,
     batches,
+    bucketed,
+    by_length,
     embed,
+    evaluation_batches,
     fidelity,
     infonce,
     load_minilm,
@@ -72,8 +75,9 @@ def prune_secateurs(model: torch.nn.Module, tok: Any, config: str, criterion: st
         report = sc.prune(model, example, ratio=CONFIGS[config], importance=criterion, ignore=non_ffn_modules(model),
                           calibration=calibration, loss_fn=infonce if criterion == "taylor" else None)
     seconds = time.perf_counter() - start
-    return {"prune_s": seconds, "verified": bool(getattr(report, "verified", True)),
-            "warnings": sorted({str(w.message).split(";")[0] for w in caught})}
+    v = report.verification
+    return {"prune_s": seconds, "verified": None if v is None else f"{v.mode}: ok={v.ok} rel_error={v.rel_error}",
+            "notes": report.notes, "warnings": sorted({str(w.message).split(";")[0] for w in caught})}
 
 
 def run_tp(config: str, criterion: str, args: argparse.Namespace, reference: torch.Tensor) -> dict[str, Any]:
@@ -100,7 +104,7 @@ def recover(model: torch.nn.Module, teacher: torch.nn.Module, tok: Any, args: ar
     for m in model.modules():  # distil deterministically: no dropout in the student
         if isinstance(m, torch.nn.Dropout):
             m.p = 0.0
-    data = [(b, None) for b in batches(tok, sentences("train"), args.batch)]
+    data = [(b, None) for b in bucketed(tok, sentences("train"), args.batch, seed=0)]
     start = time.perf_counter()
     result = sc.recover(MeanPooled(model, normalize=True), data, teacher=MeanPooled(teacher, normalize=True),
                         distill_loss="cosine", steps=args.steps, seed=0,
@@ -115,9 +119,9 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--criteria", nargs="+", default=list(CRITERIA))
     ap.add_argument("--tp", nargs="*", default=list(TP_CRITERIA), help="Torch-Pruning criteria ('' for none)")
-    ap.add_argument("--steps", type=int, default=400)
+    ap.add_argument("--steps", type=int, default=150)
     ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--lr", type=float, default=2e-4)
     ap.add_argument("--calib", type=int, default=8, help="calibration batches of 32 sentences")
     ap.add_argument("--timeout", type=int, default=300, help="seconds per Torch-Pruning run")
     ap.add_argument("--out", default=str(HERE / "results"))
@@ -128,8 +132,8 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     base, tok = load_minilm()
-    held = batches(tok, sentences("heldout", args.heldout), 64)
-    probe = batches(tok, sentences("train", 256), 64)
+    held = evaluation_batches(tok, args.heldout)
+    probe = batches(tok, by_length(tok, sentences("train", 256)), 64)
     reference, probe_ref = embed(base, held), embed(base, probe)
     rows: list[dict[str, Any]] = [{"tool": "-", "config": "unpruned", "criterion": "-", "params": param_count(base),
                                    **widths(base), **fidelity(reference, reference)}]

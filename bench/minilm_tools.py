@@ -37,6 +37,24 @@ def batches(tokenizer: Any, sentences: list[str], size: int) -> list[dict[str, t
     return [encode(tokenizer, sentences[i:i + size]) for i in range(0, len(sentences), size)]
 
 
+def by_length(tokenizer: Any, sentences: list[str]) -> list[str]:
+    """Sentences sorted by token count (stable), so batches need little padding; metrics do not depend on order."""
+    lengths = [len(ids) for ids in tokenizer(sentences, truncation=True, max_length=MAX_LENGTH)["input_ids"]]
+    return [s for _, _, s in sorted(zip(lengths, range(len(sentences)), sentences, strict=True))]
+
+
+def bucketed(tokenizer: Any, sentences: list[str], size: int, seed: int = 0) -> list[dict[str, torch.Tensor]]:
+    """Batches of sentences of similar length, in a seeded random batch order (training data)."""
+    out = batches(tokenizer, by_length(tokenizer, sentences), size)
+    random.Random(seed).shuffle(out)
+    return out
+
+
+def evaluation_batches(tokenizer: Any, limit: int | None = None) -> list[dict[str, torch.Tensor]]:
+    """The held-out sentences (first ``limit``), sorted by length, in batches of 64: the same order in every process."""
+    return batches(tokenizer, by_length(tokenizer, sentences("heldout", limit)), 64)
+
+
 def word_dropout(sentence: str, rng: random.Random, p: float = 0.2) -> str:
     words = sentence.split()
     kept = [w for w in words if rng.random() >= p]

@@ -19,7 +19,17 @@ import traceback
 
 import numpy as np
 import torch
-from minilm_tools import CONFIGS, batches, embed, infonce, load_minilm, pair_batches, param_count, sentences
+from minilm_tools import (
+    CONFIGS,
+    batches,
+    embed,
+    evaluation_batches,
+    infonce,
+    load_minilm,
+    pair_batches,
+    param_count,
+    sentences,
+)
 
 
 def prune(model, tokenizer, config: str, importance: str, calib: int) -> float:
@@ -75,7 +85,7 @@ def main() -> int:
         report["params"] = param_count(model)
         report["heads"] = layer.attention.self.num_attention_heads
         report["ffn"] = layer.intermediate.dense.out_features
-        emb = embed(model, batches(tokenizer, sentences("heldout", a.heldout), 64))
+        emb = embed(model, evaluation_batches(tokenizer, a.heldout))
         np.save(a.out + ".npy", emb.numpy())
         report["ok"] = True
     except Exception as exc:  # noqa: BLE001 - every failure becomes a table row
