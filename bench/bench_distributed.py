@@ -166,7 +166,7 @@ def markdown(s: dict[str, Any]) -> str:
     return "\n".join([
         f"digits CNN (base test accuracy {s['base_accuracy']:.4f}, {s['test_images']} test images), {s['ratio']:.0%} channels "
         f"removed (l2), {s['epochs']} epochs KD+CE recovery, global batch 64, 1 thread per process", "",
-        "| run | plan sha256 (first 12) | steps | test acc | recover s (in-process) | wall s (launch to exit) |",
+        "| run | plan sha256 (first 12) | steps | test acc | plan+apply+recover s | wall s (launch to exit) |",
         "|---|---|---|---|---|---|",
         f"| 1 process, seed 0 | {one['plan_sha256'][:12]} | {one['steps']} | {one['accuracy']:.4f} | {one['seconds']:.1f} | "
         f"{s['single_wall_s'][0]:.1f} |",
