@@ -8,8 +8,8 @@ pooled over the attention mask and L2-normalized (the model's sentence-transform
 Transformer, Pooling(mean), Normalize).
 
 1. Pruning, for 25% and 50% of FFN neurons + 25% of heads (every layer alike; hidden size kept),
-   per criterion: secateurs l2, wanda, fluctuation, activation, taylor (gradient of an in-batch
-   contrastive loss, see minilm_tools.infonce); Torch-Pruning 1.6.1 l2 and taylor in a subprocess
+   per criterion: secateurs l2, wanda, fluctuation, activation, taylor and hessian (gradients of an
+   in-batch contrastive loss, see minilm_tools.infonce); Torch-Pruning 1.6.1 l2 and taylor in a subprocess
    with a timeout. Measured on the held-out sentences: mean cosine between original and pruned
    embeddings, top-1 nearest-neighbour agreement and top-5 neighbour overlap within the held-out set.
 2. Recovery of the 50% FFN + 25% heads model (criterion picked by cosine on 256 *train* sentences) by
@@ -54,7 +54,8 @@ import secateurs as sc
 from secateurs.integrations.hf import MeanPooled, non_ffn_modules
 
 HERE = Path(__file__).resolve().parent
-CRITERIA = ("l2", "wanda", "fluctuation", "activation", "taylor")
+CRITERIA = ("l2", "wanda", "fluctuation", "activation", "taylor", "hessian")
+GRADIENT_CRITERIA = ("taylor", "hessian")  # scored with the gradient of minilm_tools.infonce
 TP_CRITERIA = ("l2", "taylor")
 
 
@@ -68,12 +69,13 @@ def prune_secateurs(model: torch.nn.Module, tok: Any, config: str, criterion: st
 
     example = batches(tok, sentences("train", 4), 4)[0]
     train = sentences("train", calib * 32)
-    calibration = pair_batches(tok, train[: calib * 16], 16) if criterion == "taylor" else batches(tok, train, 32)
+    grads = criterion in GRADIENT_CRITERIA
+    calibration = pair_batches(tok, train[: calib * 16], 16) if grads else batches(tok, train, 32)
     start = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         report = sc.prune(model, example, ratio=CONFIGS[config], importance=criterion, ignore=non_ffn_modules(model),
-                          calibration=calibration, loss_fn=infonce if criterion == "taylor" else None)
+                          calibration=calibration, loss_fn=infonce if grads else None)
     seconds = time.perf_counter() - start
     v = report.verification
     return {"prune_s": seconds, "verified": None if v is None else f"{v.mode}: ok={v.ok} rel_error={v.rel_error}",
@@ -119,12 +121,13 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--criteria", nargs="+", default=list(CRITERIA))
     ap.add_argument("--tp", nargs="*", default=list(TP_CRITERIA), help="Torch-Pruning criteria ('' for none)")
-    ap.add_argument("--steps", type=int, default=150)
+    ap.add_argument("--steps", type=int, default=150, help="recovery steps (0: no recovery)")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=2e-4)
     ap.add_argument("--calib", type=int, default=8, help="calibration batches of 32 sentences")
     ap.add_argument("--timeout", type=int, default=300, help="seconds per Torch-Pruning run")
     ap.add_argument("--out", default=str(HERE / "results"))
+    ap.add_argument("--name", default=None, help="output file stem (default minilm or minilm-quick)")
     args = ap.parse_args()
     args.heldout = None
     if args.quick:
@@ -157,7 +160,7 @@ def main() -> int:
             print(_row_line(row), flush=True)
     candidates = [r for r in rows if r["tool"] == "secateurs" and r["config"] == "ffn50+heads25" and r.get("ok")]
     recovery: dict[str, Any] = {}
-    if candidates:
+    if candidates and args.steps > 0:
         best = max(candidates, key=lambda r: r["probe_cosine"])
         student = pruned["ffn50+heads25", best["criterion"]]
         recovery = {"criterion": best["criterion"], "before": fidelity(reference, embed(student, held)),
@@ -169,7 +172,7 @@ def main() -> int:
     print(md)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    name = "minilm-quick" if args.quick else "minilm"
+    name = args.name or ("minilm-quick" if args.quick else "minilm")
     (out / f"{name}.md").write_text(md)
     (out / f"{name}.json").write_text(json.dumps({"env": env, "rows": rows, "recovery": recovery}, indent=1, default=str))
     return 0
