@@ -11,6 +11,7 @@ import torch
 from secateurs.graph.capture import ExampleInputs, capture
 from secateurs.graph.couple import CoupledGraph, Frozen, couple
 from secateurs.graph.groups import Group, find_groups
+from secateurs.graph.sharded import refuse_sharded
 from secateurs.graph.structure import Structure, build_structure
 
 _STRUCTURAL = ("model input", "model output", "size-1", "broadcast", "spatial", "kernel dimension", "embedding vocabulary",
@@ -70,6 +71,7 @@ class Analysis:
 
 
 def analyze(model: torch.nn.Module, example_inputs: ExampleInputs) -> Analysis:
+    refuse_sharded(model, "analyze")
     captured = capture(model, example_inputs)
     coupled = couple(captured)
     _freeze_non_persistent(coupled, model)

@@ -16,6 +16,9 @@ class RecoverConfig:
     ``epochs`` passes over ``data``, or exactly ``steps`` optimizer steps when ``steps`` is set (the data
     is cycled). ``alpha`` weighs distillation against the task loss: ``alpha * kd + (1 - alpha) * task``;
     ``None`` means 1.0 with a teacher and no task loss, 0.5 with both, 0.0 without a teacher.
+    ``distill_loss`` compares student and teacher outputs: ``"kl"`` on logits (with ``temperature``),
+    ``"mse"`` or ``"cosine"`` on embeddings. ``amp``: ``True`` autocasts to ``amp_dtype`` (default float16 on
+    CUDA, bfloat16 on CPU; float16 adds a GradScaler), ``"auto"`` enables it on CUDA only.
     """
 
     epochs: int = 1
@@ -24,12 +27,14 @@ class RecoverConfig:
     momentum: float = 0.9
     weight_decay: float = 0.0
     temperature: float = 2.0
+    distill_loss: str = "kl"
     alpha: float | None = None
     feature_pairs: Any = None  # {student_module: teacher_module} | [(s, t), ...] | [name, ...]
     feature_weight: float = 1.0
     grad_accum: int = 1
     max_grad_norm: float | None = None
     amp: bool | Literal["auto"] = "auto"
+    amp_dtype: Literal["float16", "bfloat16"] | None = None
     seed: int = 0
     metric_mode: Literal["max", "min"] = "max"
     patience: int | None = None
@@ -56,6 +61,11 @@ class RecoverConfig:
             raise InvalidArgumentError(f"alpha must be in [0, 1], got {self.alpha!r}")
         if self.amp not in (True, False, "auto"):
             raise InvalidArgumentError(f"amp must be True, False or 'auto', got {self.amp!r}")
+        if self.amp_dtype not in (None, "float16", "bfloat16"):
+            raise InvalidArgumentError(f"amp_dtype must be None, 'float16' or 'bfloat16', got {self.amp_dtype!r}")
+        from secateurs.recovery.distill import get_distill_loss
+
+        get_distill_loss(self.distill_loss)
         if self.metric_mode not in ("max", "min"):
             raise InvalidArgumentError(f"metric_mode must be 'max' or 'min', got {self.metric_mode!r}")
         if self.distributed not in (True, False, "auto"):

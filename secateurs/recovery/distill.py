@@ -1,8 +1,8 @@
-"""Knowledge-distillation losses: soft-target KL on logits and hidden-feature matching."""
+"""Knowledge-distillation losses: soft-target KL on logits (or MSE/cosine on embeddings) and feature matching."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import torch
@@ -28,6 +28,48 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
     s = F.log_softmax(student_logits.float().reshape(-1, n_classes) / temperature, dim=-1)
     t = F.log_softmax(teacher_logits.float().reshape(-1, n_classes) / temperature, dim=-1)
     return F.kl_div(s, t, reduction="batchmean", log_target=True) * temperature**2
+
+
+def _check_shapes(student: torch.Tensor, teacher: torch.Tensor, what: str) -> None:
+    if student.shape != teacher.shape:
+        raise InvalidArgumentError(
+            f"student {what} {tuple(student.shape)} and teacher {what} {tuple(teacher.shape)} must have the same "
+            "shape for distillation"
+        )
+
+
+def mse_distill_loss(student_out: torch.Tensor, teacher_out: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Mean squared error between student and teacher outputs (e.g. sentence embeddings); ignores ``temperature``."""
+    _check_shapes(student_out, teacher_out, "outputs")
+    return F.mse_loss(student_out.float(), teacher_out.float())
+
+
+def cosine_distill_loss(student_out: torch.Tensor, teacher_out: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Mean of ``1 - cos(student, teacher)`` over every vector along the last dimension (e.g. one embedding
+    per sentence): 0 when every student vector points where the teacher's does. Ignores ``temperature``."""
+    _check_shapes(student_out, teacher_out, "outputs")
+    cos = F.cosine_similarity(student_out.float(), teacher_out.float(), dim=-1)
+    return (1.0 - cos).mean()
+
+
+DistillLoss = Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]
+
+DISTILL_LOSSES: dict[str, DistillLoss] = {
+    "kl": kd_loss,  # logits of a classifier or LM
+    "mse": mse_distill_loss,  # embeddings, regression outputs
+    "cosine": cosine_distill_loss,  # embeddings compared by direction (sentence embeddings)
+}
+
+
+def get_distill_loss(name: str) -> DistillLoss:
+    """The distillation loss registered as ``name`` (``recover(distill_loss=name)``)."""
+    try:
+        return DISTILL_LOSSES[name]
+    except KeyError:
+        raise InvalidArgumentError(
+            f"unknown distill_loss {name!r}; known: {sorted(DISTILL_LOSSES)} (add one to "
+            "secateurs.recovery.distill.DISTILL_LOSSES)"
+        ) from None
 
 
 def logits_of(output: Any) -> torch.Tensor:

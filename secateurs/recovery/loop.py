@@ -14,9 +14,16 @@ import torch
 from torch import nn
 
 from secateurs.errors import InvalidArgumentError
+from secateurs.graph.sharded import is_fully_sharded
 from secateurs.recovery import distributed as D
 from secateurs.recovery.config import EpochRecord, RecoverConfig, RecoverResult
-from secateurs.recovery.distill import FeatureRecorder, feature_loss, kd_loss, logits_of, parse_feature_pairs
+from secateurs.recovery.distill import (
+    FeatureRecorder,
+    feature_loss,
+    get_distill_loss,
+    logits_of,
+    parse_feature_pairs,
+)
 from secateurs.recovery.trainable import (
     OptimizerSpec,
     Trainable,
@@ -46,7 +53,7 @@ class _Setup:
     pairs: list[tuple[str, str]]
     regularizers: list[Callable[[], torch.Tensor]]
     device: torch.device
-    amp: bool
+    amp: torch.dtype | None  # autocast dtype, None when AMP is off
     model: nn.Module = field(init=False)  # Trainable, or DDP around it
     trainable: Trainable = field(init=False)
     optimizer: torch.optim.Optimizer = field(init=False)
@@ -92,7 +99,7 @@ def recover(
     if teacher is None and alpha > 0:
         raise InvalidArgumentError(f"alpha={alpha} weighs a distillation loss, but no teacher was given")
     device = model_device(student)
-    amp = _resolve_amp(cfg.amp, device)
+    amp = _resolve_amp(cfg.amp, cfg.amp_dtype, device)
     torch.manual_seed(cfg.seed)
     setup = _Setup(cfg, student, teacher, task if alpha < 1 else None, alpha, pairs, regs, device, amp)
     modes = [(m, m.training) for m in student.modules()] + ([(m, m.training) for m in teacher.modules()] if teacher else [])
@@ -111,12 +118,18 @@ def _as_list(reg: Any) -> list[Callable[[], torch.Tensor]]:
     return [reg] if callable(reg) else list(reg)
 
 
-def _resolve_amp(amp: bool | str, device: torch.device) -> bool:
-    if amp == "auto":
-        return device.type == "cuda"
-    if amp and device.type != "cuda":
-        raise InvalidArgumentError(f"amp=True needs a CUDA model, but the student is on {device}; use amp='auto' or False")
-    return bool(amp)
+def _resolve_amp(amp: bool | str, dtype: str | None, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype: float16 on CUDA and bfloat16 elsewhere unless ``dtype`` names one; None when off.
+
+    ``"auto"`` turns AMP on for CUDA only: bfloat16 autocast on a CPU without native bfloat16 kernels can be
+    slower than float32, so CPU AMP is opt-in (``amp=True``).
+    """
+    on = device.type == "cuda" if amp == "auto" else bool(amp)
+    if not on:
+        return None
+    if dtype is None:
+        return torch.float16 if device.type == "cuda" else torch.bfloat16
+    return getattr(torch, dtype)
 
 
 def _prepare(s: _Setup, first_inputs: Any, optimizer: OptimizerSpec) -> None:
@@ -133,9 +146,15 @@ def _prepare(s: _Setup, first_inputs: Any, optimizer: OptimizerSpec) -> None:
     use_ddp = D.is_distributed() if s.cfg.distributed == "auto" else bool(s.cfg.distributed)
     if use_ddp and not D.is_distributed():
         raise InvalidArgumentError("distributed=True needs an initialized process group with more than one rank")
+    if use_ddp and is_fully_sharded(s.student):  # FSDP2 already reduces gradients across ranks
+        if s.pairs:
+            raise InvalidArgumentError(
+                "feature_pairs with an FSDP-sharded student are not supported: the learned projections would not be "
+                "synchronised across ranks; distil logits/embeddings only, or recover without FSDP")
+        use_ddp = False
     s.model = wrap_ddp(s.trainable, s.device) if use_ddp else s.trainable
-    if s.amp:
-        s.scaler = torch.amp.GradScaler("cuda")
+    if s.amp == torch.float16:  # bfloat16 has float32's range: no loss scaling needed
+        s.scaler = torch.amp.GradScaler(s.device.type)
     s.student.train()
     if s.teacher is not None:
         s.teacher.eval()
@@ -143,7 +162,8 @@ def _prepare(s: _Setup, first_inputs: Any, optimizer: OptimizerSpec) -> None:
 
 
 def _loss_terms(s: _Setup, inputs: Any, targets: Any) -> dict[str, torch.Tensor]:
-    autocast = torch.autocast("cuda", dtype=torch.float16) if s.amp else contextlib.nullcontext()
+    autocast = torch.autocast(s.device.type, dtype=s.amp) if s.amp is not None else contextlib.nullcontext()
+    distill = get_distill_loss(s.cfg.distill_loss)
     terms: dict[str, torch.Tensor] = {}
     with autocast:
         out, feats = call(s.model, inputs)
@@ -152,7 +172,7 @@ def _loss_terms(s: _Setup, inputs: Any, targets: Any) -> dict[str, torch.Tensor]
         if s.teacher is not None:
             with torch.no_grad():
                 t_out = call(s.teacher, inputs)
-            terms["distill"] = kd_loss(logits_of(out), logits_of(t_out), s.cfg.temperature)
+            terms["distill"] = distill(logits_of(out), logits_of(t_out), s.cfg.temperature)
             if s.pairs:
                 t_rec = s.recorders[1]
                 terms["features"] = sum(

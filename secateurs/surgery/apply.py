@@ -11,6 +11,7 @@ from torch import nn
 
 from secateurs.errors import ApplyError, PlanError
 from secateurs.graph.analysis import fingerprint
+from secateurs.graph.sharded import refuse_sharded
 from secateurs.plans import Plan
 from secateurs.surgery.registry import find_handler, load_for
 
@@ -64,6 +65,7 @@ def _sliced(t: torch.Tensor, dims: dict[int, list[int]]) -> torch.Tensor:
 
 
 def apply_plan(model: nn.Module, plan: Plan) -> nn.Module:
+    refuse_sharded(model, "apply a plan to")
     check_plan_fits(model, plan)
     load_for(model)
     state = model.state_dict(keep_vars=True)

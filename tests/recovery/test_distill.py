@@ -114,8 +114,10 @@ def test_steps_cycles_data_and_early_stop_restores_best():
 def test_clear_errors_for_bad_arguments():
     data = vector_batches(n=2)
     m = mlp()
-    with pytest.raises(InvalidArgumentError, match="amp=True needs a CUDA"):
-        sc.recover(m, data, amp=True)
+    with pytest.raises(InvalidArgumentError, match="amp_dtype must be"):
+        sc.recover(m, data, amp=True, amp_dtype="float8")
+    with pytest.raises(InvalidArgumentError, match="unknown distill_loss 'l1'"):
+        sc.recover(m, data, teacher=mlp(), distill_loss="l1")
     with pytest.raises(InvalidArgumentError, match="unknown recover option"):
         sc.recover(m, data, epoch=2)
     with pytest.raises(InvalidArgumentError, match="no teacher"):

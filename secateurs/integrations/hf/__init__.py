@@ -11,5 +11,6 @@ Pruning only the FFN of a transformer (the hidden size kept)::
 """
 
 from secateurs.integrations.hf._common import non_ffn_modules
+from secateurs.integrations.hf.pooling import MeanPooled, mean_pool
 
-__all__ = ["non_ffn_modules"]
+__all__ = ["MeanPooled", "mean_pool", "non_ffn_modules"]
