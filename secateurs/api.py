@@ -54,6 +54,8 @@ def plan(
     max_ratio: float | None = None,
     calibration: Any = None,
     loss_fn: LossFn | None = None,
+    drop_layers: int | None = None,
+    layer_importance: str | None = None,
 ) -> Plan:
     """Decide what to remove; the model is not changed.
 
@@ -64,12 +66,21 @@ def plan(
     ``loss_fn(output, batch)``. ``overrides={"pattern": ratio}`` fixes the ratio of matching modules,
     ``max_ratio`` caps the fraction of any group removed, ``normalize`` picks the per-group score
     normalisation of global ranking (mean by default).
+
+    ``drop_layers=N`` also removes N whole residual blocks (decoder layers) chosen by ``layer_importance``
+    (``"block_influence"``, default, or ``"angular"``) on the ``calibration`` batches; with no ``ratio``
+    only layers are dropped. See ``secateurs.layers``.
     """
+    from secateurs.layers.planning import check_drop_args, width_request, with_dropped_layers
+
+    check_drop_args(drop_layers, layer_importance, calibration)
+    width_ratio, width_calibration = width_request(drop_layers, ratio, importance, calibration, macs, params)
     analysis = analysis or _analyze(model, example_inputs)
-    return make_plan(model, analysis, ratio=ratio, importance=importance, ignore=ignore, round_to=round_to,
-                     min_keep=min_keep, seed=seed, scope=scope, normalize=normalize, macs=macs, params=params,
-                     overrides=overrides, max_ratio=max_ratio, calibration=calibration, loss_fn=loss_fn,
-                     example_inputs=example_inputs)
+    p = make_plan(model, analysis, ratio=width_ratio, importance=importance, ignore=ignore, round_to=round_to,
+                  min_keep=min_keep, seed=seed, scope=scope, normalize=normalize, macs=macs, params=params,
+                  overrides=overrides, max_ratio=max_ratio, calibration=width_calibration, loss_fn=loss_fn,
+                  example_inputs=example_inputs)
+    return with_dropped_layers(model, p, drop_layers, layer_importance, calibration)
 
 
 def apply(model: nn.Module, plan: Plan) -> nn.Module:
@@ -105,6 +116,8 @@ def prune(
     max_ratio: float | None = None,
     calibration: Any = None,
     loss_fn: LossFn | None = None,
+    drop_layers: int | None = None,
+    layer_importance: str | None = None,
 ) -> PruneReport:
     """Plan, apply and verify in one call (arguments as in ``plan``). On a failed verification the model is
     restored and an error raised.
@@ -112,15 +125,21 @@ def prune(
     ``check``: ``True`` (default) verifies; when the plan also prunes dims that are normalised over
     (structural-only groups), the exactly-checkable groups are additionally applied to a copy of the
     model and compared numerically, if the model's parameters take at most 2 GB (``"full"``: always;
-    ``False``: no verification).
+    ``False``: no verification). Dropped layers (``drop_layers=``) are checked against the original with
+    those blocks run as identity.
     """
     if check not in (True, False, "full"):
         raise InvalidArgumentError(f"check must be True, False or 'full', got {check!r}")
+    from secateurs.layers.planning import check_drop_args, width_request, with_dropped_layers
+
+    check_drop_args(drop_layers, layer_importance, calibration)
+    width_ratio, width_calibration = width_request(drop_layers, ratio, importance, calibration, macs, params)
     analysis = _analyze(model, example_inputs)
-    p = make_plan(model, analysis, ratio=ratio, importance=importance, ignore=ignore, round_to=round_to,
+    p = make_plan(model, analysis, ratio=width_ratio, importance=importance, ignore=ignore, round_to=round_to,
                   min_keep=min_keep, seed=seed, scope=scope, normalize=normalize, macs=macs, params=params,
-                  overrides=overrides, max_ratio=max_ratio, calibration=calibration, loss_fn=loss_fn,
+                  overrides=overrides, max_ratio=max_ratio, calibration=width_calibration, loss_fn=loss_fn,
                   example_inputs=example_inputs)
+    p = with_dropped_layers(model, p, drop_layers, layer_importance, calibration)
     macs_before, params_before = graph_macs(analysis.coupled.captured), param_count(model)
     can_run = has_weights(model)
     subset_result = _exact_subset(model, analysis, p, example_inputs, check, tolerance) if check and can_run else None

@@ -78,7 +78,8 @@ def apply_plan(model: nn.Module, plan: Plan) -> nn.Module:
             for i in range(len(parts) + 1):
                 touched_paths.add(".".join(parts[:i]))
     touched_paths |= {p for p in plan.hints if p in modules}
-    snapshot = _snapshot([modules[p] for p in touched_paths if p in modules])
+    saved_paths = set(modules) if plan.dropped_layers else touched_paths  # dropping renumbers and reconfigures anywhere
+    snapshot = _snapshot([modules[p] for p in saved_paths if p in modules])
     before = _shapes_before(plan, touched_paths)
     try:
         _slice_tensors(state, owners, plan)
@@ -89,6 +90,10 @@ def apply_plan(model: nn.Module, plan: Plan) -> nn.Module:
             handler = find_handler(m)
             if handler is not None:
                 handler(m, {**plan.hints.get(path, {}), "shapes_before": before.get(path, {})})
+        if plan.dropped_layers:
+            from secateurs.layers.surgery import drop_layers_
+
+            drop_layers_(model, plan.dropped_layers)
     except Exception as exc:
         snapshot.restore()
         raise ApplyError(f"surgery failed ({type(exc).__name__}: {exc}); the model was restored unchanged") from exc
