@@ -70,6 +70,9 @@ class Analysis:
 
 
 def analyze(model: torch.nn.Module, example_inputs: ExampleInputs) -> Analysis:
+    from secateurs.surgery.registry import load_for
+
+    load_for(model)  # integrations the model uses (Hugging Face) declare rule opt-ins when imported
     captured = capture(model, example_inputs)
     coupled = couple(captured)
     _freeze_non_persistent(coupled, model)

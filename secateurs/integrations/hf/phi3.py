@@ -18,8 +18,11 @@ from typing import Any
 from transformers.models.phi3.modeling_phi3 import Phi3Attention, Phi3DecoderLayer, Phi3MLP
 
 from secateurs.errors import ApplyError
+from secateurs.graph.rules.concat import refreshes_slice_bounds
 from secateurs.integrations.hf._common import Family, Heads, embedding_width, register_family, split_heads
 from secateurs.surgery.registry import register_handler
+
+refreshes_slice_bounds(Phi3Attention.__name__)  # query_pos and the k/v bounds come from the config / attributes
 
 _FIELDS = {name: name for name in
            ("hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads", "head_dim")}

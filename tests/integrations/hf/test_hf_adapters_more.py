@@ -43,7 +43,7 @@ def test_heads_and_ffn_reload_with_stock_class(model_type, tmp_path):
     assert reloaded.config.num_attention_heads == HEADS // 2
 
 
-@pytest.mark.parametrize("model_type", DECODERS)
+@pytest.mark.parametrize("model_type", EXPRESSIBLE_HEADS)  # derived head_dim: 4 heads of 16 do not fit 48
 def test_ffn_and_hidden_reload_with_stock_class(model_type, tmp_path):
     t = tiny(model_type)
     with warnings.catch_warnings():
@@ -122,20 +122,36 @@ def test_phi3_heads_rewrite_config_and_head_dim():
 
 
 def test_opt_with_embedding_projection(tmp_path):
-    """word_embed_proj_dim != hidden_size: project_in/out; both widths prune and the config keeps up."""
+    """word_embed_proj_dim != hidden_size: project_in/out. The embedding width is its own group (embed_tokens,
+    project_in, project_out, tied lm_head); the config's word_embed_proj_dim follows it and the model reloads."""
     from secateurs.testing.hf import _opt
 
     torch.manual_seed(0)
     t = _opt(word_embed_proj_dim=32)
     assert t.model.model.decoder.project_in is not None
+    stream = ["model.decoder.embed_positions"]  # keep hidden_size: OPT derives head_dim from it
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
+        report = sc.prune(t.model, t.inputs, ratio={"channels": 0.25}, ignore=stream)
+    assert report.verification.ok and report.verification.mode == "exact"
+    cfg = t.model.config
+    assert (cfg.hidden_size, cfg.word_embed_proj_dim, cfg.ffn_dim) == (64, 24, 96)
+    assert t.model.model.decoder.project_in.weight.shape == (64, 24)
+    assert t.model.model.decoder.embed_positions.weight.shape == (64 + 2, 64)  # offset rows kept
+    reload_same(t.model, t.inputs, tmp_path)
+
+
+def test_opt_hidden_size_pruning_keeps_position_rows():
+    from secateurs.testing.hf import _opt
+
+    torch.manual_seed(0)
+    t = _opt(word_embed_proj_dim=32)
+    with pytest.warns(UserWarning, match="derives head_dim"):
         report = sc.prune(t.model, t.inputs, ratio={"channels": 0.25}, round_to=8)
     assert report.verification.ok
     cfg = t.model.config
-    assert (cfg.hidden_size, cfg.word_embed_proj_dim, cfg.ffn_dim) == (48, 24, 96)
-    assert t.model.model.decoder.embed_positions.weight.shape == (64 + 2, 48)  # offset rows kept
-    reload_same(t.model, t.inputs, tmp_path)
+    assert (cfg.hidden_size, cfg.word_embed_proj_dim) == (48, 24)
+    assert t.model.model.decoder.embed_positions.weight.shape == (64 + 2, 48)
 
 
 def test_opt_heads_only_is_a_warning_not_an_error():
