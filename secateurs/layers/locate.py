@@ -88,7 +88,7 @@ def find_blocks(model: nn.Module) -> str:
     return best[0]
 
 
-def container(model: nn.Module, path: str) -> nn.Module:
+def container(model: nn.Module, path: str) -> nn.ModuleList | nn.Sequential:
     try:
         m = model.get_submodule(path) if path else model
     except AttributeError:

@@ -36,4 +36,4 @@ def _renumber(block: nn.Module | None, index: int) -> None:
         return
     for m in block.modules():
         if isinstance(getattr(m, "layer_idx", None), int) and not isinstance(m.layer_idx, bool):
-            m.layer_idx = index
+            setattr(m, "layer_idx", index)  # noqa: B010  (nn.Module attribute typing)

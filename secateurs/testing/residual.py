@@ -30,7 +30,7 @@ class ResidualStack(nn.Module):
         super().__init__()
         self.stem = nn.Linear(d_in, dim)
         blocks = [ResidualMLP(dim, hidden) for _ in range(depth)]
-        self.blocks: nn.Module = nn.Sequential(*blocks) if sequential else nn.ModuleList(blocks)
+        self.blocks: nn.ModuleList | nn.Sequential = nn.Sequential(*blocks) if sequential else nn.ModuleList(blocks)
         self.head = nn.Linear(dim, d_out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -39,14 +39,19 @@ class ResidualStack(nn.Module):
             h = block(h)
         return self.head(h)
 
+    def _fc2(self, index: int) -> nn.Linear:
+        block = self.blocks[index]
+        assert isinstance(block, ResidualMLP)
+        return block.fc2
+
     @torch.no_grad()
     def near_identity_(self, index: int, scale: float = 1e-3) -> None:
-        block = self.blocks[index]
-        block.fc2.weight.mul_(scale)
-        block.fc2.bias.mul_(scale)
+        fc2 = self._fc2(index)
+        fc2.weight.mul_(scale)
+        fc2.bias.mul_(scale)
 
     @torch.no_grad()
     def zero_branch_(self, index: int) -> None:
-        block = self.blocks[index]
-        block.fc2.weight.zero_()
-        block.fc2.bias.zero_()
+        fc2 = self._fc2(index)
+        fc2.weight.zero_()
+        fc2.bias.zero_()
