@@ -82,6 +82,7 @@ def test_prune_is_exact_against_the_model_with_zeroed_residual_branches():
     with torch.no_grad():
         torch.testing.assert_close(model(X), oracle(X), rtol=0, atol=1e-6)
     assert report.verification.rel_error is not None and report.verification.rel_error < 1e-6
+    assert "layers dropped: blocks [2] (block_influence)" in report.summary()
 
 
 def test_identity_reference_equals_zeroed_branch():
@@ -172,6 +173,10 @@ def test_errors_are_clear():
         sc.plan(model, X, drop_layers=1.5, calibration=batches())
     with pytest.raises(InvalidArgumentError, match="budget"):
         sc.plan(model, X, drop_layers=1, params=0.5, calibration=batches())
+    with torch.device("meta"):
+        meta = ResidualStack()
+    with pytest.raises(InvalidArgumentError, match="meta device"):
+        sc.plan(meta, X.to("meta"), drop_layers=1, calibration=[X.to("meta")])
 
 
 class _NotResidual(torch.nn.Module):

@@ -35,7 +35,10 @@ def test_every_family_names_its_layer_list():
         assert family.layers, f"family {model_type!r} does not name its layer list (Family.layers)"
 
 
-@pytest.mark.parametrize("model_type", sorted(TINY))
+_FAST = {"llama", "gpt2", "bert", "opt"}  # the rest of the registry runs with -m slow
+
+
+@pytest.mark.parametrize("model_type", [pytest.param(t, marks=() if t in _FAST else pytest.mark.slow) for t in sorted(TINY)])
 def test_drop_one_layer_every_family(model_type):
     t = tiny(model_type, layers=3)
     report = sc.prune(t.model, t.inputs, drop_layers=1, calibration=[t.inputs])
