@@ -71,16 +71,16 @@ def plan(
     (``"block_influence"``, default, or ``"angular"``) on the ``calibration`` batches; with no ``ratio``
     only layers are dropped. See ``secateurs.layers``.
     """
-    from secateurs.layers.planning import check_drop_args, width_request, with_dropped_layers
+    from secateurs.layers.planning import attach, choose_drop, width_request, without_dropped
 
-    check_drop_args(drop_layers, layer_importance, calibration)
     width_ratio, width_calibration = width_request(drop_layers, ratio, importance, calibration, macs, params)
+    drop = choose_drop(model, drop_layers, layer_importance, calibration)
     analysis = analysis or _analyze(model, example_inputs)
-    p = make_plan(model, analysis, ratio=width_ratio, importance=importance, ignore=ignore, round_to=round_to,
+    p = make_plan(model, without_dropped(analysis, drop), ratio=width_ratio, importance=importance, ignore=ignore, round_to=round_to,
                   min_keep=min_keep, seed=seed, scope=scope, normalize=normalize, macs=macs, params=params,
                   overrides=overrides, max_ratio=max_ratio, calibration=width_calibration, loss_fn=loss_fn,
                   example_inputs=example_inputs)
-    return with_dropped_layers(model, p, drop_layers, layer_importance, calibration)
+    return attach(p, drop)
 
 
 def apply(model: nn.Module, plan: Plan) -> nn.Module:
@@ -130,16 +130,16 @@ def prune(
     """
     if check not in (True, False, "full"):
         raise InvalidArgumentError(f"check must be True, False or 'full', got {check!r}")
-    from secateurs.layers.planning import check_drop_args, width_request, with_dropped_layers
+    from secateurs.layers.planning import attach, choose_drop, width_request, without_dropped
 
-    check_drop_args(drop_layers, layer_importance, calibration)
     width_ratio, width_calibration = width_request(drop_layers, ratio, importance, calibration, macs, params)
+    drop = choose_drop(model, drop_layers, layer_importance, calibration)
     analysis = _analyze(model, example_inputs)
-    p = make_plan(model, analysis, ratio=width_ratio, importance=importance, ignore=ignore, round_to=round_to,
+    p = make_plan(model, without_dropped(analysis, drop), ratio=width_ratio, importance=importance, ignore=ignore, round_to=round_to,
                   min_keep=min_keep, seed=seed, scope=scope, normalize=normalize, macs=macs, params=params,
                   overrides=overrides, max_ratio=max_ratio, calibration=width_calibration, loss_fn=loss_fn,
                   example_inputs=example_inputs)
-    p = with_dropped_layers(model, p, drop_layers, layer_importance, calibration)
+    p = attach(p, drop)
     macs_before, params_before = graph_macs(analysis.coupled.captured), param_count(model)
     can_run = has_weights(model)
     subset_result = _exact_subset(model, analysis, p, example_inputs, check, tolerance) if check and can_run else None

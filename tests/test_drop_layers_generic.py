@@ -104,6 +104,8 @@ def test_width_and_depth_in_one_plan_verify_exactly():
     assert p.removed_units() > 0 and len(p.dropped_layers["blocks"]) == 1
     sc.apply(model, p)
     dropped = p.dropped_layers["blocks"][0]
+    inside = [g for g in p.groups if all(m[0].startswith(f"blocks.{dropped}.") for m in g.members)]
+    assert not inside and len(p.groups) == 4  # the dropped block's hidden group is not planned; 3 blocks + stream
     assert len(model.blocks) == 3 and model.blocks[0].fc1.out_features == 24 and model.stem.out_features == 12
     result = sc.verify(reference, model, p, X)
     assert result.ok and result.mode == "exact", result.message

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from typing import Any
 
 from torch import nn
 
 from secateurs.errors import InvalidArgumentError, InvalidTypeError
+from secateurs.graph.analysis import Analysis
 from secateurs.layers.criteria import get_layer_criterion, layer_criteria, score_layers
 from secateurs.layers.locate import container, find_blocks
 from secateurs.plans import Plan
@@ -49,15 +51,44 @@ def choose_layers(model: nn.Module, drop_layers: int, layer_importance: str, cal
     return path, record
 
 
-def with_dropped_layers(model: nn.Module, plan: Plan, drop_layers: Any, layer_importance: str | None,
-                        calibration: Any) -> Plan:
-    """``plan`` with ``drop_layers`` whole blocks chosen by ``layer_importance`` added (unchanged when 0/None)."""
+@dataclass
+class DropChoice:
+    """The blocks a layer criterion chose: the container path and the record kept in ``plan.settings``."""
+
+    container: str
+    record: dict[str, Any]
+
+    @property
+    def dropped(self) -> list[int]:
+        return list(self.record["dropped"])
+
+
+def choose_drop(model: nn.Module, drop_layers: Any, layer_importance: str | None, calibration: Any) -> DropChoice | None:
+    """Validate the arguments and score the blocks; None when no layer is to be dropped."""
     name = check_drop_args(drop_layers, layer_importance, calibration)
     if name is None:
+        return None
+    return DropChoice(*choose_layers(model, int(drop_layers), name, calibration))
+
+
+def without_dropped(analysis: Analysis, choice: DropChoice | None) -> Analysis:
+    """``analysis`` without the groups that live entirely inside dropped blocks (nothing to prune there; global
+    ranking and data criteria then see only the blocks that remain). Groups spanning blocks, such as the
+    hidden size, are kept."""
+    if choice is None:
+        return analysis
+    prefix = choice.container + "." if choice.container else ""
+    inside = tuple(f"{prefix}{i}." for i in choice.dropped)
+    groups = [g for g in analysis.groups if not all(m.fqn.startswith(inside) for m in g.members)]
+    return replace(analysis, groups=groups)
+
+
+def attach(plan: Plan, choice: DropChoice | None) -> Plan:
+    """Record the chosen blocks in ``plan`` (``dropped_layers`` for apply, ``settings["drop_layers"]`` for people)."""
+    if choice is None:
         return plan
-    path, record = choose_layers(model, int(drop_layers), name, calibration)
-    plan.dropped_layers = {path: list(record["dropped"])}
-    plan.settings["drop_layers"] = record
+    plan.dropped_layers = {choice.container: choice.dropped}
+    plan.settings["drop_layers"] = choice.record
     plan.validate()
     return plan
 

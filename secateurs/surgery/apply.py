@@ -82,6 +82,10 @@ def apply_plan(model: nn.Module, plan: Plan) -> nn.Module:
     snapshot = _snapshot([modules[p] for p in saved_paths if p in modules])
     before = _shapes_before(plan, touched_paths)
     try:
+        if plan.dropped_layers:  # first, so config sync in the width handlers sees only the blocks that remain
+            from secateurs.layers.surgery import drop_layers_
+
+            drop_layers_(model, plan.dropped_layers)
         _slice_tensors(state, owners, plan)
         for path in sorted(touched_paths, key=lambda p: -p.count(".") if p else 1):
             m = modules.get(path)
@@ -90,10 +94,6 @@ def apply_plan(model: nn.Module, plan: Plan) -> nn.Module:
             handler = find_handler(m)
             if handler is not None:
                 handler(m, {**plan.hints.get(path, {}), "shapes_before": before.get(path, {})})
-        if plan.dropped_layers:
-            from secateurs.layers.surgery import drop_layers_
-
-            drop_layers_(model, plan.dropped_layers)
     except Exception as exc:
         snapshot.restore()
         raise ApplyError(f"surgery failed ({type(exc).__name__}: {exc}); the model was restored unchanged") from exc
