@@ -71,6 +71,22 @@ def test_llama_block_influence_matches_hidden_states():
     assert record["dropped"] == [int(torch.tensor(record["scores"]).argmin())]
 
 
+def test_padding_tokens_do_not_count():
+    """Block influence averages over the tokens an attention_mask keeps (left padding here)."""
+    t = tiny("llama", layers=3)
+    ids = token_batches(1)[0]["input_ids"]
+    mask = torch.ones_like(ids)
+    mask[0, :3] = 0
+    batch = {"input_ids": ids, "attention_mask": mask}
+    p = sc.plan(t.model, t.inputs, drop_layers=1, calibration=[batch])
+    with torch.no_grad():
+        hs = t.model(**batch, output_hidden_states=True).hidden_states
+    w = mask.double()
+    want = [float(((1 - torch.cosine_similarity(hs[i].double(), hs[i + 1].double(), dim=-1)) * w).sum() / w.sum())
+            for i in range(2)]
+    assert p.settings["drop_layers"]["scores"][:2] == pytest.approx(want, rel=1e-6)
+
+
 def test_llama_angular_window_and_kv_cache():
     t = tiny("llama", layers=4)
     original = copy.deepcopy(t.model)
