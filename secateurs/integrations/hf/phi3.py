@@ -41,7 +41,10 @@ def heads(m: Any) -> Heads:
 
 @register_handler(Phi3Attention)
 def phi3_attention(m: Any, hints: dict[str, Any]) -> None:
-    m.head_dim = int(hints.get("head_dim", m.head_dim))
+    if int(hints.get("head_dim", m.head_dim)) != m.head_dim:
+        raise ApplyError(
+            f"{type(m).__name__} uses one head_dim for q, k and v, and its RoPE q/k head_dim is frozen (rebuilt from "
+            "the config at load); head_dim cannot be pruned here: prune heads or query_heads instead")
     h = heads(m)
     if h.num_heads % h.num_key_value_heads:
         raise ApplyError(f"{type(m).__name__}: {h.num_heads} query heads are not a multiple of "

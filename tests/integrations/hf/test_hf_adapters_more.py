@@ -128,6 +128,14 @@ def test_phi3_heads_rewrite_config_and_head_dim():
     assert all(m.num_key_value_heads == 1 for m in t.model.modules() if type(m).__name__ == "Phi3Attention")
 
 
+def test_phi3_head_dim_is_refused_and_restored():
+    t = tiny("phi3")
+    before = copy.deepcopy(t.model.state_dict())
+    with pytest.raises(sc.SecateursError, match="one head_dim for q, k and v"):
+        sc.prune(t.model, t.inputs, ratio={"head_dim": 0.5})
+    assert all(torch.equal(before[k], v) for k, v in t.model.state_dict().items())
+
+
 def test_opt_with_embedding_projection(tmp_path):
     """word_embed_proj_dim != hidden_size: project_in/out. The embedding width is its own group (embed_tokens,
     project_in, project_out, tied lm_head); the config's word_embed_proj_dim follows it and the model reloads."""
