@@ -59,6 +59,8 @@ def plan(
     calibration: Any = None,
     loss_fn: LossFn | None = None,
     latency: float | LatencyTarget | None = None,
+    drop_layers: int | None = None,
+    layer_importance: str | None = None,
 ) -> Plan:
     """Decide what to remove; the model is not changed.
 
@@ -71,12 +73,28 @@ def plan(
     normalisation of global ranking (mean by default). ``latency=0.5`` (or a ``LatencyTarget`` with timing
     settings) asks for the fraction of MEASURED latency kept on the current device, met within ±10% by
     bisection on timed pruned copies; ``plan.settings["achieved"]`` and ``["latency"]`` record the result.
+
+    ``drop_layers=N`` also removes N whole residual blocks (decoder layers) chosen by ``layer_importance``
+    (``"block_influence"``, default, or ``"angular"``) on the ``calibration`` batches; with no ``ratio``
+    only layers are dropped. See ``secateurs.layers``.
     """
+    from secateurs.layers.planning import attach, choose_drop, width_request, without_dropped
+
+    _no_latency_with_drop(latency, drop_layers)
+    width_ratio, width_calibration = width_request(drop_layers, ratio, importance, calibration, macs, params)
+    drop = choose_drop(model, drop_layers, layer_importance, calibration)
     analysis = analysis or _analyze(model, example_inputs)
-    return make_plan(model, analysis, ratio=ratio, importance=importance, ignore=ignore, round_to=round_to,
-                     min_keep=min_keep, seed=seed, scope=scope, normalize=normalize, macs=macs, params=params,
-                     overrides=overrides, max_ratio=max_ratio, calibration=calibration, loss_fn=loss_fn,
-                     example_inputs=example_inputs, latency=latency)
+    p = make_plan(model, without_dropped(analysis, drop), ratio=width_ratio, importance=importance, ignore=ignore,
+                  round_to=round_to, min_keep=min_keep, seed=seed, scope=scope, normalize=normalize, macs=macs,
+                  params=params, overrides=overrides, max_ratio=max_ratio, calibration=width_calibration,
+                  loss_fn=loss_fn, example_inputs=example_inputs, latency=latency)
+    return attach(p, drop)
+
+
+def _no_latency_with_drop(latency: Any, drop_layers: int | None) -> None:
+    if latency is not None and drop_layers:
+        raise InvalidArgumentError("drop_layers= cannot be combined with a latency= target yet (the latency search "
+                                   "does not time dropped blocks); pass ratio= for the width part")
 
 
 def apply(model: nn.Module, plan: Plan) -> nn.Module:
@@ -118,6 +136,8 @@ def prune(
     loss_fn: LossFn | None = None,
     compensate: str | Compensation | None = None,
     latency: float | LatencyTarget | None = None,
+    drop_layers: int | None = None,
+    layer_importance: str | None = None,
 ) -> PruneReport:
     """Plan, apply and verify in one call (arguments as in ``plan``). On a failed verification the model is
     restored and an error raised.
@@ -125,7 +145,8 @@ def prune(
     ``check``: ``True`` (default) verifies; when the plan also prunes dims that are normalised over
     (structural-only groups), the exactly-checkable groups are additionally applied to a copy of the
     model and compared numerically, if the model's parameters take at most 2 GB (``"full"``: always;
-    ``False``: no verification).
+    ``False``: no verification). Dropped layers (``drop_layers=``) are checked against the original with
+    those blocks run as identity.
 
     ``compensate="bias"|"lstsq"`` (or ``secateurs.compensation.Compensation(method, ridge=, add_bias=)``)
     refits the layers that read pruned channels from ``calibration`` batches after verification (see
@@ -134,20 +155,26 @@ def prune(
     """
     if check not in (True, False, "full"):
         raise InvalidArgumentError(f"check must be True, False or 'full', got {check!r}")
+    from secateurs.layers.planning import attach, choose_drop, width_request, without_dropped
+
+    _no_latency_with_drop(latency, drop_layers)
     comp_calibration = calibration
+    width_ratio, width_calibration = width_request(drop_layers, ratio, importance, calibration, macs, params)
     if compensate is not None:
         from secateurs.compensation.gather import check_request
         from secateurs.importance.registry import get_criterion
 
         needs_data = bool(getattr(get_criterion(importance), "needs_data", False))
-        check_request(compensate, calibration, read_twice=needs_data)
+        check_request(compensate, calibration, read_twice=needs_data or bool(drop_layers))
         if not needs_data:
-            calibration = None  # read by the compensation only: no "unused calibration" warning when planning
+            width_calibration = None  # read by the compensation only: no "unused calibration" warning when planning
+    drop = choose_drop(model, drop_layers, layer_importance, calibration)
     analysis = _analyze(model, example_inputs)
-    p = make_plan(model, analysis, ratio=ratio, importance=importance, ignore=ignore, round_to=round_to,
-                  min_keep=min_keep, seed=seed, scope=scope, normalize=normalize, macs=macs, params=params,
-                  overrides=overrides, max_ratio=max_ratio, calibration=calibration, loss_fn=loss_fn,
-                  example_inputs=example_inputs, latency=latency)
+    p = make_plan(model, without_dropped(analysis, drop), ratio=width_ratio, importance=importance, ignore=ignore,
+                  round_to=round_to, min_keep=min_keep, seed=seed, scope=scope, normalize=normalize, macs=macs,
+                  params=params, overrides=overrides, max_ratio=max_ratio, calibration=width_calibration,
+                  loss_fn=loss_fn, example_inputs=example_inputs, latency=latency)
+    p = attach(p, drop)
     macs_before, params_before = graph_macs(analysis.coupled.captured), param_count(model)
     can_run = has_weights(model)
     subset_result = _exact_subset(model, analysis, p, example_inputs, check, tolerance) if check and can_run else None

@@ -79,6 +79,9 @@ class PruneReport:
             f"units removed: {self.plan.removed_units()}",
         ]
         lines.extend(_target_lines(self.plan.settings))
+        for container, gone in self.plan.dropped_layers.items():
+            how = (self.plan.settings.get("drop_layers") or {}).get("importance", "given")
+            lines.append(f"layers dropped: {container or 'model'} {gone} ({how})")
         if self.verification is not None:
             lines.append(self.verification.message)
         if self.compensation is not None:

@@ -23,6 +23,9 @@ from secateurs.surgery.registry import find_handler, load_for
 
 def rebuild_original(pruned: nn.Module, plan: Plan, state: Mapping[str, torch.Tensor]) -> nn.Module:
     """A copy of ``pruned`` with the shapes and weights of ``state`` (the state dict before ``plan`` was applied)."""
+    if plan.dropped_layers:
+        raise VerificationError("the plan drops whole layers, which cannot be rebuilt from a state dict; pass the "
+                                "unpruned module as the reference instead")
     _check_state(plan, state)
     if plan.hints and not plan.hints_before:
         raise VerificationError(
