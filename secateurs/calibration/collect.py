@@ -26,12 +26,20 @@ class CalibrationData:
     (a tensor, a tuple of positional arguments or a dict of keyword arguments), or ``inputs(batch)``
     returns that, e.g. ``inputs=lambda b: b[0]`` for ``(image, label)`` batches. ``loss_fn(output, batch)``
     receives the raw batch, so it can read labels. ``progress=None`` shows a bar only on a terminal.
+
+    ``sequential=True`` (decoder LMs and other stacks of blocks) holds only one block's activations at a
+    time, as SparseGPT/Wanda do: the batches run up to the first block, then block by block on the cached
+    hidden states (``secateurs.calibration.sequential``). ``blocks`` names the ``nn.ModuleList`` of blocks
+    (e.g. ``"model.layers"``); by default the largest list of same-type modules. Activation statistics
+    only (not for gradient criteria such as ``taylor``).
     """
 
     batches: Iterable[Any]
     inputs: Callable[[Any], Any] | None = None
     max_batches: int | None = None
     progress: bool | None = None
+    sequential: bool = False
+    blocks: str | None = None
 
 
 def as_calibration(calibration: Any) -> CalibrationData:
@@ -102,6 +110,14 @@ def collect(
     data = as_calibration(calibration)
     if grads and loss_fn is None:
         raise InvalidArgumentError("gradient statistics need loss_fn=lambda output, batch: <scalar loss tensor>")
+    if data.sequential:
+        if grads:
+            raise InvalidArgumentError(
+                "sequential calibration collects activation statistics only; gradient criteria (taylor, hessian) need "
+                "a backward pass through the whole model: use CalibrationData(..., sequential=False)")
+        from secateurs.calibration.sequential import collect_sequential
+
+        return collect_sequential(model, data)
     params = dict(model.named_parameters())
     stats = Statistics()
     unknown = set(grad_stats) - {"sum", "sq"}
