@@ -1,0 +1,75 @@
+"""Markdown tables for bench_llm.py results (secateurs rows, depth rows, Torch-Pruning rows, goals)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+
+def _ppl(cell: dict[str, Any] | None) -> str:
+    if not cell:
+        return "-"
+    if cell.get("status") != "ok":
+        return str(cell.get("status", "-")).split(":")[0]
+    x = cell.get("perplexity")
+    if x is None or not math.isfinite(x):
+        return "nan"
+    return f"{x:.3f}" if x < 100 else f"{x:.4g}"
+
+
+def _kept(cell: dict[str, Any] | None) -> str:
+    if not cell or cell.get("status") != "ok":
+        return "-"
+    w = cell.get("widths", {})
+    shape = f"h{w.get('hidden')} q{w.get('heads')}/kv{w.get('kv_heads')} ffn{w.get('ffn')}"
+    if "layers" in w:
+        shape = f"L{w['layers']} " + shape
+    return f"{cell['params_ratio']:.1%} ({shape})"
+
+
+def _best(values: list[float]) -> float | None:
+    ok = [v for v in values if v is not None and math.isfinite(v)]
+    return min(ok) if ok else None
+
+
+def markdown(res: dict[str, Any]) -> str:
+    base = res["baseline"]
+    out = [f"Unpruned held-out perplexity **{base:.3f}** per byte (unigram baseline {res['unigram_perplexity']:.3f}).",
+           "", "| setting | criterion | params kept (widths) | no compensation | bias | lstsq |", "|---|---|---|---|---|---|"]
+    best: dict[str, float | None] = {}
+    for row in res["width"]:
+        cells = [row.get(k) for k in ("none", "bias", "lstsq")]
+        kept = next((_kept(c) for c in cells if c and c.get("status") == "ok"), "-")
+        out.append(f"| {row['setting']} | {row['criterion']} | {kept} | " + " | ".join(_ppl(c) for c in cells) + " |")
+        vals = [c.get("perplexity") for c in cells if c and c.get("status") == "ok"]
+        best[row["setting"]] = _best([b for b in (best.get(row["setting"]), *vals) if b is not None])
+    for row in res["depth"]:
+        out.append(f"| {row['setting']} | {row['criterion']} | {_kept(row)} | {_ppl(row)} | n/a | n/a |")
+        if row.get("status") == "ok":
+            best[row["setting"]] = _best([b for b in (best.get(row["setting"]), row["perplexity"]) if b is not None])
+    out += ["", "Torch-Pruning 1.6.1 (its LLM example's settings, `GroupMagnitudeImportance(p=2)`):", "",
+            "| ratio | mode | outcome | params kept (widths) | perplexity |", "|---|---|---|---|---|"]
+    tp_best: dict[float, float | None] = {}
+    for row in res["torch_pruning"]:
+        outcome = row["status"] if row["status"] == "ok" else f"{row['status']} in: {row.get('stage', '?')}"
+        out.append(f"| {row['ratio']:.0%} | {row['mode']} | {outcome} | {_kept(row)} | {_ppl(row)} |")
+        if row["status"] == "ok":
+            tp_best[row["ratio"]] = _best([b for b in (tp_best.get(row["ratio"]), row["perplexity"]) if b is not None])
+    out += ["", "Goals (from the issue):", ""]
+    for name, value in best.items():
+        if value is None:
+            continue
+        line = f"- {name}: best secateurs perplexity {value:.3f} ({value / base - 1:+.1%} vs unpruned)"
+        ratio = next((r for r in tp_best if name.startswith(f"width {r:.0%}")), None)
+        if ratio is not None and tp_best[ratio] is not None:
+            line += f"; Torch-Pruning best at {ratio:.0%}: {tp_best[ratio]:.4g} -> {'met' if value < tp_best[ratio] else 'NOT met'}"
+        out.append(line)
+    twenty = [v for k, v in best.items() if k.startswith("width 20%") and v is not None]
+    if twenty:
+        rise = min(twenty) / base - 1
+        out.append(f"- 20% width with < 25% perplexity rise before fine-tuning: {rise:+.1%} -> "
+                   f"{'met' if rise < 0.25 else 'NOT met'}")
+    m = res["machine"]
+    out += ["", f"Machine: {m['processor']}, {m['cpus']} CPUs (shared), {m['threads']} thread(s), torch {m['torch']}; "
+            f"{res['date']}; wall time {res.get('wall_seconds', '?')} s."]
+    return "\n".join(out) + "\n"
