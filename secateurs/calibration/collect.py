@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
+from secateurs.calibration.features import feature_map
 from secateurs.calibration.layouts import layout_for
+from secateurs.calibration.moments import Moments
 from secateurs.calibration.stats import ChannelStats, Statistics
 from secateurs.errors import InvalidArgumentError, InvalidTypeError
 from secateurs.graph.capture import eval_mode, normalize_inputs
@@ -78,6 +80,52 @@ def _hooks(model: nn.Module, stats: Statistics) -> Iterator[None]:
             h.remove()
 
 
+@contextlib.contextmanager
+def _moment_hooks(model: nn.Module, stats: Statistics, paths: Collection[str], gram: bool,
+                  reset_on: Iterable[nn.Module] = ()) -> Iterator[None]:
+    """Hooks recording input-feature moments of the modules at ``paths`` (see calibration.features).
+
+    Layers that read the same input tensor with the same feature map (q/k/v, gate/up projections) share one
+    ``Moments`` object, so their Gram matrix is stored and accumulated once. The table of inputs seen is
+    cleared at every forward of ``model`` and of the modules ``reset_on`` (the blocks, in sequential mode).
+    """
+    handles = []
+    seen: dict[tuple[object, ...], tuple[torch.Tensor, Moments]] = {}  # this forward: (input id, features) -> moments
+    if paths:
+        for root in (model, *reset_on):
+            handles.append(root.register_forward_pre_hook(lambda mod, args: seen.clear()))
+    for path in sorted(set(paths)):
+        module = model.get_submodule(path)
+        fmap = feature_map(module)
+        if fmap is None or fmap.rows is None:
+            raise InvalidArgumentError(f"cannot record input features of {path!r} ({type(module).__name__}): "
+                                       "only Linear, Conv1d/Conv2d with zero padding and HF Conv1D are supported")
+
+        def hook(mod: nn.Module, args: tuple[Any, ...], path: str = path, fmap: Any = fmap) -> None:
+            x = args[0] if args else None
+            if not (isinstance(x, torch.Tensor) and x.is_floating_point()):
+                return
+            key = (id(x), fmap.size, fmap.signature)
+            hit = seen.get(key)
+            m = stats.moments.get(path)
+            if m is None and hit is not None and hit[0] is x:
+                stats.moments[path] = hit[1]  # same tensor, same features: share
+                return
+            if m is not None and hit is not None and hit[0] is x and hit[1] is m:
+                return  # already counted for a layer sharing these moments
+            if m is None:
+                m = stats.moments[path] = Moments.empty(fmap.size, gram, x.device)
+            m.update(fmap.rows(x))
+            seen[key] = (x, m)
+
+        handles.append(module.register_forward_pre_hook(hook))
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
 def _record(table: dict[str, ChannelStats], path: str, x: torch.Tensor, dim: int) -> None:
     s = table.get(path)
     if s is None:
@@ -99,6 +147,9 @@ def collect(
     loss_fn: LossFn | None = None,
     grads: bool = False,
     grad_stats: tuple[str, ...] = ("sum", "sq"),
+    moments: Collection[str] = (),
+    gram: bool = True,
+    channels: bool = True,
 ) -> Statistics:
     """Forward every batch (and backward ``loss_fn(output, batch)`` when ``grads``) and return statistics.
 
@@ -106,6 +157,9 @@ def collect(
     ``.grad`` fields are untouched. Under ``torch.distributed`` every sum is all-reduced across ranks.
     ``grad_stats`` picks the gradient accumulators, each the size of the model: ``"sum"`` (mean gradient,
     for Taylor) and ``"sq"`` (squared gradients, for the Fisher); float32 at least, float64 for float64 models.
+    ``moments`` names modules (Linear, Conv, HF Conv1D) whose input features get a sum and, with ``gram``, a
+    Gram matrix (``stats.moments``; see ``calibration.features``); ``channels=False`` skips the per-channel
+    statistics of every layer when only those moments are wanted.
     """
     data = as_calibration(calibration)
     if grads and loss_fn is None:
@@ -117,7 +171,12 @@ def collect(
                 "a backward pass through the whole model: use CalibrationData(..., sequential=False)")
         from secateurs.calibration.sequential import collect_sequential
 
-        return collect_sequential(model, data)
+        @contextlib.contextmanager
+        def install(m: nn.Module, st: Statistics, blocks: Iterable[nn.Module]) -> Iterator[None]:
+            with _hooks(m, st) if channels else contextlib.nullcontext(), _moment_hooks(m, st, moments, gram, blocks):
+                yield
+
+        return collect_sequential(model, data, hooks=install)
     params = dict(model.named_parameters())
     stats = Statistics()
     unknown = set(grad_stats) - {"sum", "sq"}
@@ -137,7 +196,8 @@ def collect(
         if grads:
             for p in params.values():
                 p.requires_grad_(True)
-        with eval_mode(model), _hooks(model, stats), torch.set_grad_enabled(grads):
+        channel_hooks = _hooks(model, stats) if channels else contextlib.nullcontext()
+        with eval_mode(model), channel_hooks, _moment_hooks(model, stats, moments, gram), torch.set_grad_enabled(grads):
             for i, batch in enumerate(_progress(data.batches, data.progress, total)):
                 if data.max_batches is not None and i >= data.max_batches:
                     break

@@ -114,7 +114,8 @@ def _swapped(blocks: nn.ModuleList | nn.Sequential, stubs: list[nn.Module]) -> I
             blocks[i] = m
 
 
-Hooks = Callable[[nn.Module, Statistics], AbstractContextManager[None]]
+#: installs recording hooks: ``hooks(model, stats, blocks)``
+Hooks = Callable[[nn.Module, Statistics, list[nn.Module]], AbstractContextManager[None]]
 #: the tables of ``Statistics`` keyed by module path (recorded by forward hooks)
 PATH_TABLES = ("inputs", "outputs", "moments")
 
@@ -127,19 +128,20 @@ def collect_sequential(model: nn.Module, data: CalibrationData, *, hooks: Hooks 
                        trace: list[BlockStep] | None = None) -> Statistics:
     """Activation statistics equal to ``collect(model, data)``, holding one block boundary at a time.
 
-    ``hooks(model, stats)`` installs the recording hooks (by default the per-channel ones of ``collect``).
+    ``hooks(model, stats, blocks)`` installs the recording hooks (by default the per-channel ones of
+    ``collect``); hooks that keep per-forward state should reset it when a block starts.
     ``trace``, when given a list, receives a ``BlockStep`` after each block (what was held then).
     """
-    install = hooks or _hooks
+    install = hooks or (lambda m, s, b: _hooks(m, s))
     path, blocks = find_blocks(model, data.blocks)
     stats = Statistics()
     with eval_mode(model), torch.no_grad():
-        with install(model, stats):
+        with install(model, stats, list(blocks)):
             inputs, calls = _capture(model, data, blocks[0])
             head = {key for table in _tables(stats) for key in table}
             outputs = _run_blocks(blocks, calls, trace)
         tail = Statistics()
-        with install(model, tail):
+        with install(model, tail, list(blocks)):
             _replay_tail(model, path, blocks, inputs, outputs)
     prefix = path + "."
     for mine, theirs in zip(_tables(stats), _tables(tail), strict=True):

@@ -19,9 +19,10 @@ def _rank(rank: int, store: str, out: str) -> None:
         torch.manual_seed(0)
         model = MLP().eval()
         batches = [torch.full((2, 6), float(rank + 1))]
-        stats = collect(model, batches)
+        stats = collect(model, batches, moments=["fc1"])
         if rank == 0:
-            torch.save({"sum": stats.inputs["fc1"].sum, "n": stats.n_batches, "count": stats.inputs["fc1"].count}, out)
+            torch.save({"sum": stats.inputs["fc1"].sum, "n": stats.n_batches, "count": stats.inputs["fc1"].count,
+                        "gram": stats.moments["fc1"].gram}, out)
     finally:
         dist.destroy_process_group()
 
@@ -35,3 +36,4 @@ def test_two_ranks_sum_their_statistics(tmp_path, request) -> None:
     got = torch.load(out)
     assert got["n"] == 2 and float(got["count"]) == 4
     torch.testing.assert_close(got["sum"], torch.full((6,), 2 * 1.0 + 2 * 2.0, dtype=torch.float64))
+    torch.testing.assert_close(got["gram"], torch.full((6, 6), 2 * 1.0 + 2 * 4.0, dtype=torch.float64))  # input moments

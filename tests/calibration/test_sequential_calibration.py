@@ -48,6 +48,19 @@ def test_statistics_equal_full_collection() -> None:
     _assert_same(full, seq)
 
 
+def test_input_moments_equal_full_collection() -> None:
+    model = _llama()
+    paths = ["model.layers.0.self_attn.q_proj", "model.layers.0.self_attn.k_proj", "model.layers.2.mlp.down_proj",
+             "lm_head"]
+    full = collect(model, _batches(), moments=paths, channels=False)
+    seq = collect(model, CalibrationData(_batches(), sequential=True), moments=paths, channels=False)
+    assert sorted(full.moments) == sorted(seq.moments) == sorted(paths)
+    assert seq.moments[paths[0]] is seq.moments[paths[1]]  # q and k read one input: one Gram matrix
+    for key in paths:
+        for x, y in zip(full.moments[key].tensors(), seq.moments[key].tensors(), strict=True):
+            torch.testing.assert_close(x, y, rtol=1e-9, atol=1e-9, msg=key)
+
+
 def test_one_block_boundary_held_and_blocks_run_layer_by_layer() -> None:
     model = _llama()
     order: list[int] = []
