@@ -109,7 +109,7 @@ def run_secateurs(base: Any, setting: dict[str, Any], criterion: str, compensate
 def run_depth(base: Any, layer_importance: str, calib: list[dict[str, Any]]) -> dict[str, Any]:
     model = copy.deepcopy(base)
     t0 = time.time()
-    report = sc.prune(model, calib[0], ratio=0.0, drop_layers=1, layer_importance=layer_importance,
+    report = sc.prune(model, calib[0], drop_layers=1, layer_importance=layer_importance,
                       calibration=CalibrationData(calib, sequential=True))
     return {"seconds": round(time.time() - t0, 2), "params_ratio": report.params_ratio, "widths": widths(model),
             "perplexity": perplexity(model, held_out_bytes())}
