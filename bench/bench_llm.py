@@ -150,6 +150,8 @@ def last_stage(stderr: str) -> str:
 def stack_tail(stderr: str, n: int = 14) -> list[str]:
     """The innermost frames of the first traceback printed (faulthandler dump or exception)."""
     lines = stderr.splitlines()
+    if any(ln.startswith("Traceback") for ln in lines):  # an exception: innermost frames are last
+        return lines[-n:]
     start = next((i for i, ln in enumerate(lines) if ln.startswith(("Thread", "Current thread", "Traceback"))), None)
     if start is None:
         return lines[-n:]

@@ -49,20 +49,31 @@ def markdown(res: dict[str, Any]) -> str:
             best[row["setting"]] = _best([b for b in (best.get(row["setting"]), row["perplexity"]) if b is not None])
     out += ["", "Torch-Pruning 1.6.1 (its LLM example's settings, `GroupMagnitudeImportance(p=2)`):", "",
             "| ratio | mode | outcome | params kept (widths) | perplexity |", "|---|---|---|---|---|"]
-    tp_best: dict[float, float | None] = {}
+    tp: dict[tuple[float, str], dict[str, Any]] = {}
     for row in res["torch_pruning"]:
         outcome = row["status"] if row["status"] == "ok" else f"{row['status']} in: {row.get('stage', '?')}"
         out.append(f"| {row['ratio']:.0%} | {row['mode']} | {outcome} | {_kept(row)} | {_ppl(row)} |")
-        if row["status"] == "ok":
-            tp_best[row["ratio"]] = _best([b for b in (tp_best.get(row["ratio"]), row["perplexity"]) if b is not None])
+        tp[(row["ratio"], row["mode"])] = row
+    failed = [row for row in res["torch_pruning"] if row["status"] != "ok"]
+    if failed:
+        out += ["", "Where Torch-Pruning stopped (stage, then the innermost frames of its stack or error):", ""]
+    for row in failed:
+        frames = [ln.strip() for ln in row.get("trace", []) if ln.strip().startswith("File")]
+        frames = frames[-3:] if row["status"].startswith("error") else frames[:4]  # innermost first or last
+        detail = "; ".join(frames) or row.get("error", "")
+        out.append(f"- {row['ratio']:.0%} {row['mode']}: {row['status']} in {row.get('stage', '?')}: `{detail[:400]}`")
     out += ["", "Goals (from the issue):", ""]
     for name, value in best.items():
         if value is None:
             continue
         line = f"- {name}: best secateurs perplexity {value:.3f} ({value / base - 1:+.1%} vs unpruned)"
-        ratio = next((r for r in tp_best if name.startswith(f"width {r:.0%}")), None)
-        if ratio is not None and tp_best[ratio] is not None:
-            line += f"; Torch-Pruning best at {ratio:.0%}: {tp_best[ratio]:.4g} -> {'met' if value < tp_best[ratio] else 'NOT met'}"
+        mode = "example" if "hidden" in name else "heads_ffn"
+        peer = next((row for (r, m), row in tp.items() if m == mode and name.startswith(f"width {r:.0%}")), None)
+        if peer is not None and peer["status"] == "ok":
+            line += (f"; Torch-Pruning ({mode}): {peer['perplexity']:.4g} -> "
+                     f"{'better' if value < peer['perplexity'] else 'NOT better'}")
+        elif peer is not None:
+            line += f"; Torch-Pruning ({mode}) gave no model ({peer['status']})"
         out.append(line)
     twenty = [v for k, v in best.items() if k.startswith("width 20%") and v is not None]
     if twenty:
