@@ -16,7 +16,8 @@ Settings (``ratio`` is the fraction removed, ``local`` scope, uniform across lay
 Each width setting runs every criterion (l2, wanda, fluctuation, taylor, activation) without
 compensation and, when the library has it, with ``compensate="bias"`` and ``"lstsq"``.
 Torch-Pruning runs in a subprocess per setting (``tp_llm_worker.py``) under ``--tp-timeout``.
-Writes ``bench/results/llm.{md,json}`` and prints the Markdown table.
+Writes ``bench/results/llm.{md,json}`` and prints the Markdown table. ``--parts depth --reuse
+bench/results/llm.json`` reruns only the named parts and keeps the others from an earlier run.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ CRITERIA = ("l2", "wanda", "fluctuation", "taylor", "activation")
 COMPENSATION = ("bias", "lstsq")
 LAYER_CRITERIA = ("block_influence", "angular")
 ROOT = Path(__file__).resolve().parent
+PARTS = ("width", "depth", "tp")
 
 
 def lm_loss(output: Any, batch: dict[str, Any]) -> torch.Tensor:
@@ -170,30 +172,8 @@ def fmt(x: float | None) -> str:
     return f"{x:.3f}" if x < 100 else f"{x:.4g}"
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--ratios", type=float, nargs="+", default=[0.2, 0.5])
-    ap.add_argument("--criteria", nargs="+", default=list(CRITERIA))
-    ap.add_argument("--tp-timeout", type=float, default=240)
-    ap.add_argument("--no-tp", action="store_true")
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", default=str(ROOT / "results"))
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    t_start = time.time()
-    base = load_tiny_lm()
-    held, train = held_out_bytes(), train_bytes()
-    calib = [{**b, "use_cache": False} for b in token_batches("train", batch_size=8, n_batches=8)]
-    have = features()
-    results: dict[str, Any] = {
-        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                    "cpus": os.cpu_count(), "threads": args.threads, "torch": torch.__version__},
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "features": have,
-        "unigram_perplexity": unigram_perplexity(train, held), "baseline": perplexity(base, held),
-        "width": [], "depth": [], "torch_pruning": [],
-    }
-    print(f"baseline held-out perplexity {results['baseline']:.3f} (unigram {results['unigram_perplexity']:.3f})",
-          flush=True)
+def width_part(base: Any, args: argparse.Namespace, calib: list[dict[str, Any]], have: dict[str, bool]) -> list[Any]:
+    rows = []
     for setting in width_settings(base, args.ratios):
         for crit in args.criteria:
             row: dict[str, Any] = {"setting": setting["name"], "criterion": crit}
@@ -208,7 +188,12 @@ def main() -> int:
                     row[key] = {"status": f"error: {type(exc).__name__}: {str(exc)[:300]}"}
                 print(f"{setting['name']:28s} {crit:12s} {key:6s} {fmt(row[key].get('perplexity'))}  "
                       f"{row[key]['status'][:120]}", flush=True)
-            results["width"].append(row)
+            rows.append(row)
+    return rows
+
+
+def depth_part(base: Any, calib: list[dict[str, Any]], have: dict[str, bool]) -> list[Any]:
+    rows = []
     for li in LAYER_CRITERIA:
         if not have["drop_layers"]:
             rec: dict[str, Any] = {"status": "n/a (not available)"}
@@ -217,16 +202,62 @@ def main() -> int:
                 rec = {"status": "ok", **run_depth(base, li, calib)}
             except Exception as exc:
                 rec = {"status": f"error: {type(exc).__name__}: {str(exc)[:300]}"}
-        results["depth"].append({"setting": "depth 25% (1 of 4 layers)", "criterion": li, **rec})
+        rows.append({"setting": "depth 25% (1 of 4 layers)", "criterion": li, **rec})
         print(f"depth 25% {li:16s} {fmt(rec.get('perplexity'))}  {rec['status'][:120]}", flush=True)
-    if not args.no_tp:
-        for r in args.ratios:
-            for mode in ("heads_ffn", "example"):
-                rec = run_tp(r, mode, "l2", args.tp_timeout)
-                results["torch_pruning"].append({"ratio": r, "mode": mode, **rec})
-                print(f"torch-pruning {r:.0%} {mode:10s} {rec['status']} {fmt(rec.get('perplexity'))} "
-                      f"stage={rec.get('stage', '')}", flush=True)
-    results["wall_seconds"] = round(time.time() - t_start)
+    return rows
+
+
+def tp_part(args: argparse.Namespace) -> list[Any]:
+    rows = []
+    for r in args.ratios:
+        for mode in ("heads_ffn", "example"):
+            rec = run_tp(r, mode, "l2", args.tp_timeout)
+            rows.append({"ratio": r, "mode": mode, **rec})
+            print(f"torch-pruning {r:.0%} {mode:10s} {rec['status']} {fmt(rec.get('perplexity'))} "
+                  f"stage={rec.get('stage', '')}", flush=True)
+    return rows
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--ratios", type=float, nargs="+", default=[0.2, 0.5])
+    ap.add_argument("--criteria", nargs="+", default=list(CRITERIA))
+    ap.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
+    ap.add_argument("--reuse", help="results JSON whose parts not in --parts are kept (e.g. rerun only depth)")
+    ap.add_argument("--tp-timeout", type=float, default=240)
+    ap.add_argument("--no-tp", action="store_true")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", default=str(ROOT / "results"))
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    t_start = time.time()
+    base = load_tiny_lm()
+    held, train = held_out_bytes(), train_bytes()
+    calib = [{**b, "use_cache": False} for b in token_batches("train", batch_size=8, n_batches=8)]
+    have = features()
+    old: dict[str, Any] = json.loads(Path(args.reuse).read_text()) if args.reuse else {}
+    results: dict[str, Any] = {
+        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+                    "cpus": os.cpu_count(), "threads": args.threads, "torch": torch.__version__},
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "features": have,
+        "unigram_perplexity": unigram_perplexity(train, held), "baseline": perplexity(base, held),
+        "width": old.get("width", []), "depth": old.get("depth", []), "torch_pruning": old.get("torch_pruning", []),
+        "part_seconds": old.get("part_seconds", {}),
+    }
+    print(f"baseline held-out perplexity {results['baseline']:.3f} (unigram {results['unigram_perplexity']:.3f})",
+          flush=True)
+    parts = [p for p in args.parts if not (p == "tp" and args.no_tp)]
+    for part in parts:
+        t0 = time.time()
+        if part == "width":
+            results["width"] = width_part(base, args, calib, have)
+        elif part == "depth":
+            results["depth"] = depth_part(base, calib, have)
+        else:
+            results["torch_pruning"] = tp_part(args)
+        results["part_seconds"][part] = round(time.time() - t0)
+    results["wall_seconds"] = sum(results["part_seconds"].values()) + round(time.time() - t_start) - sum(
+        results["part_seconds"][p] for p in parts)
     from llm_table import markdown  # local import keeps --help fast
 
     text = markdown(results)

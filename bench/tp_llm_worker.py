@@ -8,7 +8,8 @@ Follows Torch-Pruning's own LLM example (examples/LLMs/prune_llm.py): ``MetaPrun
 ``prune_head_dims=False``, ``head_pruning_ratio=ratio``, ``ignored_layers=[lm_head]``, ``round_to=4``,
 then the attribute and config fixes that example makes by hand. ``--mode example`` prunes what the
 example prunes (hidden size, heads, FFN); ``--mode heads_ffn`` also ignores the embeddings, norms and
-the layers that write the residual stream (o_proj, down_proj), so only heads and FFN neurons go.
+the layers that write the residual stream (o_proj, down_proj), so only heads and FFN neurons go;
+``--mode ffn`` also ignores every attention projection and turns head pruning off (FFN neurons only).
 Each stage is printed to stderr before it starts, and a traceback of every thread is dumped
 shortly before the parent's timeout, so a hang shows where it is stuck.
 """
@@ -33,10 +34,12 @@ def stage(name: str) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--ratio", type=float, required=True)
-    ap.add_argument("--mode", choices=("example", "heads_ffn"), default="example")
+    ap.add_argument("--mode", choices=("example", "heads_ffn", "ffn"), default="example")
     ap.add_argument("--importance", choices=("l2", "taylor"), default="l2")
     ap.add_argument("--dump-after", type=float, default=0, help="dump every thread's traceback after N s")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--as-example", action="store_true",
+                    help="pass the token tensor as example_inputs exactly as the example does (cache on)")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -52,7 +55,12 @@ def main() -> int:
     cfg = model.config
     params_before = sum(p.numel() for p in model.parameters())
     calib = token_batches("train", batch_size=8, n_batches=8)
-    example = calib[0]["input_ids"][:1]
+    # the example passes a bare token tensor; under transformers 5 the output then carries a DynamicCache
+    # and the tracer fails (AttributeError: 'tuple' object has no attribute 'grad_fn'), so by default the
+    # cache is turned off the way HF allows: keyword inputs with use_cache=False
+    ids = calib[0]["input_ids"][:1]
+    example = ids if args.as_example else {"input_ids": ids, "use_cache": False}
+    result["example_inputs"] = "token tensor (as the example)" if args.as_example else "dict, use_cache=False"
     num_heads, ignored = {}, [model.lm_head]
     for name, m in model.named_modules():
         if name.endswith("self_attn"):
@@ -61,9 +69,11 @@ def main() -> int:
             num_heads[m.v_proj] = cfg.num_key_value_heads
             if args.mode == "heads_ffn":
                 ignored.append(m.o_proj)
-        if name.endswith("mlp") and args.mode == "heads_ffn":
+            if args.mode == "ffn":
+                ignored += [m.q_proj, m.k_proj, m.v_proj, m.o_proj]
+        if name.endswith("mlp") and args.mode != "example":
             ignored.append(m.down_proj)
-    if args.mode == "heads_ffn":
+    if args.mode != "example":
         ignored += [model.model.embed_tokens, model.model.norm]
         ignored += [m for n, m in model.named_modules() if n.endswith("layernorm")]
     if args.importance == "l2":
@@ -74,7 +84,7 @@ def main() -> int:
     stage("MetaPruner constructor (traces the model and builds the dependency graph)")
     pruner = tp.pruner.MetaPruner(
         model, example_inputs=example, importance=importance, global_pruning=False, pruning_ratio=args.ratio,
-        ignored_layers=ignored, num_heads=num_heads, prune_num_heads=True, prune_head_dims=False,
+        ignored_layers=ignored, num_heads=num_heads, prune_num_heads=args.mode != "ffn", prune_head_dims=False,
         head_pruning_ratio=args.ratio, round_to=4,
     )
     if args.importance == "taylor":
