@@ -57,6 +57,8 @@ def plan(
     max_ratio: float | None = None,
     calibration: Any = None,
     loss_fn: LossFn | None = None,
+    drop_layers: int | None = None,
+    layer_importance: str | None = None,
 ) -> Plan:
     """Decide what to remove; the model is not changed.
 
@@ -67,12 +69,21 @@ def plan(
     ``loss_fn(output, batch)``. ``overrides={"pattern": ratio}`` fixes the ratio of matching modules,
     ``max_ratio`` caps the fraction of any group removed, ``normalize`` picks the per-group score
     normalisation of global ranking (mean by default).
+
+    ``drop_layers=N`` also removes N whole residual blocks (decoder layers) chosen by ``layer_importance``
+    (``"block_influence"``, default, or ``"angular"``) on the ``calibration`` batches; with no ``ratio``
+    only layers are dropped. See ``secateurs.layers``.
     """
+    from secateurs.layers.planning import attach, choose_drop, width_request, without_dropped
+
+    width_ratio, width_calibration = width_request(drop_layers, ratio, importance, calibration, macs, params)
+    drop = choose_drop(model, drop_layers, layer_importance, calibration)
     analysis = analysis or _analyze(model, example_inputs)
-    return make_plan(model, analysis, ratio=ratio, importance=importance, ignore=ignore, round_to=round_to,
-                     min_keep=min_keep, seed=seed, scope=scope, normalize=normalize, macs=macs, params=params,
-                     overrides=overrides, max_ratio=max_ratio, calibration=calibration, loss_fn=loss_fn,
-                     example_inputs=example_inputs)
+    p = make_plan(model, without_dropped(analysis, drop), ratio=width_ratio, importance=importance, ignore=ignore, round_to=round_to,
+                  min_keep=min_keep, seed=seed, scope=scope, normalize=normalize, macs=macs, params=params,
+                  overrides=overrides, max_ratio=max_ratio, calibration=width_calibration, loss_fn=loss_fn,
+                  example_inputs=example_inputs)
+    return attach(p, drop)
 
 
 def apply(model: nn.Module, plan: Plan) -> nn.Module:
@@ -109,6 +120,8 @@ def prune(
     calibration: Any = None,
     loss_fn: LossFn | None = None,
     compensate: str | Compensation | None = None,
+    drop_layers: int | None = None,
+    layer_importance: str | None = None,
 ) -> PruneReport:
     """Plan, apply and verify in one call (arguments as in ``plan``). On a failed verification the model is
     restored and an error raised.
@@ -116,7 +129,8 @@ def prune(
     ``check``: ``True`` (default) verifies; when the plan also prunes dims that are normalised over
     (structural-only groups), the exactly-checkable groups are additionally applied to a copy of the
     model and compared numerically, if the model's parameters take at most 2 GB (``"full"``: always;
-    ``False``: no verification).
+    ``False``: no verification). Dropped layers (``drop_layers=``) are checked against the original with
+    those blocks run as identity.
 
     ``compensate="bias"|"lstsq"`` (or ``secateurs.compensation.Compensation(method, ridge=, add_bias=)``) refits the layers that read pruned channels from ``calibration`` batches
     after verification (see ``docs/compensation.md``); ``report.compensation`` has the output error on
@@ -124,7 +138,10 @@ def prune(
     """
     if check not in (True, False, "full"):
         raise InvalidArgumentError(f"check must be True, False or 'full', got {check!r}")
+    from secateurs.layers.planning import attach, choose_drop, width_request, without_dropped
+
     comp_calibration = calibration
+    drop = choose_drop(model, drop_layers, layer_importance, calibration)
     if compensate is not None:
         from secateurs.compensation.gather import check_request
         from secateurs.importance.registry import get_criterion
@@ -132,11 +149,13 @@ def prune(
         check_request(compensate, calibration)
         if not getattr(get_criterion(importance), "needs_data", False):
             calibration = None  # read by the compensation only: no "unused calibration" warning when planning
+    width_ratio, width_calibration = width_request(drop_layers, ratio, importance, calibration, macs, params)
     analysis = _analyze(model, example_inputs)
-    p = make_plan(model, analysis, ratio=ratio, importance=importance, ignore=ignore, round_to=round_to,
+    p = make_plan(model, without_dropped(analysis, drop), ratio=width_ratio, importance=importance, ignore=ignore, round_to=round_to,
                   min_keep=min_keep, seed=seed, scope=scope, normalize=normalize, macs=macs, params=params,
-                  overrides=overrides, max_ratio=max_ratio, calibration=calibration, loss_fn=loss_fn,
+                  overrides=overrides, max_ratio=max_ratio, calibration=width_calibration, loss_fn=loss_fn,
                   example_inputs=example_inputs)
+    p = attach(p, drop)
     macs_before, params_before = graph_macs(analysis.coupled.captured), param_count(model)
     can_run = has_weights(model)
     subset_result = _exact_subset(model, analysis, p, example_inputs, check, tolerance) if check and can_run else None

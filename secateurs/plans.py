@@ -34,6 +34,8 @@ class Plan:
     groups: list[GroupRecord] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
     version: str = __version__
+    # container path (a ModuleList/Sequential of residual blocks) -> sorted indices of the blocks removed whole
+    dropped_layers: dict[str, list[int]] = field(default_factory=dict)
     format: int = FORMAT
 
     @property
@@ -44,12 +46,30 @@ class Plan:
     def removed_units(self) -> int:
         return sum(len(g.removed) for g in self.groups)
 
+    def renamed(self, fqn: str) -> str | None:
+        """The name of ``fqn`` after the dropped layers are gone (later blocks renumbered); None if it was dropped."""
+        for container, gone in self.dropped_layers.items():
+            prefix = container + "." if container else ""
+            if not fqn.startswith(prefix):
+                continue
+            head, _, rest = fqn[len(prefix):].partition(".")
+            if not head.isdigit():
+                continue
+            i = int(head)
+            if i in gone:
+                return None
+            new = i - sum(1 for g in gone if g < i)
+            return f"{prefix}{new}" + (f".{rest}" if rest else "")
+        return fqn
+
     def shapes_after(self) -> dict[str, list[int]]:
         out = {k: list(v) for k, v in self.shapes.items()}
         for fqn, dims in self.keep.items():
             for d, idx in dims.items():
                 out[fqn][int(d)] = len(idx)
-        return out
+        if not self.dropped_layers:
+            return out
+        return {new: v for k, v in out.items() if (new := self.renamed(k)) is not None}
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -82,6 +102,7 @@ class Plan:
                 groups=groups,
                 settings=dict(d.get("settings", {})),
                 version=str(d.get("version", "")),
+                dropped_layers={str(k): [int(i) for i in v] for k, v in (d.get("dropped_layers") or {}).items()},
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise FileFormatError(f"plan JSON is missing or has malformed fields: {exc}") from exc
@@ -89,6 +110,17 @@ class Plan:
         return plan
 
     def validate(self) -> None:
+        for container, gone in self.dropped_layers.items():
+            prefix = container + "." if container else ""
+            if not gone or gone != sorted(set(gone)) or gone[0] < 0:
+                raise FileFormatError(f"plan drops layers {gone} of {container!r}: indices must be sorted, unique, >= 0")
+            present = {int(k[len(prefix):].split(".", 1)[0]) for k in self.shapes
+                       if k.startswith(prefix) and k[len(prefix):].split(".", 1)[0].isdigit()}
+            if not set(gone) <= present:
+                raise FileFormatError(f"plan drops layers {sorted(set(gone) - present)} of {container!r}, which has "
+                                      f"no tensors under those indices (it has {len(present)} blocks)")
+            if len(gone) >= len(present):
+                raise FileFormatError(f"plan drops every layer of {container!r}; at least one must remain")
         for fqn, dims in self.keep.items():
             if fqn not in self.shapes:
                 raise FileFormatError(f"plan keeps indices of {fqn!r}, which is not among its recorded shapes")

@@ -61,6 +61,9 @@ class PruneReport:
             f"groups pruned: {sum(1 for g in self.plan.groups if g.removed)} of {len(self.plan.groups)}, "
             f"units removed: {self.plan.removed_units()}",
         ]
+        for container, gone in self.plan.dropped_layers.items():
+            how = (self.plan.settings.get("drop_layers") or {}).get("importance", "given")
+            lines.append(f"layers dropped: {container or 'model'} {gone} ({how})")
         if self.verification is not None:
             lines.append(self.verification.message)
         if self.compensation is not None:

@@ -11,7 +11,7 @@ from torch import nn
 from torch.utils._pytree import tree_leaves
 
 from secateurs.errors import VerificationError
-from secateurs.graph.capture import ExampleInputs, eval_mode, export_model, normalize_inputs
+from secateurs.graph.capture import ExampleInputs, eval_mode, export_model, model_inputs
 from secateurs.plans import Plan
 
 
@@ -33,7 +33,7 @@ class VerifyResult:
 
 
 def run(model: nn.Module, example_inputs: ExampleInputs) -> list[torch.Tensor]:
-    args, kwargs = normalize_inputs(example_inputs)
+    args, kwargs = model_inputs(model, example_inputs)
     with eval_mode(model), torch.no_grad():
         out = model(*args, **kwargs)
     if isinstance(out, dict) and not tree_leaves(out):
@@ -69,7 +69,10 @@ def masked(model: nn.Module, plan: Plan) -> Iterator[None]:
 
 
 def masked_outputs(model: nn.Module, plan: Plan, example_inputs: ExampleInputs) -> list[torch.Tensor]:
-    with masked(model, plan):
+    """Outputs of ``model`` with the plan's removed units zeroed and its dropped blocks run as identity."""
+    from secateurs.layers.reference import bypassed
+
+    with masked(model, plan), bypassed(model, plan.dropped_layers):
         return run(model, example_inputs)
 
 

@@ -7,6 +7,7 @@ rules only ever see plain operators. Parameters and buffers map back to their mo
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -82,8 +83,21 @@ def eval_mode(model: torch.nn.Module) -> Iterator[None]:
             m.training = flag
 
 
-def export_model(model: torch.nn.Module, example_inputs: ExampleInputs) -> Any:
+def model_inputs(model: torch.nn.Module, example_inputs: ExampleInputs) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """``normalize_inputs`` plus ``use_cache=False`` for models with a ``config.use_cache`` flag (Hugging Face)
+    when the caller did not choose: a KV-cache object is neither exportable nor an output to compare."""
     args, kwargs = normalize_inputs(example_inputs)
+    if "use_cache" in kwargs or not isinstance(getattr(getattr(model, "config", None), "use_cache", None), bool):
+        return args, kwargs
+    try:
+        accepts = "use_cache" in inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        accepts = False
+    return (args, {**kwargs, "use_cache": False}) if accepts else (args, kwargs)
+
+
+def export_model(model: torch.nn.Module, example_inputs: ExampleInputs) -> Any:
+    args, kwargs = model_inputs(model, example_inputs)
     try:
         with eval_mode(model), torch.no_grad():
             return torch.export.export(model, args, kwargs, strict=False)

@@ -78,9 +78,14 @@ def apply_plan(model: nn.Module, plan: Plan) -> nn.Module:
             for i in range(len(parts) + 1):
                 touched_paths.add(".".join(parts[:i]))
     touched_paths |= {p for p in plan.hints if p in modules}
-    snapshot = _snapshot([modules[p] for p in touched_paths if p in modules])
+    saved_paths = set(modules) if plan.dropped_layers else touched_paths  # dropping renumbers and reconfigures anywhere
+    snapshot = _snapshot([modules[p] for p in saved_paths if p in modules])
     before = _shapes_before(plan, touched_paths)
     try:
+        if plan.dropped_layers:  # first, so config sync in the width handlers sees only the blocks that remain
+            from secateurs.layers.surgery import drop_layers_
+
+            drop_layers_(model, plan.dropped_layers)
         _slice_tensors(state, owners, plan)
         for path in sorted(touched_paths, key=lambda p: -p.count(".") if p else 1):
             m = modules.get(path)

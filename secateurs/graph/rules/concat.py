@@ -128,8 +128,25 @@ def slice_(ctx: RuleContext) -> None:
         ctx.mention(xs[d])  # related to ``inner`` by the first sibling slice
         ctx.same(out[d], inner)
         return
+    if tiles and step == 1 and ctx.node.module_type in _REFRESHED_BOUNDS:
+        # unequal pieces (fused q/k/v of GQA) in a module whose forward recomputes the bounds from attributes
+        # that its surgery handler refreshes: each piece is its range of the source, element by element
+        ctx.link(out[d], np.arange(end - start), xs[d], start + np.arange(end - start))
+        ctx.mention(xs[d])
+        return
     ctx.freeze(xs[d], "slice with constant bounds that do not split the dimension into equal parts")
     ctx.freeze(out[d], "slice with constant bounds")
+
+
+#: class names of modules whose forward computes slice bounds from attributes a surgery handler refreshes
+_REFRESHED_BOUNDS: set[str] = set()
+
+
+def refreshes_slice_bounds(*type_names: str) -> None:
+    """Declare that modules of these classes recompute the bounds of their slices after pruning (e.g. Phi-3's
+    ``qkv[..., :num_heads * head_dim]``), so unequal slices that tile a dimension are linked, not frozen.
+    Integrations call this when imported; their surgery handler must refresh the attributes the bounds use."""
+    _REFRESHED_BOUNDS.update(type_names)
 
 
 def _sibling_slices(ctx: RuleContext, src: Ref, d: int, ndim: int) -> list[OpNode]:

@@ -37,6 +37,8 @@ class Heads:
 class Family:
     """How one transformers model family stores its widths.
 
+    ``extra_fields(model)`` gives family-specific config values to write as they are (OPT's
+    ``word_embed_proj_dim``). ``layers`` names the decoder/encoder layer list relative to ``model.base_model`` (layer dropping).
     ``config_fields`` maps a canonical width name to the config attribute that holds it; a name
     missing from it cannot be expressed by that config. ``derived_head_dim`` is True when the
     modeling code computes ``head_dim`` as ``hidden_size // num_attention_heads`` (BERT, GPT-2):
@@ -51,6 +53,8 @@ class Family:
     hidden: Callable[[nn.Module], int]
     config_fields: dict[str, str] = field(default_factory=dict)
     derived_head_dim: bool = False
+    layers: str = ""  # path of the block list under the base model (``"layers"``, ``"h"``, ``"encoder.layer"``)
+    extra_fields: Callable[[nn.Module], dict[str, int]] | None = None  # other config attributes, read from modules
 
 
 _FAMILIES: dict[str, Family] = {}
@@ -102,7 +106,15 @@ def sync_config_(model: nn.Module) -> None:
     """Write the uniform widths of ``model`` into ``model.config``; warn about those it cannot express."""
     config = getattr(model, "config", None)
     family = _FAMILIES.get(getattr(config, "model_type", ""))
-    if config is None or family is None:
+    if config is None:
+        return
+    if family is None:
+        warnings.warn(
+            f"no secateurs adapter for model_type {getattr(config, 'model_type', '')!r}: the modules were pruned by the "
+            "generic engine, but the config is not rewritten, so save_pretrained() output will not reload with the "
+            "stock class; save with secateurs.save() and rebuild with secateurs.load() instead",
+            stacklevel=2,
+        )
         return
     values = widths(model, family)
     new: dict[str, int] = {}
@@ -132,6 +144,8 @@ def sync_config_(model: nn.Module) -> None:
         if name == "head_dim" and getattr(config, attr, None) is None and value == new.get("hidden_size", 0) // max(
                 new.get("num_attention_heads", 1), 1):
             continue  # the config derives it (ViT): do not add a field that says nothing new
+        setattr(config, attr, value)
+    for attr, value in (family.extra_fields(model) if family.extra_fields is not None else {}).items():
         setattr(config, attr, value)
     if not problems:
         problems = _rebuild_mismatches(model)

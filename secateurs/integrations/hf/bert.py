@@ -27,5 +27,5 @@ def bert_self_attention(m: Any, hints: dict[str, Any]) -> None:
 register_family(Family(
     ("bert",), (BertSelfAttention,), heads, (BertIntermediate,), lambda m: int(m.dense.out_features), embedding_width,
     {"hidden_size": "hidden_size", "intermediate_size": "intermediate_size", "num_attention_heads": "num_attention_heads"},
-    derived_head_dim=True,
+    derived_head_dim=True, layers="encoder.layer",
 ))

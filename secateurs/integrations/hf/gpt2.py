@@ -50,5 +50,5 @@ def gpt2_model(m: Any, hints: dict[str, Any]) -> None:
 register_family(Family(
     ("gpt2",), (GPT2Attention,), heads, (GPT2MLP,), lambda m: int(m.c_fc.nf), embedding_width,
     {"hidden_size": "n_embd", "intermediate_size": "n_inner", "num_attention_heads": "n_head"},
-    derived_head_dim=True,
+    derived_head_dim=True, layers="h",
 ))

@@ -71,4 +71,5 @@ def decoder_layer(m: Any, hints: dict[str, Any]) -> None:
     m.hidden_size = m.input_layernorm.weight.shape[0]
 
 
-register_family(Family(tuple(_MODELS), ATTENTION, heads, MLP, lambda m: int(m.down_proj.in_features), embedding_width, _FIELDS))
+register_family(Family(tuple(_MODELS), ATTENTION, heads, MLP, lambda m: int(m.down_proj.in_features), embedding_width, _FIELDS,
+                       layers="layers"))

@@ -35,4 +35,5 @@ register_family(Family(
     ("vit",), (ViTAttention,), heads, (ViTMLP,), lambda m: int(m.fc1.out_features), _hidden,
     {"hidden_size": "hidden_size", "intermediate_size": "intermediate_size", "num_attention_heads": "num_attention_heads",
      "head_dim": "head_dim"},
+    layers="layers",
 ))

@@ -172,6 +172,12 @@ def _check_attention_attributes(model_type: str, model: torch.nn.Module) -> None
             assert m.all_head_size == m.num_attention_heads * m.attention_head_size == m.query.out_features
         elif name == "ViTAttention":
             assert m.num_attention_heads * m.head_dim == m.q_proj.out_features == m.o_proj.in_features
+        elif name == "Phi3Attention":
+            n_q = m.o_proj.in_features // m.head_dim
+            assert m.qkv_proj.out_features == (n_q + 2 * m.num_key_value_heads) * m.head_dim
+            assert m.num_key_value_groups == n_q // m.num_key_value_heads and model.config.num_attention_heads == n_q
+        elif name == "OPTAttention":
+            assert m.num_heads * m.head_dim == m.q_proj.out_features == m.out_proj.in_features
         elif name.endswith("Attention") and hasattr(m, "num_key_value_groups"):
             n_q, n_kv = m.q_proj.out_features // m.head_dim, m.k_proj.out_features // m.head_dim
             assert m.num_key_value_groups == n_q // n_kv and n_q % n_kv == 0
