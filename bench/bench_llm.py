@@ -78,6 +78,8 @@ def width_settings(model: Any, ratios: list[float]) -> list[dict[str, Any]]:
     out = []
     for r in ratios:
         heads = head_ratio(model, r)
+        out.append({"name": f"width {r:.0%} FFN only", "ratio": {"channels": r}, "ignore": non_ffn_modules(model),
+                    "round_to": 1})
         out.append({"name": f"width {r:.0%} heads+FFN", "ratio": {**heads, "channels": r},
                     "ignore": non_ffn_modules(model), "round_to": 1})
         out.append({"name": f"width {r:.0%} heads+FFN+hidden", "ratio": {**heads, "channels": r},
@@ -125,12 +127,13 @@ def widths(model: Any) -> dict[str, int]:
             "ffn": int(model.model.layers[0].mlp.down_proj.in_features)}
 
 
-def run_tp(ratio: float, mode: str, importance: str, timeout: float) -> dict[str, Any]:
+def run_tp(ratio: float, mode: str, importance: str, timeout: float, as_example: bool = False) -> dict[str, Any]:
     """One Torch-Pruning setting in its own process; a hang is killed and its stack traces kept."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "result.json"
         cmd = [sys.executable, str(ROOT / "tp_llm_worker.py"), "--ratio", str(ratio), "--mode", mode,
                "--importance", importance, "--dump-after", str(max(timeout - 15, 5)), "--out", str(out)]
+        cmd += ["--as-example"] if as_example else []
         t0 = time.time()
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=os.environ.copy())
@@ -175,6 +178,8 @@ def fmt(x: float | None) -> str:
 def width_part(base: Any, args: argparse.Namespace, calib: list[dict[str, Any]], have: dict[str, bool]) -> list[Any]:
     rows = []
     for setting in width_settings(base, args.ratios):
+        if args.settings and not any(k in setting["name"] for k in args.settings):
+            continue
         for crit in args.criteria:
             row: dict[str, Any] = {"setting": setting["name"], "criterion": crit}
             for comp in (None, *COMPENSATION):
@@ -208,9 +213,11 @@ def depth_part(base: Any, calib: list[dict[str, Any]], have: dict[str, bool]) ->
 
 
 def tp_part(args: argparse.Namespace) -> list[Any]:
-    rows = []
+    rec = run_tp(args.ratios[0], "example", "l2", args.tp_timeout, as_example=True)
+    rows = [{"ratio": args.ratios[0], "mode": "example, tensor input", **rec}]
+    print(f"torch-pruning as in its example (tensor input): {rec['status']} stage={rec.get('stage', '')}", flush=True)
     for r in args.ratios:
-        for mode in ("heads_ffn", "example"):
+        for mode in ("ffn", "heads_ffn", "example"):
             rec = run_tp(r, mode, "l2", args.tp_timeout)
             rows.append({"ratio": r, "mode": mode, **rec})
             print(f"torch-pruning {r:.0%} {mode:10s} {rec['status']} {fmt(rec.get('perplexity'))} "
@@ -218,11 +225,21 @@ def tp_part(args: argparse.Namespace) -> list[Any]:
     return rows
 
 
+def merge_rows(old: list[Any], new: list[Any], order: list[str]) -> list[Any]:
+    """Rows of ``new`` replace those of ``old`` with the same setting and criterion; sorted by setting."""
+    rows = {(r["setting"], r["criterion"]): r for r in old}
+    rows.update({(r["setting"], r["criterion"]): r for r in new})
+    rank = {name: i for i, name in enumerate(order)}
+    return sorted(rows.values(), key=lambda r: (rank.get(r["setting"], len(rank)), CRITERIA.index(r["criterion"])
+                                                if r["criterion"] in CRITERIA else len(CRITERIA)))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--ratios", type=float, nargs="+", default=[0.2, 0.5])
     ap.add_argument("--criteria", nargs="+", default=list(CRITERIA))
     ap.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
+    ap.add_argument("--settings", nargs="+", help="only width settings whose name contains one of these")
     ap.add_argument("--reuse", help="results JSON whose parts not in --parts are kept (e.g. rerun only depth)")
     ap.add_argument("--tp-timeout", type=float, default=240)
     ap.add_argument("--no-tp", action="store_true")
@@ -250,7 +267,8 @@ def main() -> int:
     for part in parts:
         t0 = time.time()
         if part == "width":
-            results["width"] = width_part(base, args, calib, have)
+            results["width"] = merge_rows(results["width"], width_part(base, args, calib, have),
+                                          [x["name"] for x in width_settings(base, args.ratios)])
         elif part == "depth":
             results["depth"] = depth_part(base, calib, have)
         else:

@@ -67,7 +67,7 @@ def markdown(res: dict[str, Any]) -> str:
         if value is None:
             continue
         line = f"- {name}: best secateurs perplexity {value:.3f} ({value / base - 1:+.1%} vs unpruned)"
-        mode = "example" if "hidden" in name else "heads_ffn"
+        mode = "example" if "hidden" in name else "ffn" if "FFN only" in name else "heads_ffn"
         peer = next((row for (r, m), row in tp.items() if m == mode and name.startswith(f"width {r:.0%}")), None)
         if peer is not None and peer["status"] == "ok":
             line += (f"; Torch-Pruning ({mode}): {peer['perplexity']:.4g} -> "

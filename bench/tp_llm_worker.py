@@ -21,6 +21,7 @@ import faulthandler
 import json
 import sys
 import time
+from importlib.metadata import version
 from pathlib import Path
 
 import torch
@@ -50,7 +51,7 @@ def main() -> int:
     from secateurs.testing.lm import held_out_bytes, load_tiny_lm, perplexity, token_batches
 
     result: dict = {"ratio": args.ratio, "mode": args.mode, "importance": args.importance,
-                    "torch_pruning": tp.__version__}
+                    "torch_pruning": version("torch-pruning")}
     model = load_tiny_lm()
     cfg = model.config
     params_before = sum(p.numel() for p in model.parameters())
