@@ -28,12 +28,20 @@ class CalibrationData:
     (a tensor, a tuple of positional arguments or a dict of keyword arguments), or ``inputs(batch)``
     returns that, e.g. ``inputs=lambda b: b[0]`` for ``(image, label)`` batches. ``loss_fn(output, batch)``
     receives the raw batch, so it can read labels. ``progress=None`` shows a bar only on a terminal.
+
+    ``sequential=True`` (decoder LMs and other stacks of blocks) holds only one block's activations at a
+    time, as SparseGPT/Wanda do: the batches run up to the first block, then block by block on the cached
+    hidden states (``secateurs.calibration.sequential``). ``blocks`` names the ``nn.ModuleList`` of blocks
+    (e.g. ``"model.layers"``); by default the largest list of same-type modules. Activation statistics
+    only (not for gradient criteria such as ``taylor``).
     """
 
     batches: Iterable[Any]
     inputs: Callable[[Any], Any] | None = None
     max_batches: int | None = None
     progress: bool | None = None
+    sequential: bool = False
+    blocks: str | None = None
 
 
 def as_calibration(calibration: Any) -> CalibrationData:
@@ -73,16 +81,19 @@ def _hooks(model: nn.Module, stats: Statistics) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _moment_hooks(model: nn.Module, stats: Statistics, paths: Collection[str], gram: bool) -> Iterator[None]:
+def _moment_hooks(model: nn.Module, stats: Statistics, paths: Collection[str], gram: bool,
+                  reset_on: Iterable[nn.Module] = ()) -> Iterator[None]:
     """Hooks recording input-feature moments of the modules at ``paths`` (see calibration.features).
 
     Layers that read the same input tensor with the same feature map (q/k/v, gate/up projections) share one
-    ``Moments`` object, so their Gram matrix is stored and accumulated once.
+    ``Moments`` object, so their Gram matrix is stored and accumulated once. The table of inputs seen is
+    cleared at every forward of ``model`` and of the modules ``reset_on`` (the blocks, in sequential mode).
     """
     handles = []
     seen: dict[tuple[object, ...], tuple[torch.Tensor, Moments]] = {}  # this forward: (input id, features) -> moments
     if paths:
-        handles.append(model.register_forward_pre_hook(lambda mod, args: seen.clear()))
+        for root in (model, *reset_on):
+            handles.append(root.register_forward_pre_hook(lambda mod, args: seen.clear()))
     for path in sorted(set(paths)):
         module = model.get_submodule(path)
         fmap = feature_map(module)
@@ -153,6 +164,19 @@ def collect(
     data = as_calibration(calibration)
     if grads and loss_fn is None:
         raise InvalidArgumentError("gradient statistics need loss_fn=lambda output, batch: <scalar loss tensor>")
+    if data.sequential:
+        if grads:
+            raise InvalidArgumentError(
+                "sequential calibration collects activation statistics only; gradient criteria (taylor, hessian) need "
+                "a backward pass through the whole model: use CalibrationData(..., sequential=False)")
+        from secateurs.calibration.sequential import collect_sequential
+
+        @contextlib.contextmanager
+        def install(m: nn.Module, st: Statistics, blocks: Iterable[nn.Module]) -> Iterator[None]:
+            with _hooks(m, st) if channels else contextlib.nullcontext(), _moment_hooks(m, st, moments, gram, blocks):
+                yield
+
+        return collect_sequential(model, data, hooks=install)
     params = dict(model.named_parameters())
     stats = Statistics()
     unknown = set(grad_stats) - {"sum", "sq"}
