@@ -9,6 +9,8 @@ from secateurs.errors import InvalidArgumentError
 
 def is_fully_sharded(model: nn.Module) -> bool:
     """True when ``model`` or a submodule was sharded with FSDP2 ``fully_shard``."""
+    if not isinstance(model, nn.Module):
+        return False  # capture() raises the clear type error
     try:
         from torch.distributed.fsdp import FSDPModule
     except ImportError:  # torch built without distributed
