@@ -101,7 +101,13 @@ def couple_unknown(structure: Structure) -> list[Frozen]:
 
 def unit_member_norms(group: Group, tensors: dict[str, torch.Tensor], p: float) -> np.ndarray:
     """Per-unit sum over parameter members of |w|^p along the member dims (used by magnitude criteria)."""
-    total = np.zeros(group.n_units)
+    per_member = unit_norms_by_member(group, tensors, p)
+    return np.sum(per_member, axis=0) if per_member else np.zeros(group.n_units)
+
+
+def unit_norms_by_member(group: Group, tensors: dict[str, torch.Tensor], p: float) -> list[np.ndarray]:
+    """For each parameter member with values: per-unit sum of |w|^p along its dim."""
+    out = []
     for m in group.members:
         t = tensors.get(m.fqn)
         if t is None or t.is_meta:
@@ -109,5 +115,5 @@ def unit_member_norms(group: Group, tensors: dict[str, torch.Tensor], p: float) 
         x = t.detach().float().abs().pow(p)
         other = [d for d in range(x.ndim) if d != m.dim]
         per_index = (x.sum(dim=other) if other else x).cpu().numpy()
-        total += per_index[group.unit_index[m.cls]].sum(axis=1)
-    return total
+        out.append(per_index[group.unit_index[m.cls]].sum(axis=1))
+    return out
