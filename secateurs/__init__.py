@@ -12,6 +12,7 @@ from secateurs.errors import SecateursError
 
 if TYPE_CHECKING:
     from secateurs.api import analyze, apply, count, plan, prune, verify
+    from secateurs.compensation import compensate
     from secateurs.io import load, save
     from secateurs.plans import Plan
     from secateurs.recovery import iterative_prune, recover, regularizers
@@ -20,10 +21,10 @@ _LAZY = {
     "analyze": "secateurs.api", "plan": "secateurs.api", "apply": "secateurs.api", "verify": "secateurs.api",
     "prune": "secateurs.api", "count": "secateurs.api", "Plan": "secateurs.plans",
     "recover": "secateurs.recovery", "iterative_prune": "secateurs.recovery", "regularizers": "secateurs.recovery",
-    "save": "secateurs.io", "load": "secateurs.io",
+    "save": "secateurs.io", "load": "secateurs.io", "compensate": "secateurs.compensation",
 }
 
-__all__ = ["Plan", "SecateursError", "__version__", "analyze", "apply", "count", "iterative_prune", "load", "plan",
+__all__ = ["Plan", "SecateursError", "__version__", "analyze", "apply", "compensate", "count", "iterative_prune", "load", "plan",
            "prune", "recover", "regularizers", "save", "verify"]
 
 

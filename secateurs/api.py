@@ -105,6 +105,7 @@ def prune(
     max_ratio: float | None = None,
     calibration: Any = None,
     loss_fn: LossFn | None = None,
+    compensate: str | None = None,
 ) -> PruneReport:
     """Plan, apply and verify in one call (arguments as in ``plan``). On a failed verification the model is
     restored and an error raised.
@@ -113,9 +114,21 @@ def prune(
     (structural-only groups), the exactly-checkable groups are additionally applied to a copy of the
     model and compared numerically, if the model's parameters take at most 2 GB (``"full"``: always;
     ``False``: no verification).
+
+    ``compensate="bias"|"lstsq"`` refits the layers that read pruned channels from ``calibration`` batches
+    after verification (see ``docs/compensation.md``); ``report.compensation`` has the output error on
+    ``example_inputs`` relative to the unpruned model, before and after.
     """
     if check not in (True, False, "full"):
         raise InvalidArgumentError(f"check must be True, False or 'full', got {check!r}")
+    comp_calibration = calibration
+    if compensate is not None:
+        from secateurs.compensation.gather import check_request
+        from secateurs.importance.registry import get_criterion
+
+        check_request(compensate, calibration)
+        if not getattr(get_criterion(importance), "needs_data", False):
+            calibration = None  # read by the compensation only: no "unused calibration" warning when planning
     analysis = _analyze(model, example_inputs)
     p = make_plan(model, analysis, ratio=ratio, importance=importance, ignore=ignore, round_to=round_to,
                   min_keep=min_keep, seed=seed, scope=scope, normalize=normalize, macs=macs, params=params,
@@ -125,6 +138,11 @@ def prune(
     can_run = has_weights(model)
     subset_result = _exact_subset(model, analysis, p, example_inputs, check, tolerance) if check and can_run else None
     reference = masked_outputs(model, p, example_inputs) if check and can_run else None
+    pending = None
+    if compensate is not None:
+        from secateurs.compensation.pipeline import prepare
+
+        pending = prepare(model, p, example_inputs, compensate, comp_calibration)
     modules = list(model.modules())
     undo = _snapshot(modules)
     apply_plan(model, p)
@@ -146,7 +164,15 @@ def prune(
         raise ApplyError(f"pruned model cannot be captured again: {exc}; the model was restored") from exc
     if not p.exact and p.removed_units() and subset_result is None:
         notes.append("some pruned groups normalise over the pruned dimension: verified structurally, not numerically")
-    return PruneReport(model, p, result, macs_before, macs_after, params_before, param_count(model), notes)
+    compensation = None
+    if pending is not None:
+        try:
+            compensation = pending.finish(model, p)  # after verification, which checks the plain surgery
+        except Exception:
+            undo.restore()
+            raise
+    return PruneReport(model, p, result, macs_before, macs_after, params_before, param_count(model), notes,
+                       compensation)
 
 
 def _exact_subset(model: nn.Module, analysis: Analysis, p: Plan, example_inputs: ExampleInputs,

@@ -124,7 +124,8 @@ def _check_args(model: torch.nn.Module, criterion: Criterion, ratio: Any, scope:
     return _Request(ratios, targets, scope, how, limits, parse_overrides(overrides, model), spec)
 
 
-def _statistics(criterion: Criterion, model: torch.nn.Module, calibration: Any, loss_fn: LossFn | None) -> Statistics | None:
+def _statistics(criterion: Criterion, model: torch.nn.Module, calibration: Any, loss_fn: LossFn | None,
+                groups: list[Group] | None = None) -> Statistics | None:
     name = criterion_name(criterion)
     if not getattr(criterion, "needs_data", False):
         if calibration is not None:
@@ -138,12 +139,18 @@ def _statistics(criterion: Criterion, model: torch.nn.Module, calibration: Any, 
             f"example_inputs> (a DataLoader, or a list such as [x1, x2]){extra}"
         )
     grad_stats = tuple(getattr(criterion, "grad_stats", ("sum", "sq"))) if grads else ()
+    wants = getattr(criterion, "moment_paths", None)  # criteria reading input Gram matrices of some layers
+    moments = wants(model, groups or []) if callable(wants) else []
     if isinstance(calibration, Statistics):
         missing = [k for k in grad_stats if not calibration.has(k)]
         if missing:
             raise InvalidArgumentError(
                 f"importance {name!r} needs gradient statistics {missing}, but the Statistics given were collected "
                 f"without them; collect(model, batches, loss_fn=..., grads=True, grad_stats={grad_stats!r})")
+        if any(p not in calibration.moments for p in moments):
+            raise InvalidArgumentError(
+                f"importance {name!r} needs input moments of {len(moments)} layers, but the Statistics given were "
+                "collected without them; pass the calibration batches instead")
         return calibration
     if grads and loss_fn is None:
         raise InvalidArgumentError(
@@ -152,7 +159,8 @@ def _statistics(criterion: Criterion, model: torch.nn.Module, calibration: Any, 
         )
     if loss_fn is not None and not callable(loss_fn):
         raise InvalidArgumentError(f"loss_fn must be callable as loss_fn(output, batch), got {type(loss_fn).__name__}")
-    return collect(model, calibration, loss_fn=loss_fn, grads=grads, grad_stats=grad_stats or ("sum", "sq"))
+    return collect(model, calibration, loss_fn=loss_fn, grads=grads, grad_stats=grad_stats or ("sum", "sq"),
+                   moments=moments)
 
 
 def _score(criterion: Criterion, groups: list[Group], ctx: ScoringContext) -> dict[int, np.ndarray]:
@@ -202,7 +210,7 @@ def make_plan(
     kinds = DEFAULT_KINDS if req.targets else tuple(k for k, r in req.ratios.items() if r > 0)
     free = prefer_finest([g for g in candidates if g.kind in kinds and g.id not in fixed_ratio])
     fixed = [g for g in candidates if fixed_ratio.get(g.id, 0.0) > 0]
-    stats = _statistics(criterion, model, calibration, loss_fn) if free or fixed else None
+    stats = _statistics(criterion, model, calibration, loss_fn, free + fixed) if free or fixed else None
     ctx = ScoringContext(model, tensors, seed, stats=stats)
     scores = _score(criterion, free + fixed, ctx)
     fixed_counts = {g.id: req.limits.rounded(g, math.floor(fixed_ratio[g.id] * g.n_units + 1e-9), capped=False)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
 from secateurs.plans import Plan
 from secateurs.verification import VerifyResult
+
+if TYPE_CHECKING:
+    from secateurs.compensation.result import CompensationResult
 
 
 def _fmt(n: float) -> str:
@@ -28,6 +31,7 @@ class PruneReport:
     params_before: int
     params_after: int
     notes: list[str] = field(default_factory=list)
+    compensation: CompensationResult | None = None  # prune(compensate=...): method, layers, output error
 
     @property
     def macs_ratio(self) -> float:
@@ -46,6 +50,7 @@ class PruneReport:
             "units_removed": self.plan.removed_units(),
             "verification": None if v is None else {"ok": v.ok, "mode": v.mode, "rel_error": v.rel_error, "message": v.message},
             "notes": list(self.notes),
+            "compensation": None if self.compensation is None else self.compensation.to_dict(),
             "settings": self.plan.settings,
         }
 
@@ -58,5 +63,8 @@ class PruneReport:
         ]
         if self.verification is not None:
             lines.append(self.verification.message)
+        if self.compensation is not None:
+            lines.append(self.compensation.summary())
+            lines.extend(f"note: {n}" for n in self.compensation.notes)
         lines.extend(f"note: {n}" for n in self.notes)
         return "\n".join(lines)

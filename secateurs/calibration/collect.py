@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
+from secateurs.calibration.features import feature_map
 from secateurs.calibration.layouts import layout_for
+from secateurs.calibration.moments import Moments
 from secateurs.calibration.stats import ChannelStats, Statistics
 from secateurs.errors import InvalidArgumentError, InvalidTypeError
 from secateurs.graph.capture import eval_mode, normalize_inputs
@@ -70,6 +72,36 @@ def _hooks(model: nn.Module, stats: Statistics) -> Iterator[None]:
             h.remove()
 
 
+@contextlib.contextmanager
+def _moment_hooks(model: nn.Module, stats: Statistics, paths: Collection[str], gram: bool) -> Iterator[None]:
+    """Hooks recording input-feature moments of the modules at ``paths`` (see calibration.features)."""
+    handles = []
+    for path in sorted(set(paths)):
+        module = model.get_submodule(path)
+        fmap = feature_map(module)
+        if fmap is None or fmap.rows is None:
+            raise InvalidArgumentError(f"cannot record input features of {path!r} ({type(module).__name__}): "
+                                       "only Linear, Conv1d/Conv2d with zero padding and HF Conv1D are supported")
+
+        def hook(mod: nn.Module, args: tuple[Any, ...], path: str = path, rows: Any = fmap.rows,
+                 size: int = fmap.size) -> None:
+            x = args[0] if args else None
+            if not (isinstance(x, torch.Tensor) and x.is_floating_point()):
+                return
+            r = rows(x)
+            m = stats.moments.get(path)
+            if m is None:
+                m = stats.moments[path] = Moments.empty(size, gram, x.device)
+            m.update(r)
+
+        handles.append(module.register_forward_pre_hook(hook))
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
 def _record(table: dict[str, ChannelStats], path: str, x: torch.Tensor, dim: int) -> None:
     s = table.get(path)
     if s is None:
@@ -91,6 +123,9 @@ def collect(
     loss_fn: LossFn | None = None,
     grads: bool = False,
     grad_stats: tuple[str, ...] = ("sum", "sq"),
+    moments: Collection[str] = (),
+    gram: bool = True,
+    channels: bool = True,
 ) -> Statistics:
     """Forward every batch (and backward ``loss_fn(output, batch)`` when ``grads``) and return statistics.
 
@@ -98,6 +133,9 @@ def collect(
     ``.grad`` fields are untouched. Under ``torch.distributed`` every sum is all-reduced across ranks.
     ``grad_stats`` picks the gradient accumulators, each the size of the model: ``"sum"`` (mean gradient,
     for Taylor) and ``"sq"`` (squared gradients, for the Fisher); float32 at least, float64 for float64 models.
+    ``moments`` names modules (Linear, Conv, HF Conv1D) whose input features get a sum and, with ``gram``, a
+    Gram matrix (``stats.moments``; see ``calibration.features``); ``channels=False`` skips the per-channel
+    statistics of every layer when only those moments are wanted.
     """
     data = as_calibration(calibration)
     if grads and loss_fn is None:
@@ -121,7 +159,8 @@ def collect(
         if grads:
             for p in params.values():
                 p.requires_grad_(True)
-        with eval_mode(model), _hooks(model, stats), torch.set_grad_enabled(grads):
+        channel_hooks = _hooks(model, stats) if channels else contextlib.nullcontext()
+        with eval_mode(model), channel_hooks, _moment_hooks(model, stats, moments, gram), torch.set_grad_enabled(grads):
             for i, batch in enumerate(_progress(data.batches, data.progress, total)):
                 if data.max_batches is not None and i >= data.max_batches:
                     break

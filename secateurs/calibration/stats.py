@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from secateurs.calibration.moments import Moments
+
 
 @dataclass
 class ChannelStats:
@@ -73,6 +75,7 @@ class Statistics:
     grads: dict[str, torch.Tensor] = field(default_factory=dict)  # parameter FQN -> sum of batch gradients
     grad_sq: dict[str, torch.Tensor] = field(default_factory=dict)  # parameter FQN -> sum of squared batch gradients
     n_batches: int = 0
+    moments: dict[str, Moments] = field(default_factory=dict)  # module path -> input feature sums / Gram (on request)
 
     @property
     def has_grads(self) -> bool:
@@ -99,4 +102,6 @@ class Statistics:
                 out.extend(table[key].tensors())
         for gtable in (self.grads, self.grad_sq):
             out.extend(gtable[k] for k in sorted(gtable))
+        for key in sorted(self.moments):
+            out.extend(self.moments[key].tensors())
         return out

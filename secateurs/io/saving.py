@@ -196,6 +196,7 @@ def load(
     when neither is given, the model spec recorded in the manifest. A recorded ``module.path:factory`` spec
     imports and calls Python code named by the file, so it is used only with ``trust_code=True``.
     """
+    from secateurs.compensation.replay import add_recorded_biases_, added_bias_shapes
     from secateurs.graph.analysis import fingerprint
     from secateurs.surgery.apply import apply_plan
 
@@ -217,8 +218,10 @@ def load(
                         f"given model has fingerprint {got}. Pass a fresh, unpruned instance of the model the plan was made for")
     tensors = _read_weights(weights_path)
     aliases = dict(manifest.get("aliases") or {})
-    _check_weights(_with_aliases(tensors, aliases), plan.shapes_after(), weights_path)  # before touching the model
+    expected = {**plan.shapes_after(), **added_bias_shapes(plan)}  # biases a compensation created
+    _check_weights(_with_aliases(tensors, aliases), expected, weights_path)  # before touching the model
     apply_plan(model, plan)
+    add_recorded_biases_(model, plan)
     if fingerprint(model) != manifest.get("fingerprint_pruned"):
         raise PlanError(f"applying the plan in {root} did not give the saved architecture "
                         f"(fingerprint {fingerprint(model)} != {manifest.get('fingerprint_pruned')})")

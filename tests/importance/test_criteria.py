@@ -34,7 +34,9 @@ def unit_scores(model: torch.nn.Module, x: torch.Tensor, name: str, data: list |
     crit = get_criterion(name)
     stats = None
     if crit.needs_data:
-        stats = collect(model, data, loss_fn=loss_fn, grads=bool(getattr(crit, "needs_grads", False)))
+        wants = getattr(crit, "moment_paths", None)  # layers whose input Gram matrices the criterion reads
+        stats = collect(model, data, loss_fn=loss_fn, grads=bool(getattr(crit, "needs_grads", False)),
+                        moments=wants(model, analysis.groups) if wants else ())
     ctx = ScoringContext(model, dict(model.state_dict(keep_vars=True)), seed, stats=stats)
     return [np.asarray(crit.scores(g, ctx)) for g in analysis.groups]
 
@@ -199,10 +201,29 @@ def case_fluctuation() -> None:
     assert unit_scores(m, data[0], "activation", data)[0][DEAD] > 0.5  # activation alone would keep it
 
 
+def case_reconstruction() -> None:
+    """Score = growth of fc2's output error when the unit goes and fc2 is refit by least squares (with bias);
+    a constant unit costs nothing (its mean moves into the bias). More cases: test_reconstruction_criterion.py."""
+    m, data = mlp(), batches()
+    with torch.no_grad():
+        m.fc1.weight[DEAD] = 0
+        m.fc1.bias[DEAD] = 1.0
+    (s,) = unit_scores(m, data[0], "reconstruction", data)
+    h = hidden(m, data).numpy()
+    y = h @ m.fc2.weight.detach().numpy().T
+    for u in (0, 5):
+        x = np.column_stack([np.delete(h, u, axis=1), np.ones(len(h))])
+        residual = y - x @ np.linalg.lstsq(x, y, rcond=None)[0]
+        assert s[u] == pytest.approx(float((residual**2).sum(1).mean()), rel=1e-4)
+    assert_lowest(s)
+    assert s[DEAD] < 1e-5 * s.max()  # the ridge (1e-6 of the mean variance) is all that is left
+
+
 CASES: dict[str, Callable[[], None]] = {
     "l1": case_magnitude(1.0), "l2": case_magnitude(2.0), "random": case_random, "bn_scale": case_bn_scale,
     "fpgm": case_fpgm, "lamp": case_lamp, "taylor": case_taylor, "hessian": case_hessian,
     "activation": case_activation, "apoz": case_apoz, "wanda": case_wanda, "fluctuation": case_fluctuation,
+    "reconstruction": case_reconstruction,
 }
 
 
