@@ -63,7 +63,9 @@ def parse() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="1 seed, 2 targets, 50%% recovery only, short recipes")
     ap.add_argument("--seeds", type=int, nargs="+", help="training seeds (default 0 1 2; quick: 0)")
-    ap.add_argument("--grid-seeds", type=int, nargs="+", help="seeds that run the grid (default: all seeds)")
+    ap.add_argument("--grid-seeds", type=int, nargs="*", help="seeds that run every target (default: the first seed)")
+    ap.add_argument("--key-targets", nargs="*", default=["0.5"],
+                    help="targets the other seeds run, for mean ± std of the key rows (default 0.5)")
     ap.add_argument("--targets", nargs="+", help="e.g. 0.5  macs=0.5  0.5:global (default 0.3 0.5 0.7 macs=0.5)")
     ap.add_argument("--criteria", nargs="+", help="our criteria (default: every registered one)")
     ap.add_argument("--tp", nargs="*", help="Torch-Pruning importances (default all of quality_tp.IMPORTANCES)")
@@ -74,11 +76,13 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--sparsity-epochs", type=int, help="sparsity-training epochs (default 8; quick 3)")
     ap.add_argument("--best", default="taylor", help="our criterion given the distillation recipe besides l2")
     ap.add_argument("--base-epochs", type=int, default=BASE_EPOCHS, help="training epochs of the unpruned model")
+    ap.add_argument("--calibration-batches", type=int, default=8,
+                    help="64-image training batches for data criteria and compensation (default 8 = 512 images)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="bench/results")
     a = ap.parse_args()
     a.seeds = a.seeds or ([0] if a.quick else [0, 1, 2])
-    a.grid_seeds = a.seeds if a.grid_seeds is None else a.grid_seeds
+    a.grid_seeds = a.seeds[:1] if a.grid_seeds is None else a.grid_seeds
     a.targets = a.targets or (QUICK_TARGETS if a.quick else FULL_TARGETS)
     a.tp = list(quality_tp.IMPORTANCES) if a.tp is None else a.tp
     a.recovery_ratios = ([0.5] if a.quick else [0.5, 0.7]) if a.recovery_ratios is None else a.recovery_ratios
@@ -109,14 +113,14 @@ def meta(args: argparse.Namespace) -> dict[str, Any]:
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpu": cpu, "nproc": os.cpu_count(),
             "threads": args.threads, "torch": torch.__version__, "torch_pruning": tp_version,
             "secateurs_commit": git("rev-parse", "--short", "HEAD") + (" (dirty)" if git("status", "--porcelain") else ""),
-            "seeds": args.seeds, "grid_seeds": args.grid_seeds, "load_start": os.getloadavg()[0]}
+            "seeds": args.seeds, "grid_seeds": args.grid_seeds, "key_targets": args.key_targets, "load_start": os.getloadavg()[0]}
 
 
 def markdown(m: dict[str, Any], rows: list[dict[str, Any]], comps: list[str]) -> str:
     bases = rep.mean_std(r["base"] for r in rows if r["section"] == "base")
     out = [f"`{m['command']}` — {m['date']}, {m['cpu']}, nproc {m['nproc']}, {m['threads']} thread(s), "
            f"torch {m['torch']}, torch-pruning {m['torch_pruning']}, secateurs {m['secateurs_commit']}, "
-           f"seeds {m['seeds']} (grid: {m['grid_seeds']}), wall {m['wall_s'] / 60:.1f} min, "
+           f"seeds {m['seeds']} (every target: {m['grid_seeds']}; others: {m['key_targets']}), wall {m['wall_s'] / 60:.1f} min, "
            f"load {m['load_start']:.1f} -> {m['load_end']:.1f}.",
            "", f"Unpruned test accuracy: {rep.pct(bases)} ({m['n_test']} test images; 1 image = "
            f"{100 / m['n_test']:.2f} points).",
@@ -137,21 +141,22 @@ def main() -> int:
     m = meta(args)
     t0 = time.time()
     targets = [quality_ours.parse_target(t) for t in args.targets]
+    key_targets = [quality_ours.parse_target(t) for t in args.key_targets]
     criteria = quality_ours.criteria(args.criteria)
     comps = quality_ours.compensations()
     tp = args.tp if quality_tp.available() else []
     rows: list[dict[str, Any]] = []
     for seed in args.seeds:
-        w = Workload(seed)
+        w = Workload(seed, calibration_batches=args.calibration_batches)
         t = time.time()
         base = train_base(w.data, seed, args.base_epochs)
         base_acc = w.accuracy(base)
         m["n_test"] = len(w.y_test)
         print(f"seed {seed}: unpruned test accuracy {base_acc:.4f} (trained in {time.time() - t:.0f} s)", flush=True)
         rows.append({"section": "base", "seed": seed, "base": base_acc})
-        if seed in args.grid_seeds:
-            rows += quality_grid.run(base, w, criteria, tp, targets, comps, seed,
-                                     log=lambda s: print(s, flush=True))
+        cells = targets if seed in args.grid_seeds else key_targets
+        if cells:
+            rows += quality_grid.run(base, w, criteria, tp, cells, comps, seed, log=lambda s: print(s, flush=True))
         if args.recovery_ratios:
             plan = recovery_plan(args.recovery_epochs, args.sparsity_lambda, args.sparsity_epochs,
                                  args.recovery_lr, args.best)

@@ -1,7 +1,8 @@
 """The criteria grid of bench_quality.py: every criterion x every target, both tools, one trained model.
 
 Each cell starts from a deep copy of the same trained model and records test accuracy right after
-pruning, after each compensation mode (ours; re-pruned from the trained model with ``compensate=``),
+pruning, after each compensation mode (ours: the plan applied to another copy, then refit as
+``sc.prune(compensate=...)`` does),
 and after the same fine-tuning recipe, plus the MACs and params left (counted by ``sc.count`` for both
 tools, so the numbers are comparable).
 """
@@ -34,27 +35,22 @@ def _cell(tool: str, criterion: str, target: Target, seed: int) -> Row:
     return {"section": "grid", "tool": tool, "criterion": criterion, "target": target.label, "seed": seed}
 
 
-def ours(base: nn.Module, w: Workload, criterion: str, target: Target, comps: list[str], recipe: Recipe,
-         seed: int, full: tuple[int, int]) -> Row:
+def ours(base: nn.Module, w: Workload, analysis: Any, criterion: str, target: Target, comps: list[str],
+         recipe: Recipe, seed: int, full: tuple[int, int]) -> Row:
     row = _cell("secateurs", criterion, target, seed)
     t = time.perf_counter()
-    m = copy.deepcopy(base)
     try:
-        quality_ours.prune(m, w.example, criterion, target, w.calibration, cross_entropy_batch, seed=seed)
+        plan = quality_ours.plan(base, w.example, analysis, criterion, target, w.calibration, cross_entropy_batch,
+                                 seed=seed)
+        row["prune_s"] = time.perf_counter() - t
+        models = quality_ours.pruned_copies(base, plan, w.calibration, comps)
     except Exception as e:  # a failed cell is a row, not a crash
         return {**row, "error": f"{type(e).__name__}: {e}"[:200]}
-    row["prune_s"] = time.perf_counter() - t
+    m = models["plain"]
     row["pruned"] = w.accuracy(m)
     row["macs"], row["params"] = _fractions(m, w, full)
     for mode in comps:
-        c = copy.deepcopy(base)
-        try:
-            quality_ours.prune(c, w.example, criterion, target, w.calibration, cross_entropy_batch,
-                               compensate=mode, seed=seed)
-            row[mode] = w.accuracy(c)
-        except Exception as e:
-            row[mode] = None
-            row.setdefault("notes", []).append(f"{mode}: {type(e).__name__}: {e}"[:200])
+        row[mode] = w.accuracy(models[mode])
     recover(m, recipe, w, None, seed)
     row["ft"] = w.accuracy(m)
     return row
@@ -85,10 +81,11 @@ def run(base: nn.Module, w: Workload, criteria: list[str], tp_importances: list[
         comps: list[str], seed: int, recipe: Recipe = FINE_TUNE_3,
         log: Callable[[str], None] = print) -> list[Row]:
     full = sc.count(base, w.example)
+    analysis = sc.analyze(base, w.example)
     rows: list[Row] = []
     for target in targets:
         for c in criteria:
-            rows.append(ours(base, w, c, target, comps, recipe, seed, full))
+            rows.append(ours(base, w, analysis, c, target, comps, recipe, seed, full))
             log(_line(rows[-1]))
         for imp in tp_importances:
             rows.append(torch_pruning(base, w, imp, target, recipe, seed, full))

@@ -59,7 +59,13 @@ def criteria(only: list[str] | None = None) -> list[str]:
 
 def compensations() -> list[str]:
     """The ``compensate=`` modes this secateurs accepts, or [] where ``prune`` has no such option."""
-    return list(COMPENSATIONS) if "compensate" in inspect.signature(sc.prune).parameters else []
+    if "compensate" not in inspect.signature(sc.prune).parameters:
+        return []
+    try:
+        from secateurs.compensation import registered_methods
+    except ImportError:
+        return []
+    return [m for m in COMPENSATIONS if m in registered_methods()]
 
 
 def needs(criterion: str) -> tuple[bool, bool]:
@@ -68,13 +74,53 @@ def needs(criterion: str) -> tuple[bool, bool]:
     return bool(getattr(c, "needs_data", False)), bool(getattr(c, "needs_grads", False))
 
 
+def _calibration(batches: list[Any]) -> CalibrationData:
+    return CalibrationData(batches, inputs=lambda b: b[0], progress=False)
+
+
+def plan(model: nn.Module, example: Any, analysis: Any, criterion: str, target: Target, calibration: list[Any],
+         loss_fn: Any, seed: int = 0) -> Any:
+    """``sc.plan`` on a shared analysis (one export per seed instead of one per cell)."""
+    data, grads = needs(criterion)
+    kw: dict[str, Any] = dict(target.kwargs(), importance=criterion, seed=seed, analysis=analysis)
+    if data:
+        kw["calibration"] = _calibration(calibration)
+    if grads:
+        kw["loss_fn"] = loss_fn
+    return sc.plan(model, example, **kw)
+
+
+def pruned_copies(model: nn.Module, plan_: Any, calibration: list[Any], modes: list[str]) -> dict[str, nn.Module]:
+    """Copies of the unpruned ``model`` with ``plan_`` applied: ``"plain"``, and one per compensation mode.
+
+    For a mode this is exactly what ``sc.prune(..., compensate=mode)`` does around apply (see
+    ``secateurs/compensation/pipeline.py``): ``gather`` on the unpruned model, ``apply``, ``compensate``;
+    without ``prune``'s verification and re-export, which cost more than the rest on this model.
+    """
+    import copy
+
+    out = {"plain": sc.apply(copy.deepcopy(model), copy.deepcopy(plan_))}
+    if modes:
+        from secateurs.compensation import gather
+
+        # one gather serves every mode: lstsq statistics hold the input means the bias method reads
+        method = "lstsq" if "lstsq" in modes else modes[0]
+        stats = gather(model, plan_, _calibration(calibration), method=method)
+        for mode in modes:
+            p = copy.deepcopy(plan_)
+            m = sc.apply(copy.deepcopy(model), p)
+            sc.compensate(m, p, stats, method=mode)
+            out[mode] = m
+    return out
+
+
 def prune(model: nn.Module, example: Any, criterion: str, target: Target, calibration: list[Any],
           loss_fn: Any, compensate: str | None = None, seed: int = 0) -> Any:
     """``sc.prune`` in place with data only where the criterion or the compensation reads it."""
     data, grads = needs(criterion)
     kw: dict[str, Any] = dict(target.kwargs(), importance=criterion, seed=seed)
     if data or compensate:
-        kw["calibration"] = CalibrationData(calibration, inputs=lambda b: b[0], progress=False)
+        kw["calibration"] = _calibration(calibration)
     if grads:
         kw["loss_fn"] = loss_fn
     if compensate:

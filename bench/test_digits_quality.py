@@ -15,6 +15,8 @@ import torch
 from digits_cnn import Workload, cnn, cosine_lr, cosine_sgd, train_base
 from torch import nn
 
+import secateurs as sc
+
 needs_tp = pytest.mark.skipif(not quality_tp.available(), reason="torch-pruning not installed")
 
 
@@ -90,7 +92,7 @@ def test_recovery_table_reports_points_lost_per_seed_mean() -> None:
     rows = [{"section": "recovery", "ratio": 0.5, "flow": "f", "recipe": "r", "seed": s, "pruned": 0.5,
              "recovered": rec, "base": 0.99} for s, rec in enumerate([0.985, 0.987])]
     line = rep.recovery_table(rows).splitlines()[2]
-    assert "| 50% | f | r | 50.0 ± 0.0 | 98.6 ± 0.1 | 0.40 ± 0.14 | 2 |" == line
+    assert line == "| 50% | f | r | 50.0 ± 0.0 | 98.6 ± 0.1 | 0.40 ± 0.14 | 2 |"
 
 
 class _FakePruner:
@@ -163,3 +165,18 @@ def test_recovery_flows_prune_to_the_same_width_in_both_tools(tiny: tuple[Worklo
     assert widths == [[16, 32, 32]] * 3
     assert qr.Flow("torch-pruning", "bn_scale", s_tp).label == "TP: bnscale 0.001 x1 ep -> bn_scale BNScalePruner"
     assert math.isfinite(w.accuracy(m))
+
+
+@pytest.mark.skipif(not quality_ours.compensations(), reason="this secateurs has no compensate= option")
+def test_pruned_copies_equal_prune_with_compensate(tiny: tuple[Workload, nn.Module]) -> None:
+    w, base = tiny
+    target = quality_ours.parse_target("0.5")
+    plan = quality_ours.plan(base, w.example, sc.analyze(base, w.example), "l2", target, w.calibration, None)
+    copies = quality_ours.pruned_copies(base, plan, w.calibration, quality_ours.compensations())
+    for mode in ["plain", *quality_ours.compensations()]:
+        ref = copy.deepcopy(base)
+        quality_ours.prune(ref, w.example, "l2", target, w.calibration, None,
+                           compensate=None if mode == "plain" else mode)
+        got = copies[mode].state_dict()
+        assert ref.state_dict().keys() == got.keys()
+        assert all(torch.equal(v, got[k]) for k, v in ref.state_dict().items()), mode
