@@ -80,6 +80,7 @@ def parse() -> argparse.Namespace:
                     help="64-image training batches for data criteria and compensation (default 8 = 512 images)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="bench/results")
+    ap.add_argument("--name", help="file stem under --out (default quality, or quality-quick)")
     a = ap.parse_args()
     a.seeds = a.seeds or ([0] if a.quick else [0, 1, 2])
     a.grid_seeds = a.seeds[:1] if a.grid_seeds is None else a.grid_seeds
@@ -106,9 +107,9 @@ def meta(args: argparse.Namespace) -> dict[str, Any]:
         cpu = platform.processor() or "?"
     tp_version = "not installed"
     if quality_tp.available():
-        import torch_pruning
+        from importlib.metadata import version
 
-        tp_version = torch_pruning.__version__
+        tp_version = version("torch-pruning")  # torch_pruning.__version__ of 1.6.1 still says 1.6.0
     return {"command": "python bench/bench_quality.py " + " ".join(sys.argv[1:]),
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpu": cpu, "nproc": os.cpu_count(),
             "threads": args.threads, "torch": torch.__version__, "torch_pruning": tp_version,
@@ -166,7 +167,7 @@ def main() -> int:
     md = markdown(m, rows, comps)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = "quality-quick" if args.quick else "quality"
+    stem = args.name or ("quality-quick" if args.quick else "quality")
     (out / f"{stem}.md").write_text(md + "\n")
     (out / f"{stem}.json").write_text(json.dumps({"meta": m, "compensations": comps, "rows": rows}, indent=1))
     print("\n" + md)

@@ -60,10 +60,11 @@ class Sparsity:
     lam: float
     epochs: int
     lr: float = 0.01
+    proximal: bool = False  # ours only: soft-threshold after each step (reg.attach(opt, proximal=True))
 
     @property
     def label(self) -> str:
-        return f"{self.kind} {self.lam:g} x{self.epochs} ep"
+        return f"{self.kind}{' prox' if self.proximal else ''} λ={self.lam:g} x{self.epochs} ep"
 
 
 def sparsity_train(base: nn.Module, s: Sparsity, w: Workload, seed: int) -> nn.Module:
@@ -81,7 +82,15 @@ def sparsity_train(base: nn.Module, s: Sparsity, w: Workload, seed: int) -> nn.M
         reg = sc.regularizers.group_lasso(m, sc.analyze(m, w.example), s.lam)
     else:
         raise ValueError(f"unknown sparsity kind {s.kind!r}")
-    sc.recover(m, w.data, regularizer=reg, optimizer=opt, epochs=s.epochs, seed=seed, progress=False)
+    if s.proximal:
+        def proximal(params: Any) -> Any:
+            o = opt(params)
+            reg.attach(o, proximal=True)
+            return o
+
+        sc.recover(m, w.data, optimizer=proximal, epochs=s.epochs, seed=seed, progress=False)
+    else:
+        sc.recover(m, w.data, regularizer=reg, optimizer=opt, epochs=s.epochs, seed=seed, progress=False)
     return m
 
 

@@ -163,7 +163,7 @@ def test_recovery_flows_prune_to_the_same_width_in_both_tools(tiny: tuple[Worklo
         m = flow.make(start, 0.5, w, 0)
         widths.append([c.out_channels for c in m.modules() if isinstance(c, nn.Conv2d)])
     assert widths == [[16, 32, 32]] * 3
-    assert qr.Flow("torch-pruning", "bn_scale", s_tp).label == "TP: bnscale 0.001 x1 ep -> bn_scale BNScalePruner"
+    assert qr.Flow("torch-pruning", "bn_scale", s_tp).label == "TP: bnscale λ=0.001 x1 ep -> bn_scale BNScalePruner"
     assert math.isfinite(w.accuracy(m))
 
 
