@@ -37,24 +37,23 @@ FULL_TARGETS = ["0.3", "0.5", "0.7", "macs=0.5"]
 QUICK_TARGETS = ["0.5", "macs=0.5"]
 
 
-def recovery_plan(epochs: int, lam: float, sparse_epochs: int, lr: float, best: str) -> list[tuple[qr.Flow, list[qr.Recipe]]]:
+def recovery_plan(epochs: int, lam: float, gl_lam: float, sparse_epochs: int, lr: float,
+                  comps: list[str]) -> list[tuple[qr.Flow, list[qr.Recipe]]]:
     ft_cos = qr.Recipe(f"fine-tune {epochs} ep, cosine lr {lr:g}", epochs, lr=lr, cosine=True)
     kd_cos = qr.Recipe(f"distill {epochs} ep, cosine lr {lr:g}, T=4, α=0.7", epochs, lr=lr, cosine=True,
                        distill=True)
-    slim = qr.Sparsity("bn_l1", lam, sparse_epochs)
     plan: list[tuple[qr.Flow, list[qr.Recipe]]] = [
         (qr.Flow("secateurs", "l2"), [qr.FINE_TUNE_3, ft_cos, kd_cos]),
-        (qr.Flow("secateurs", "l2", scope="global"), [kd_cos]),
-        (qr.Flow("secateurs", "bn_scale", slim), [ft_cos, kd_cos]),
-        (qr.Flow("secateurs", "l2", qr.Sparsity("group_lasso", lam, sparse_epochs)), [ft_cos]),
+        (qr.Flow("secateurs", "bn_scale", qr.Sparsity("bn_l1", lam, sparse_epochs)), [ft_cos]),
+        (qr.Flow("secateurs", "l2", qr.Sparsity("group_lasso", gl_lam, sparse_epochs)), [ft_cos]),
     ]
-    if best != "l2":
-        plan.insert(1, (qr.Flow("secateurs", best), [kd_cos]))
+    if "lstsq" in comps:
+        plan.insert(1, (qr.Flow("secateurs", "l2", compensate="lstsq"), [qr.FINE_TUNE_3, ft_cos]))
     if quality_tp.available():
         plan += [
-            (qr.Flow("torch-pruning", "l2"), [qr.FINE_TUNE_3, ft_cos, kd_cos]),
+            (qr.Flow("torch-pruning", "l2"), [qr.FINE_TUNE_3, ft_cos]),
             (qr.Flow("torch-pruning", "bn_scale", qr.Sparsity("bnscale", lam, sparse_epochs)), [ft_cos]),
-            (qr.Flow("torch-pruning", "l2", qr.Sparsity("groupnorm", lam, sparse_epochs)), [ft_cos]),
+            (qr.Flow("torch-pruning", "l2", qr.Sparsity("groupnorm", gl_lam, sparse_epochs)), [ft_cos]),
         ]
     return plan
 
@@ -72,9 +71,10 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--recovery-ratios", type=float, nargs="*", help="default 0.5 0.7 (quick: 0.5); none to skip")
     ap.add_argument("--recovery-epochs", type=int, help="epochs of the longer recipes (default 12; quick 4)")
     ap.add_argument("--recovery-lr", type=float, default=0.02)
-    ap.add_argument("--sparsity-lambda", type=float, default=1e-3, help="bn_l1 / group lasso / TP reg strength")
+    ap.add_argument("--sparsity-lambda", type=float, default=0.2,
+                    help="bn_l1 and TP BNScalePruner reg (the same penalty: λ·sign(γ) added to the gradient)")
+    ap.add_argument("--group-lambda", type=float, default=0.1, help="our group_lasso and TP GroupNormPruner reg")
     ap.add_argument("--sparsity-epochs", type=int, help="sparsity-training epochs (default 8; quick 3)")
-    ap.add_argument("--best", default="taylor", help="our criterion given the distillation recipe besides l2")
     ap.add_argument("--base-epochs", type=int, default=BASE_EPOCHS, help="training epochs of the unpruned model")
     ap.add_argument("--calibration-batches", type=int, default=8,
                     help="64-image training batches for data criteria and compensation (default 8 = 512 images)")
@@ -159,8 +159,8 @@ def main() -> int:
         if cells:
             rows += quality_grid.run(base, w, criteria, tp, cells, comps, seed, log=lambda s: print(s, flush=True))
         if args.recovery_ratios:
-            plan = recovery_plan(args.recovery_epochs, args.sparsity_lambda, args.sparsity_epochs,
-                                 args.recovery_lr, args.best)
+            plan = recovery_plan(args.recovery_epochs, args.sparsity_lambda, args.group_lambda, args.sparsity_epochs,
+                                 args.recovery_lr, comps)
             rec = qr.run(base, plan, args.recovery_ratios, w, seed, log=lambda s: print(s, flush=True))
             rows += [{**r, "base": base_acc} for r in rec]
     m["wall_s"], m["load_end"] = time.time() - t0, os.getloadavg()[0]

@@ -103,6 +103,7 @@ class Flow:
     criterion: str
     sparsity: Sparsity | None = None
     scope: str = "local"
+    compensate: str | None = None  # ours only: sc.prune(compensate=...) before recovery
 
     @property
     def label(self) -> str:
@@ -112,14 +113,16 @@ class Flow:
         if self.tool == "torch-pruning":
             kind = self.sparsity.kind if self.sparsity else ""
             pruner = {"bnscale": " BNScalePruner", "groupnorm": " GroupNormPruner"}.get(kind, " BasePruner")
-        return f"{tool}: {pre}{self.criterion}{pruner}" + (f" ({self.scope})" if self.scope != "local" else "")
+        comp = f" + {self.compensate}" if self.compensate else ""
+        return f"{tool}: {pre}{self.criterion}{pruner}{comp}" + (f" ({self.scope})" if self.scope != "local" else "")
 
     def make(self, start: nn.Module, ratio: float, w: Workload, seed: int) -> nn.Module:
         """A pruned copy of ``start`` (the trained model, or its sparsity-trained copy)."""
         m = copy.deepcopy(start)
         if self.tool == "secateurs":
             target = quality_ours.Target(f"{ratio:.0%}", ratio=ratio, scope=self.scope)
-            quality_ours.prune(m, w.example, self.criterion, target, w.calibration, _ce_batch, seed=seed)
+            quality_ours.prune(m, w.example, self.criterion, target, w.calibration, _ce_batch,
+                               compensate=self.compensate, seed=seed)
             return m
         if self.sparsity and self.sparsity.kind in ("bnscale", "groupnorm"):
             pruner = quality_tp.sparsity_pruner(self.sparsity.kind, m, w.example, self.sparsity.lam, ratio)
