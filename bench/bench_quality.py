@@ -37,7 +37,7 @@ FULL_TARGETS = ["0.3", "0.5", "0.7", "macs=0.5"]
 QUICK_TARGETS = ["0.5", "macs=0.5"]
 
 
-def recovery_plan(epochs: int, lam: float, gl_lam: float, sparse_epochs: int, lr: float,
+def recovery_plan(epochs: int, lam: float, gl_lam: float, tp_gl: float, sparse_epochs: int, lr: float,
                   comps: list[str]) -> list[tuple[qr.Flow, list[qr.Recipe]]]:
     ft_cos = qr.Recipe(f"fine-tune {epochs} ep, cosine lr {lr:g}", epochs, lr=lr, cosine=True)
     kd_cos = qr.Recipe(f"distill {epochs} ep, cosine lr {lr:g}, T=4, α=0.7", epochs, lr=lr, cosine=True,
@@ -53,7 +53,7 @@ def recovery_plan(epochs: int, lam: float, gl_lam: float, sparse_epochs: int, lr
         plan += [
             (qr.Flow("torch-pruning", "l2"), [qr.FINE_TUNE_3, ft_cos]),
             (qr.Flow("torch-pruning", "bn_scale", qr.Sparsity("bnscale", lam, sparse_epochs)), [ft_cos]),
-            (qr.Flow("torch-pruning", "l2", qr.Sparsity("groupnorm", gl_lam, sparse_epochs)), [ft_cos]),
+            (qr.Flow("torch-pruning", "l2", qr.Sparsity("groupnorm", tp_gl, sparse_epochs)), [ft_cos]),
         ]
     return plan
 
@@ -73,7 +73,8 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--recovery-lr", type=float, default=0.02)
     ap.add_argument("--sparsity-lambda", type=float, default=0.2,
                     help="bn_l1 and TP BNScalePruner reg (the same penalty: λ·sign(γ) added to the gradient)")
-    ap.add_argument("--group-lambda", type=float, default=0.1, help="our group_lasso and TP GroupNormPruner reg")
+    ap.add_argument("--group-lambda", type=float, default=0.2, help="our group_lasso strength")
+    ap.add_argument("--tp-group-reg", type=float, default=0.1, help="TP GroupNormPruner reg (a different penalty)")
     ap.add_argument("--sparsity-epochs", type=int, help="sparsity-training epochs (default 8; quick 3)")
     ap.add_argument("--base-epochs", type=int, default=BASE_EPOCHS, help="training epochs of the unpruned model")
     ap.add_argument("--calibration-batches", type=int, default=8,
@@ -159,7 +160,8 @@ def main() -> int:
         if cells:
             rows += quality_grid.run(base, w, criteria, tp, cells, comps, seed, log=lambda s: print(s, flush=True))
         if args.recovery_ratios:
-            plan = recovery_plan(args.recovery_epochs, args.sparsity_lambda, args.group_lambda, args.sparsity_epochs,
+            plan = recovery_plan(args.recovery_epochs, args.sparsity_lambda, args.group_lambda, args.tp_group_reg,
+                                 args.sparsity_epochs,
                                  args.recovery_lr, comps)
             rec = qr.run(base, plan, args.recovery_ratios, w, seed, log=lambda s: print(s, flush=True))
             rows += [{**r, "base": base_acc} for r in rec]
