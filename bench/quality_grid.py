@@ -1,7 +1,8 @@
 """The criteria grid of bench_quality.py: every criterion x every target, both tools, one trained model.
 
 Each cell starts from a deep copy of the same trained model and records test accuracy right after
-pruning, after each compensation mode (ours: the plan applied to another copy, then refit as
+pruning (Torch-Pruning at a channel ratio gets exactly our per-layer widths, see
+``quality_tp.ratios_for_widths``), after each compensation mode (ours: the plan applied to another copy, then refit as
 ``sc.prune(compensate=...)`` does),
 and after the same fine-tuning recipe, plus the MACs and params left (counted by ``sc.count`` for both
 tools, so the numbers are comparable).
@@ -47,6 +48,7 @@ def ours(base: nn.Module, w: Workload, analysis: Any, criterion: str, target: Ta
     except Exception as e:  # a failed cell is a row, not a crash
         return {**row, "error": f"{type(e).__name__}: {e}"[:200]}
     m = models["plain"]
+    row["widths"] = widths(m)
     row["pruned"] = w.accuracy(m)
     row["macs"], row["params"] = _fractions(m, w, full)
     for mode in comps:
@@ -56,8 +58,12 @@ def ours(base: nn.Module, w: Workload, analysis: Any, criterion: str, target: Ta
     return row
 
 
+def widths(model: nn.Module) -> dict[str, int]:
+    return {n: m.out_channels for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+
+
 def torch_pruning(base: nn.Module, w: Workload, importance: str, target: Target, recipe: Recipe, seed: int,
-                  full: tuple[int, int]) -> Row:
+                  full: tuple[int, int], match: dict[str, int] | None = None) -> Row:
     row = _cell("torch-pruning", importance, target, seed)
     t = time.perf_counter()
     glob = target.scope == "global"
@@ -66,10 +72,12 @@ def torch_pruning(base: nn.Module, w: Workload, importance: str, target: Target,
         if target.macs is not None:
             ratio = quality_tp.ratio_for_macs(base, w.example, importance, target.macs, w.calibration, glob)
             row["tp_ratio"] = ratio
-        m = quality_tp.prune(copy.deepcopy(base), w.example, importance, float(ratio), w.calibration, glob)
+        m = quality_tp.prune(copy.deepcopy(base), w.example, importance, float(ratio), w.calibration, glob,
+                             widths=match if target.macs is None and not glob else None)
     except Exception as e:
         return {**row, "error": f"{type(e).__name__}: {e}"[:200]}
     row["prune_s"] = time.perf_counter() - t
+    row["widths"] = widths(m)
     row["pruned"] = w.accuracy(m)
     row["macs"], row["params"] = _fractions(m, w, full)
     recover(m, recipe, w, None, seed)
@@ -84,11 +92,13 @@ def run(base: nn.Module, w: Workload, criteria: list[str], tp_importances: list[
     analysis = sc.analyze(base, w.example)
     rows: list[Row] = []
     for target in targets:
+        match = None
         for c in criteria:
             rows.append(ours(base, w, analysis, c, target, comps, recipe, seed, full))
             log(_line(rows[-1]))
+            match = match or rows[-1].get("widths")
         for imp in tp_importances:
-            rows.append(torch_pruning(base, w, imp, target, recipe, seed, full))
+            rows.append(torch_pruning(base, w, imp, target, recipe, seed, full, match))
             log(_line(rows[-1]))
     return rows
 

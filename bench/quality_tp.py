@@ -59,11 +59,29 @@ def _gradients(model: nn.Module, calibration: list[Batch]) -> None:
     model.train(was)
 
 
+def ratios_for_widths(model: nn.Module, widths: dict[str, int]) -> dict[nn.Module, float]:
+    """``pruning_ratio_dict`` under which TP keeps exactly ``widths[name]`` output channels of each named layer.
+
+    TP keeps ``int(n * (1 - ratio))`` channels (it removes ``ceil``), secateurs removes ``floor(n * ratio)``:
+    at 30% of 32 channels TP keeps 22, secateurs 23. Comparing criteria needs equal widths, so TP gets
+    the per-layer ratio ``1 - (k + 0.5) / n``, whose ``int(n * (1 - ratio))`` is ``k``.
+    """
+    out = {}
+    for name, k in widths.items():
+        n = model.get_submodule(name).out_channels
+        out[model.get_submodule(name)] = 1.0 - (k + 0.5) / n
+    return out
+
+
 def prune(model: nn.Module, example: torch.Tensor, importance: str, ratio: float, calibration: list[Batch],
-          global_pruning: bool = False, pruner: str = "BasePruner", **pruner_kw: Any) -> nn.Module:
-    """Prune ``model`` in place with TP, one step, ``ratio`` of channels; returns the model."""
+          global_pruning: bool = False, pruner: str = "BasePruner", widths: dict[str, int] | None = None,
+          **pruner_kw: Any) -> nn.Module:
+    """Prune ``model`` in place with TP, one step, ``ratio`` of channels (or exactly ``widths``, see
+    ``ratios_for_widths``); returns the model."""
     tp = _tp()
     cls = getattr(tp.pruner, pruner)
+    if widths:
+        pruner_kw["pruning_ratio_dict"] = ratios_for_widths(model, widths)
     p = cls(model, example, importance=IMPORTANCES[importance](), pruning_ratio=ratio,
             global_pruning=global_pruning, ignored_layers=[classifier(model)], **pruner_kw)
     if importance in GRADIENT:

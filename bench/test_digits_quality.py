@@ -69,14 +69,16 @@ def _grid(tool: str, crit: str, pruned: list[float], ft: float, **extra: float) 
              "ft": ft, "macs": 0.3, "params": 0.3, **extra} for s, p in enumerate(pruned)]
 
 
-def test_summary_compares_best_means_and_uses_compensation() -> None:
+def test_summary_compares_best_means_with_and_without_compensation() -> None:
     rows = (_grid("secateurs", "l2", [0.80, 0.82], 0.97, lstsq=0.95) + _grid("secateurs", "taylor", [0.90, 0.88], 0.98)
             + _grid("torch-pruning", "l2", [0.91, 0.93], 0.975))
     table, verdicts = rep.summary(rows, ["lstsq"])
-    assert verdicts == [{"target": "50% ch", "ours_best": "l2", "diff_points": pytest.approx(3.0), "beats": True}]
-    assert "89.0 ± 1.4 (taylor)" in table and "92.0 ± 1.4 (l2)" in table
-    _, verdicts = rep.summary(rows, [])  # without compensation, taylor (89.0) loses to TP's l2 (92.0)
-    assert verdicts[0]["ours_best"] == "taylor" and not verdicts[0]["beats"]
+    v = verdicts[0]
+    assert (v["ours_best"], v["beats"], v["ours_best_compensated"]) == ("taylor", False, "l2")
+    assert v["diff_points"] == pytest.approx(-3.0) and v["diff_compensated"] == pytest.approx(3.0)
+    assert "89.0 ± 1.4 (taylor)" in table and "92.0 ± 1.4 (l2)" in table and "| -3.0 |" in table
+    _, verdicts = rep.summary(rows, [])
+    assert verdicts[0]["diff_compensated"] is None
 
 
 def test_grid_table_marks_missing_compensation_and_failures() -> None:
@@ -125,6 +127,19 @@ def test_tp_ratio_for_macs_lands_near_the_target() -> None:
     pruned = quality_tp.prune(copy.deepcopy(model), x, "l2", ratio, [])
     assert abs(quality_tp.macs(pruned, x) / full - 0.5) < 0.05
     assert quality_tp.classifier(pruned).out_features == 10
+
+
+@needs_tp
+def test_tp_gets_exactly_our_widths_where_its_rounding_differs() -> None:
+    torch.manual_seed(0)
+    model, x = cnn().eval(), torch.randn(1, 1, 8, 8)
+    ours = copy.deepcopy(model)
+    sc.prune(ours, x, ratio=0.3)
+    want = quality_grid.widths(ours)
+    assert want == {"0": 23, "3": 45, "7": 45}  # floor(0.3 n) removed
+    plain = quality_grid.widths(quality_tp.prune(copy.deepcopy(model), x, "l2", 0.3, []))
+    assert plain != want  # TP alone keeps int(0.7 n): 22, 44, 44
+    assert quality_grid.widths(quality_tp.prune(copy.deepcopy(model), x, "l2", 0.3, [], widths=want)) == want
 
 
 @pytest.fixture(scope="module")
