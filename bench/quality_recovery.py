@@ -124,12 +124,20 @@ class Flow:
             quality_ours.prune(m, w.example, self.criterion, target, w.calibration, _ce_batch,
                                compensate=self.compensate, seed=seed)
             return m
+        # TP rounds the other way (keeps int(n * (1 - ratio))): give it secateurs' widths, floor(n * ratio) removed
+        widths = None if self.scope == "global" else local_widths(m, ratio)
         if self.sparsity and self.sparsity.kind in ("bnscale", "groupnorm"):
-            pruner = quality_tp.sparsity_pruner(self.sparsity.kind, m, w.example, self.sparsity.lam, ratio)
+            pruner = quality_tp.sparsity_pruner(self.sparsity.kind, m, w.example, self.sparsity.lam, ratio, widths)
             pruner.step()
             return m
         return quality_tp.prune(m, w.example, self.criterion, ratio, w.calibration,
-                                global_pruning=self.scope == "global")
+                                global_pruning=self.scope == "global", widths=widths)
+
+
+def local_widths(model: nn.Module, ratio: float) -> dict[str, int]:
+    """Output channels secateurs keeps in every conv at a local ``ratio``: ``n - floor(n * ratio)``."""
+    return {n: m.out_channels - int(m.out_channels * ratio) for n, m in model.named_modules()
+            if isinstance(m, nn.Conv2d)}
 
 
 def _ce_batch(output: Any, batch: Any) -> Any:

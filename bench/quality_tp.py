@@ -112,16 +112,19 @@ def ratio_for_macs(model: nn.Module, example: torch.Tensor, importance: str, kee
     return best
 
 
-def sparsity_pruner(kind: str, model: nn.Module, example: torch.Tensor, reg: float, ratio: float = 0.5) -> Any:
+def sparsity_pruner(kind: str, model: nn.Module, example: torch.Tensor, reg: float, ratio: float = 0.5,
+                    widths: dict[str, int] | None = None) -> Any:
     """TP's sparsity-training pruner: ``bnscale`` (BNScalePruner + BNScaleImportance) or ``groupnorm``
     (GroupNormPruner + group L2 magnitude), as in TP's benchmark scripts."""
     tp = _tp()
+    kw: dict[str, Any] = {"pruning_ratio": ratio, "ignored_layers": [classifier(model)]}
+    if widths:
+        kw["pruning_ratio_dict"] = ratios_for_widths(model, widths)
     if kind == "bnscale":
-        return tp.pruner.BNScalePruner(model, example, importance=tp.importance.BNScaleImportance(), reg=reg,
-                                       pruning_ratio=ratio, ignored_layers=[classifier(model)])
+        return tp.pruner.BNScalePruner(model, example, importance=tp.importance.BNScaleImportance(), reg=reg, **kw)
     if kind == "groupnorm":
         return tp.pruner.GroupNormPruner(model, example, importance=tp.importance.GroupMagnitudeImportance(p=2),
-                                         reg=reg, pruning_ratio=ratio, ignored_layers=[classifier(model)])
+                                         reg=reg, **kw)
     raise ValueError(f"unknown TP sparsity flow {kind!r}; use bnscale or groupnorm")
 
 
