@@ -14,59 +14,9 @@ import time
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from digits_cnn import Epochs, accuracy, digits, train_base
 
 import secateurs as sc
-
-
-def digits(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    d = load_digits()
-    x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0
-    y = torch.tensor(d.target, dtype=torch.long)
-    tr, te = train_test_split(range(len(y)), test_size=0.25, random_state=seed, stratify=d.target)
-    return x[tr], y[tr], x[te], y[te]
-
-
-def cnn() -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(1, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU(),
-        nn.Conv2d(32, 64, 3, padding=1, bias=False), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(64, 64, 3, padding=1, bias=False), nn.BatchNorm2d(64), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10),
-    )
-
-
-def batches(x: torch.Tensor, y: torch.Tensor, size: int, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
-    return [(x[order[i:i + size]], y[order[i:i + size]]) for i in range(0, len(y), size)]
-
-
-class Epochs:
-    """Re-iterable batches, reshuffled every epoch (recover calls set_epoch)."""
-
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, size: int = 64, seed: int = 0):
-        self.x, self.y, self.size, self.seed, self.epoch = x, y, size, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return (len(self.y) + self.size - 1) // self.size
-
-    def __iter__(self):
-        return iter(batches(self.x, self.y, self.size, self.seed * 1000 + self.epoch))
-
-
-@torch.no_grad()
-def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    was = model.training
-    model.eval()
-    acc = (model(x).argmax(1) == y).float().mean().item()
-    model.train(was)
-    return acc
 
 
 def main() -> int:
@@ -80,10 +30,7 @@ def main() -> int:
     data = Epochs(xtr, ytr, seed=args.seed)
     example = xtr[:1]
     t0 = time.time()
-    torch.manual_seed(args.seed)
-    base = cnn()
-    adam = lambda params: torch.optim.Adam(params, lr=3e-3)  # noqa: E731
-    sc.recover(base, data, epochs=25, optimizer=adam, seed=args.seed)
+    base = train_base(data, args.seed)
     base_acc = accuracy(base, xte, yte)
     n_base = sum(p.numel() for p in base.parameters())
     print(f"base model: {n_base} params, test accuracy {base_acc:.4f} (trained in {time.time() - t0:.0f} s)")
