@@ -14,6 +14,7 @@ from secateurs.calibration import collect
 from secateurs.importance import get_criterion, registered_criteria
 from secateurs.importance.lamp import lamp_scores
 from secateurs.importance.registry import ScoringContext
+from secateurs.importance.taylor import Taylor
 from secateurs.testing.toys import MLP, ConvBN, MultiHeadAttention
 
 DEAD = 3  # the unit each case makes least important
@@ -128,9 +129,12 @@ def case_lamp() -> None:
 
 
 def case_taylor() -> None:
-    """|sum g.w| over the unit equals the directional derivative of the loss along removing the unit."""
+    """Taylor(reduce="unit"): |sum g.w| over the unit equals the directional derivative of the loss along
+    removing the unit; the default sums |g.w| per element, which is never smaller."""
     m, data = mlp(), batches(1)
-    (s,) = unit_scores(m, data[0], "taylor", data, mse_to_zero)
+    (s,) = unit_scores(m, data[0], Taylor(reduce="unit"), data, mse_to_zero)  # type: ignore[arg-type]
+    (default,) = unit_scores(m, data[0], "taylor", data, mse_to_zero)
+    assert np.all(default >= s - 1e-12)
     eps = 1e-6
     for unit in (0, 5):
         params = [(m.fc1.weight, (unit,)), (m.fc1.bias, (unit,)), (m.fc2.weight, (slice(None), unit))]
