@@ -46,6 +46,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dry-run", action="store_true", help="only plan: write DIR/plan.json, leave weights alone")
     p.add_argument("--force", action="store_true", help="replace DIR if it exists")
     p.add_argument("--no-bench", action="store_true", help="skip the latency measurement")
+    p.add_argument("--latency", type=float, default=None,
+                   help="instead of --ratio: fraction of measured latency KEPT on this machine, e.g. 0.5 (±10%%)")
+    p.add_argument("--compensate", choices=("bias", "lstsq"), default=None,
+                   help="refit the layers that read pruned channels from --calibration (FLAP bias or least squares)")
+    p.add_argument("--drop-layers", type=int, default=None, metavar="N",
+                   help="also remove N whole residual blocks (decoder layers), scored on --calibration")
+    p.add_argument("--layer-importance", choices=("block_influence", "angular"), default=None,
+                   help="how --drop-layers scores blocks (default block_influence)")
     add_int8_flag(p, "also quantize a copy to int8 and put its fidelity and latency in the report: dynamic (default; "
                      "Linear layers) or static (convs and Linear, needs --calibration)")
     add_calibration_flags(p)
@@ -79,7 +87,13 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
     ignore = [args.ignore] if isinstance(args.ignore, str) else list(args.ignore)
     return {"ratio": parse_ratio(args.ratio), "importance": args.importance, "ignore": ignore or None,
             "round_to": args.round_to, "min_keep": args.min_keep, "seed": args.seed, "scope": args.scope,
-            "macs": args.macs, "params": args.params, "max_ratio": args.max_ratio}
+            "macs": args.macs, "params": args.params, "max_ratio": args.max_ratio, "latency": args.latency,
+            "drop_layers": args.drop_layers, "layer_importance": args.layer_importance}
+
+
+def _uses_data(args: argparse.Namespace, importance: str) -> bool:
+    """Whether sc.prune reads the calibration batches: the criterion, compensation or layer dropping."""
+    return needs_data(importance) or bool(args.compensate) or bool(args.drop_layers)
 
 
 def _validate(args: argparse.Namespace, settings: dict[str, Any]) -> None:
@@ -97,6 +111,12 @@ def _validate(args: argparse.Namespace, settings: dict[str, Any]) -> None:
         raise InvalidArgumentError(f"importance {settings['importance']!r} needs gradients of a training loss, which "
                                    "needs labels the command line cannot supply; use the Python API "
                                    "(secateurs.prune(..., calibration=loader, loss_fn=...)) or a data criterion such as wanda")
+    if args.drop_layers is not None and args.drop_layers < 1:
+        raise InvalidArgumentError(f"--drop-layers must be a positive integer, got {args.drop_layers}")
+    for flag, value in (("--compensate", args.compensate), ("--drop-layers", args.drop_layers)):
+        if value and not args.calibration:
+            raise InvalidArgumentError(f"{flag} needs calibration data: pass --calibration DIR (images), FILE.txt "
+                                       "(text) or synthetic (random inputs)")
     wants_data = getattr(criterion, "needs_data", False) or args.sparsity_2to4 == "wanda"
     if wants_data and not args.calibration:
         what = f"importance {settings['importance']!r}" if getattr(criterion, "needs_data", False) else "--sparsity-2to4 wanda"
@@ -117,7 +137,7 @@ def _calibration(args: argparse.Namespace, source: Any, spec: Any, settings: dic
         return None
     step(args, f"loading calibration data ({args.calibration})")
     calibration = build_calibration(args, source.spec, spec)
-    if not needs_data(settings["importance"]) and args.sparsity_2to4 != "wanda" and args.int8 != "static":
+    if not _uses_data(args, settings["importance"]) and args.sparsity_2to4 != "wanda" and args.int8 != "static":
         import warnings
 
         warnings.warn(f"--calibration is not used by importance {settings['importance']!r}", stacklevel=2)
@@ -130,7 +150,7 @@ def _dry_run(args: argparse.Namespace, model: Any, spec: Any, out: Path, setting
 
     step(args, "planning (dry run: the model is not changed)")
     calibration = _calibration(args, source, spec, settings)
-    batches = calibration.batches if calibration and needs_data(settings["importance"]) else None
+    batches = calibration.batches if calibration and (needs_data(settings["importance"]) or args.drop_layers) else None
     plan = sc.plan(model, spec.make(), calibration=batches, **settings)
     with atomic_dir(out, args.force) as tmp:
         write_text(tmp / "plan.json", plan.to_json(indent=1))
@@ -167,8 +187,8 @@ def run(args: argparse.Namespace) -> int:
         before = measure(model, spec, sizes, args.repeats, is_quiet(args))
     step(args, "planning, pruning and verifying")
     x = spec.make()
-    result = sc.prune(model, x, tolerance=args.tolerance, calibration=batches if needs_data(args.importance) else None,
-                      **settings)
+    result = sc.prune(model, x, tolerance=args.tolerance, compensate=args.compensate,
+                      calibration=batches if _uses_data(args, args.importance) else None, **settings)
     sparsity, sparsity_doc = None, None
     if args.sparsity_2to4:
         step(args, f"2:4 sparsity of Linear weights ({args.sparsity_2to4})")

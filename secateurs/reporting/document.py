@@ -16,12 +16,14 @@ REPORT_FORMAT = 1
 
 def layer_widths(plan: Plan) -> list[dict[str, Any]]:
     """Output width (dim 0) of every weight matrix/kernel before and after the plan, in model order."""
-    after = plan.shapes_after()
+    after = plan.shapes_after()  # keyed by the names after dropped layers are renumbered
     rows = []
     for name, shape in plan.shapes.items():
         if name.endswith(".weight") and len(shape) >= 2:
-            rows.append({"name": name[: -len(".weight")], "before": int(shape[0]), "after": int(after[name][0]),
-                         "in_before": int(shape[1]), "in_after": int(after[name][1])})
+            new = plan.renamed(name) if plan.dropped_layers else name
+            out_w, in_w = (int(after[new][0]), int(after[new][1])) if new is not None else (0, 0)  # 0: layer dropped
+            rows.append({"name": name[: -len(".weight")], "before": int(shape[0]), "after": out_w,
+                         "in_before": int(shape[1]), "in_after": in_w})
     return rows
 
 
@@ -58,6 +60,8 @@ def build_report(
         },
         "groups": {"total": len(result.plan.groups), "pruned": core["groups_pruned"], "units_removed": core["units_removed"]},
         "verification": core["verification"],
+        "compensation": core["compensation"],
+        "dropped_layers": {k: list(v) for k, v in result.plan.dropped_layers.items()},
         "notes": core["notes"],
         "layers": layer_widths(result.plan),
         "mac_ideal_speedup": 1 / result.macs_ratio if result.macs_ratio else None,

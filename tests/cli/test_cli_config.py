@@ -64,7 +64,7 @@ def test_every_prune_option_is_an_api_keyword():
     build_parser()
     api = set(inspect.signature(sc.prune).parameters)
     pruning = {"ratio", "importance", "ignore", "round_to", "min_keep", "seed", "tolerance", "scope", "macs", "params",
-               "max_ratio"}
+               "max_ratio", "latency", "compensate", "drop_layers", "layer_importance"}
     assert pruning <= set(options("prune")) and pruning <= api
 
 
