@@ -61,6 +61,7 @@ def plan(
     latency: float | LatencyTarget | None = None,
     drop_layers: int | None = None,
     layer_importance: str | None = None,
+    uniform: bool | None = None,
 ) -> Plan:
     """Decide what to remove; the model is not changed.
 
@@ -76,11 +77,14 @@ def plan(
 
     ``drop_layers=N`` also removes N whole residual blocks (decoder layers) chosen by ``layer_importance``
     (``"block_influence"``, default, or ``"angular"``) on the ``calibration`` batches; with no ``ratio``
-    only layers are dropped. See ``secateurs.layers``.
+    only layers are dropped. See ``secateurs.layers``. ``uniform=True`` keeps every layer the same width (local
+    ranking, the default, so a Hugging Face config can describe the result); ``uniform=False`` lets widths differ
+    per layer (global ranking; save with ``sc.save``/``sc.load``).
     """
     from secateurs.layers.planning import attach, choose_drop, width_request, without_dropped
 
     _no_latency_with_drop(latency, drop_layers)
+    scope = _scope(scope, uniform)
     width_ratio, width_calibration = width_request(drop_layers, ratio, importance, calibration, macs, params)
     drop = choose_drop(model, drop_layers, layer_importance, calibration)
     analysis = analysis or _analyze(model, example_inputs)
@@ -89,6 +93,19 @@ def plan(
                   params=params, overrides=overrides, max_ratio=max_ratio, calibration=width_calibration,
                   loss_fn=loss_fn, example_inputs=example_inputs, latency=latency)
     return attach(p, drop)
+
+
+def _scope(scope: str, uniform: bool | None) -> str:
+    """``uniform=True``: every layer keeps the same width (local ranking, the default); ``False``: widths may differ
+    per layer (global ranking)."""
+    if uniform is None:
+        return scope
+    if not isinstance(uniform, bool):
+        raise InvalidArgumentError(f"uniform must be True, False or None, got {uniform!r}")
+    if uniform and scope == "global":
+        raise InvalidArgumentError("uniform=True keeps every layer the same width, which global ranking does not; "
+                                   "drop scope='global' or pass uniform=False")
+    return "local" if uniform else "global"
 
 
 def _no_latency_with_drop(latency: Any, drop_layers: int | None) -> None:
@@ -138,6 +155,7 @@ def prune(
     latency: float | LatencyTarget | None = None,
     drop_layers: int | None = None,
     layer_importance: str | None = None,
+    uniform: bool | None = None,
 ) -> PruneReport:
     """Plan, apply and verify in one call (arguments as in ``plan``). On a failed verification the model is
     restored and an error raised.
@@ -158,6 +176,7 @@ def prune(
     from secateurs.layers.planning import attach, choose_drop, width_request, without_dropped
 
     _no_latency_with_drop(latency, drop_layers)
+    scope = _scope(scope, uniform)
     comp_calibration = calibration
     width_ratio, width_calibration = width_request(drop_layers, ratio, importance, calibration, macs, params)
     if compensate is not None:
