@@ -173,11 +173,33 @@ def prune(
     """
     if check not in (True, False, "full"):
         raise InvalidArgumentError(f"check must be True, False or 'full', got {check!r}")
-    from secateurs.layers.planning import attach, choose_drop, width_request, without_dropped
+    from secateurs.layers.planning import attach, without_dropped
 
     _no_latency_with_drop(latency, drop_layers)
     scope = _scope(scope, uniform)
-    comp_calibration = calibration
+    width_ratio, width_calibration, drop = _width_and_depth(model, ratio, importance, calibration, macs, params,
+                                                            drop_layers, layer_importance, compensate)
+    analysis = _analyze(model, example_inputs)
+    p = make_plan(model, without_dropped(analysis, drop), ratio=width_ratio, importance=importance, ignore=ignore,
+                  round_to=round_to, min_keep=min_keep, seed=seed, scope=scope, normalize=normalize, macs=macs,
+                  params=params, overrides=overrides, max_ratio=max_ratio, calibration=width_calibration,
+                  loss_fn=loss_fn, example_inputs=example_inputs, latency=latency)
+    p = attach(p, drop)
+    pending = None
+    if compensate is not None:
+        from secateurs.compensation.pipeline import prepare
+
+        pending = prepare(model, p, example_inputs, compensate, calibration)  # statistics of the unpruned model
+    return _apply_verified(model, analysis, p, example_inputs, check, tolerance, pending)
+
+
+def _width_and_depth(model: nn.Module, ratio: Any, importance: str | Criterion, calibration: Any, macs: float | None,
+                     params: float | None, drop_layers: int | None, layer_importance: str | None,
+                     compensate: Any) -> tuple[Any, Any, Any]:
+    """(width ratio, calibration for the width criterion, layers to drop), checking the compensation request
+    before any batch is read."""
+    from secateurs.layers.planning import choose_drop, width_request
+
     width_ratio, width_calibration = width_request(drop_layers, ratio, importance, calibration, macs, params)
     if compensate is not None:
         from secateurs.compensation.gather import check_request
@@ -187,24 +209,17 @@ def prune(
         check_request(compensate, calibration, read_twice=needs_data or bool(drop_layers))
         if not needs_data:
             width_calibration = None  # read by the compensation only: no "unused calibration" warning when planning
-    drop = choose_drop(model, drop_layers, layer_importance, calibration)
-    analysis = _analyze(model, example_inputs)
-    p = make_plan(model, without_dropped(analysis, drop), ratio=width_ratio, importance=importance, ignore=ignore,
-                  round_to=round_to, min_keep=min_keep, seed=seed, scope=scope, normalize=normalize, macs=macs,
-                  params=params, overrides=overrides, max_ratio=max_ratio, calibration=width_calibration,
-                  loss_fn=loss_fn, example_inputs=example_inputs, latency=latency)
-    p = attach(p, drop)
+    return width_ratio, width_calibration, choose_drop(model, drop_layers, layer_importance, calibration)
+
+
+def _apply_verified(model: nn.Module, analysis: Analysis, p: Plan, example_inputs: ExampleInputs, check: bool | str,
+                    tolerance: float | None, pending: Any) -> PruneReport:
+    """Apply ``p`` and verify it against the masked original, then compensate; on any failure restore the model."""
     macs_before, params_before = graph_macs(analysis.coupled.captured), param_count(model)
     can_run = has_weights(model)
     subset_result = _exact_subset(model, analysis, p, example_inputs, check, tolerance) if check and can_run else None
     reference = masked_outputs(model, p, example_inputs) if check and can_run else None
-    pending = None
-    if compensate is not None:
-        from secateurs.compensation.pipeline import prepare
-
-        pending = prepare(model, p, example_inputs, compensate, comp_calibration)
-    modules = list(model.modules())
-    undo = _snapshot(modules)
+    undo = _snapshot(list(model.modules()))
     apply_plan(model, p)
     result = None
     notes: list[str] = []
