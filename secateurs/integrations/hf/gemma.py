@@ -27,7 +27,7 @@ from transformers.models.gemma.modeling_gemma import (
 )
 
 from secateurs.integrations.hf._common import Family, embedding_width, register_family, sync_config_
-from secateurs.integrations.hf.llama import _FIELDS, decoder_layer, gated_mlp, gqa_attention, heads
+from secateurs.integrations.hf._llama_like import _FIELDS, decoder_layer, gated_mlp, gqa_attention, heads
 from secateurs.surgery.registry import register_handler
 
 register_handler(GemmaAttention)(gqa_attention)

@@ -1,0 +1,7 @@
+"""Qwen2: a Llama-style decoder with grouped-query attention (see ``_llama_like``)."""
+
+from __future__ import annotations
+
+from secateurs.integrations.hf._llama_like import register_llama_like
+
+register_llama_like("qwen2", "Qwen2")
