@@ -63,7 +63,8 @@ class _BlockCall:
 
 
 def find_blocks(model: nn.Module, path: str | None = None) -> tuple[str, nn.ModuleList | nn.Sequential]:
-    """The stack of blocks: the module at ``path``, or the largest list of same-type modules (by parameters)."""
+    """The stack of blocks: the module at ``path``, or the one ``secateurs.layers`` finds (a model's depth adapter,
+    else its longest list of same-type blocks)."""
     if path is not None:
         try:
             found = model.get_submodule(path)
@@ -73,18 +74,18 @@ def find_blocks(model: nn.Module, path: str | None = None) -> tuple[str, nn.Modu
             raise InvalidArgumentError(
                 f"blocks={path!r} is a {type(found).__name__}; name a non-empty nn.ModuleList of blocks (e.g. 'model.layers')")
         return path, found
-    best: tuple[int, str, nn.ModuleList] | None = None
-    for name, m in model.named_modules():
-        if not isinstance(m, nn.ModuleList) or len(m) == 0 or len({type(c) for c in m}) != 1:
-            continue
-        size = sum(p.numel() for p in m.parameters())
-        if best is None or size > best[0]:
-            best = (size, name, m)
-    if best is None:
-        raise InvalidArgumentError(
-            f"{type(model).__name__} has no nn.ModuleList of same-type blocks for sequential calibration; "
-            "name it with CalibrationData(..., blocks='path.to.layers') or use sequential=False")
-    return best[1], best[2]
+    from secateurs.errors import PlanError
+    from secateurs.layers.locate import container
+    from secateurs.layers.locate import (
+        find_blocks as locate_blocks,  # the one block finder (layer dropping uses it)
+    )
+
+    try:
+        path = locate_blocks(model)
+    except PlanError as exc:
+        raise InvalidArgumentError(f"{exc}; for sequential calibration you can instead name the list with "
+                                   "CalibrationData(..., blocks='path.to.layers'), or use sequential=False") from exc
+    return path, container(model, path)
 
 
 class _Replay(nn.Module):
