@@ -38,6 +38,9 @@ class Plan:
     dropped_layers: dict[str, list[int]] = field(default_factory=dict)
     format: int = FORMAT
     hints_before: dict[str, dict[str, Any]] = field(default_factory=dict)  # module path -> argument -> old value
+    # graph node -> {"op": target, "args.N"/"kwargs.NAME": value after pruning}: sizes written into the ops of an
+    # exported program (view shapes, split sizes); surgery rewrites them when the model is such a graph
+    literals: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def exact(self) -> bool:
@@ -101,6 +104,7 @@ class Plan:
                 keep=keep,
                 hints=dict(d.get("hints", {})),
                 hints_before=dict(d.get("hints_before", {})),
+                literals={str(k): dict(v) for k, v in (d.get("literals") or {}).items()},
                 groups=groups,
                 settings=dict(d.get("settings", {})),
                 version=str(d.get("version", "")),

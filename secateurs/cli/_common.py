@@ -84,7 +84,7 @@ def input_spec(args: argparse.Namespace, default: Any = None) -> Any:
         return InputSpec.parse_shape(args.input_shape)
     if getattr(args, "seq_len", None) is not None:
         vocab = getattr(default, "vocab_size", 100) if default is not None else 100
-        return InputSpec(seq_len=args.seq_len, vocab_size=vocab)
+        return InputSpec(seq_len=args.seq_len, vocab_size=vocab, constants=getattr(default, "constants", ()))
     if default is None:
         raise InvalidArgumentError("this model has no default input: pass --input-shape N,C,H,W (or --seq-len N for text models)")
     return default

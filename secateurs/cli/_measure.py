@@ -31,6 +31,17 @@ def batch_sizes(args: argparse.Namespace) -> list[int]:
     return sizes
 
 
+def fit_static_batch(sizes: list[int], model: nn.Module, name: str) -> tuple[list[int], str | None]:
+    """Programs (.pt2) with fixed shapes run at their exported batch only: (sizes to measure, note or None)."""
+    from secateurs.io.program import static_batch
+
+    fixed = static_batch(model)
+    if fixed is None or not sizes or set(sizes) == {fixed}:
+        return sizes, None
+    return [fixed], (f"{name} has fixed shapes (a program exported at batch {fixed}, not dynamic): latency is measured "
+                     f"at batch {fixed} only, not at {','.join(map(str, sizes))}")
+
+
 def measure(model: nn.Module, spec: Any, sizes: list[int], repeats: int, quiet: bool = False) -> dict[int, Any]:
     from tqdm import tqdm
 

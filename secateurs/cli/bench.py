@@ -19,7 +19,7 @@ from secateurs.cli._common import (
     step,
     trust_code,
 )
-from secateurs.cli._measure import add_latency_flags, batch_sizes, measure
+from secateurs.cli._measure import add_latency_flags, batch_sizes, fit_static_batch, measure
 from secateurs.cli.config import add_config_flags
 
 
@@ -57,17 +57,23 @@ def run(args: argparse.Namespace) -> int:
         models["model"] = source.build()
     spec = input_spec(args, source.default_input)
     results: dict[str, dict[str, Any]] = {}
+    notes: list[str] = []
+    for model in models.values():
+        sizes, note = fit_static_batch(sizes, model, source.spec)
+        notes += [note] if note else []
     for name, model in models.items():
         check_input(model, spec)
         step(args, f"timing {name} (batch {sizes}, median of {args.repeats})")
         results[name] = {"params": param_count(model),
                          "latency": [s.to_dict() for s in measure(model, spec, sizes, args.repeats, is_quiet(args)).values()]}
     info: dict[str, Any] = {"model": source.spec, "input": spec.to_dict(), "threads": torch.get_num_threads(), "torch_version": torch.__version__,
-            "results": results}
+            "results": results, "notes": notes}
     if "before" in results:
         info["speedup"] = {str(b["batch"]): b["median_ms"] / a["median_ms"]
                            for b, a in zip(results["before"]["latency"], results["after"]["latency"], strict=True)}
     emit_json(args, info)
+    for note in notes:
+        say(args, f"note: {note}")
     say(args, f"{source.spec}, input {spec.describe()}, {torch.get_num_threads()} thread(s), median of {args.repeats}")
     for name, r in results.items():
         cells = ", ".join(f"batch {s['batch']}: {s['median_ms']:.2f} ms" for s in r["latency"])

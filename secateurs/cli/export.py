@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,19 +44,48 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
-def _export_onnx(args: argparse.Namespace, root: Path, model: Any, x: Any) -> dict[str, Any]:
-    from secateurs.export.onnx import export_onnx
-
-    tmp = root / ".model.onnx.tmp"
+def _staged(root: Path, name: str, write: Callable[[Path], dict[str, Any]]) -> dict[str, Any]:
+    """Run ``write(temp path)``, then rename the file to ``root/name``: a failure leaves no partial file."""
+    tmp = root / f".{name}.tmp"
     try:
-        step(args, f"exporting ONNX ({args.exporter} exporter) and checking it with onnxruntime")
-        info = export_onnx(model, x, tmp, exporter=args.exporter, opset=args.opset)
-        os.replace(tmp, root / "model.onnx")
+        info = write(tmp)
+        os.replace(tmp, root / name)
     finally:
         if tmp.exists():
             tmp.unlink()
-    info["file"] = "model.onnx"
+    info["file"] = name
     return info
+
+
+def _export_onnx(args: argparse.Namespace, root: Path, model: Any, x: Any) -> dict[str, Any]:
+    from secateurs.export.onnx import export_onnx
+
+    step(args, f"exporting ONNX ({args.exporter} exporter) and checking it with onnxruntime")
+    return _staged(root, "model.onnx", lambda tmp: export_onnx(model, x, tmp, exporter=args.exporter, opset=args.opset))
+
+
+def _int8(args: argparse.Namespace, root: Path, model: Any, x: Any, calibration: Any) -> dict[str, Any]:
+    """PyTorch int8 stats and, with --onnx, DIR/model.int8.onnx. A model PyTorch cannot quantize (a .pt2 program
+    has no nn.Linear modules) still gets the ONNX file when --onnx is given."""
+    key = "int8_static" if args.int8 == "static" else "int8"
+    try:
+        exports = int8_exports(args, model, x, calibration.batches if calibration else None)
+    except InvalidArgumentError as exc:
+        if not args.onnx:
+            raise
+        exports = {key: {"pytorch_skipped": str(exc)}}
+    if args.onnx and calibration is not None:
+        from secateurs.export.onnx_static import onnx_int8_static
+
+        step(args, "int8 static ONNX quantization with onnxruntime (QDQ)")
+        exports[key]["onnx"] = _staged(root, "model.int8.onnx", lambda tmp: onnx_int8_static(
+            root / "model.onnx", tmp, model, x, calibration.batches))
+    if args.onnx and args.int8 == "dynamic":
+        from secateurs.export.onnx import onnx_int8
+
+        step(args, "int8 dynamic ONNX quantization with onnxruntime")
+        exports[key]["onnx"] = _staged(root, "model.int8.onnx", lambda tmp: onnx_int8(root / "model.onnx", tmp, model, x))
+    return exports
 
 
 def run(args: argparse.Namespace) -> int:
@@ -79,17 +109,7 @@ def run(args: argparse.Namespace) -> int:
         exports["onnx"] = _export_onnx(args, root, model, x)
     if args.int8:
         calibration = build_calibration(args, manifest.get("model_spec"), spec) if args.int8 == "static" else None
-        exports.update(int8_exports(args, model, x, calibration.batches if calibration else None))
-        if args.onnx and calibration is not None:
-            from secateurs.export.onnx_static import onnx_int8_static
-
-            step(args, "int8 static ONNX quantization with onnxruntime (QDQ)")
-            exports["int8_static"]["onnx"] = onnx_int8_static(root / "model.onnx", root / "model.int8.onnx", model, x,
-                                                              calibration.batches)
-        if args.onnx and args.int8 == "dynamic":
-            from secateurs.export.onnx import onnx_int8
-
-            exports["int8"]["onnx"] = onnx_int8(root / "model.onnx", root / "model.int8.onnx", model, x)
+        exports.update(_int8(args, root, model, x, calibration))
     if (root / "report.json").is_file():
         from secateurs.cli.report import read_report, write_reports
 
@@ -101,18 +121,22 @@ def run(args: argparse.Namespace) -> int:
         o = exports["onnx"]
         say(args, f"ONNX: {root / 'model.onnx'} ({o['exporter']} exporter), onnxruntime max abs diff {o['max_abs_diff']:.2e}"
                   f" -> {'parity ok' if o['parity_ok'] else 'MISMATCH'}")
-    if "int8_static" in exports:
+    for key in ("int8_static", "int8"):
+        if "pytorch_skipped" in exports.get(key, {}):
+            say(args, f"note: PyTorch {key.replace('_', ' ')} skipped ({exports[key]['pytorch_skipped']}); ONNX only")
+    if "quantized" in exports.get("int8_static", {}):
         q = exports["int8_static"]
         say(args, f"int8 static: {q['quantized']} layers quantized, rel error {q['rel_error']:.2e}, top-1 agreement "
                   f"{q['top1_agreement']:.1%}, latency {q['latency_ms']:.2f} ms vs {q['fp32_latency_ms']:.2f} ms fp32")
-        if "onnx" in q:
-            o = q["onnx"]
-            say(args, f"int8 static ONNX: {root / 'model.int8.onnx'}, max abs diff vs fp32 PyTorch {o['max_abs_diff']:.2e}, "
-                      f"onnxruntime {o['latency_ms']:.2f} ms vs {o['fp32_latency_ms']:.2f} ms fp32 ONNX")
+    if "onnx" in exports.get("int8_static", {}):
+        o = exports["int8_static"]["onnx"]
+        say(args, f"int8 static ONNX: {root / 'model.int8.onnx'}, max abs diff vs fp32 PyTorch {o['max_abs_diff']:.2e}, "
+                  f"onnxruntime {o['latency_ms']:.2f} ms vs {o['fp32_latency_ms']:.2f} ms fp32 ONNX")
     if "int8" in exports:
         q = exports["int8"]
-        say(args, f"int8: {q['quantized_layers']} Linear layers, rel error {q['rel_error']:.2e}, "
-                  f"top-1 agreement {q['top1_agreement']:.1%}")
+        if "quantized_layers" in q:
+            say(args, f"int8: {q['quantized_layers']} Linear layers, rel error {q['rel_error']:.2e}, "
+                      f"top-1 agreement {q['top1_agreement']:.1%}")
         if "onnx" in q:
             say(args, f"int8 ONNX: {root / 'model.int8.onnx'}, max abs diff vs fp32 PyTorch {q['onnx']['max_abs_diff']:.2e}")
     return 0 if exports.get("onnx", {}).get("parity_ok", True) else 3

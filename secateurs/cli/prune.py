@@ -19,7 +19,7 @@ from secateurs.cli._common import (
     step,
 )
 from secateurs.cli._int8 import add_int8_flag, check_int8, int8_exports
-from secateurs.cli._measure import add_latency_flags, batch_sizes, measure
+from secateurs.cli._measure import add_latency_flags, batch_sizes, fit_static_batch, measure
 from secateurs.cli._sparsity import add_sparsity_flags, sparsify
 from secateurs.cli.config import add_config_flags
 from secateurs.errors import InvalidArgumentError
@@ -179,6 +179,7 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         return _dry_run(args, model, spec, out, settings, source)
     base_fp = fingerprint(model)
+    sizes, batch_note = fit_static_batch(sizes, model, source.spec)
     calibration = _calibration(args, source, spec, settings)
     batches = calibration.batches if calibration else None
     before = {}
@@ -198,6 +199,7 @@ def run(args: argparse.Namespace) -> int:
         step(args, "measuring latency after pruning")
         after = measure(model, spec, sizes, args.repeats, is_quiet(args))
     doc = build_report(result, model_spec=source.spec, input_desc=spec.to_dict(), latency=latency_rows(before, after))
+    doc["notes"].extend([batch_note] if batch_note else [])
     if calibration is not None:
         doc["calibration"] = calibration.to_dict()
         doc["notes"].extend(calibration.notes)
@@ -209,7 +211,13 @@ def run(args: argparse.Namespace) -> int:
         except InvalidArgumentError as exc:  # e.g. no Linear layer: the pruning itself is still worth saving
             doc["notes"].append(f"int8 {args.int8} skipped: {exc}")
     step(args, f"writing {out}")
-    files = {"report.json": json.dumps(doc, indent=1), "report.md": render_markdown(doc), "report.html": render_html(doc)}
+    files: dict[str, str | bytes] = {"report.json": json.dumps(doc, indent=1), "report.md": render_markdown(doc),
+                                     "report.html": render_html(doc)}
+    if source.kind == "program":  # the pruned program, deployable without secateurs
+        from secateurs.io.program import program_bytes
+
+        step(args, "exporting the pruned program (model.pt2)")
+        files["model.pt2"] = program_bytes(model, x)
     sc.save(model, result.plan, out, overwrite=args.force, model_spec=source.spec, input_spec=spec,
             unpruned_fingerprint=base_fp, extra_files=files, sparsity=sparsity)
     emit_json(args, {"output": str(out), **doc})
@@ -219,5 +227,6 @@ def run(args: argparse.Namespace) -> int:
     for row in doc["latency"]:
         say(args, f"latency batch {row['batch']}: {row['before']['median_ms']:.2f} ms -> {row['after']['median_ms']:.2f} ms "
                   f"({row['speedup']:.2f}x; MAC ideal {doc['mac_ideal_speedup']:.2f}x)")
-    say(args, f"saved to {out} (model.safetensors, plan.json, manifest.json, report.json/md/html)")
+    program = ", model.pt2" if "model.pt2" in files else ""
+    say(args, f"saved to {out} (model.safetensors, plan.json, manifest.json{program}, report.json/md/html)")
     return 0

@@ -36,20 +36,23 @@ def _input_names(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[str]:
 
 def _export(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], path: Path, exporter: str,
             opset: int | None) -> None:
+    from secateurs.io.program import static_batch
+
     names = _input_names(args, kwargs)
+    dynamic = static_batch(model) is None  # a program exported at a fixed batch keeps it
     if exporter == "dynamo":
         _require("onnxscript", "ONNX export with the dynamo exporter")
         batch = torch.export.Dim("batch", min=1, max=4096)
-        shapes = tuple({0: batch} for _ in args) if args else None
-        kw_shapes = {k: {0: batch} for k in kwargs} if kwargs else None
+        shapes = tuple({0: batch} if isinstance(a, torch.Tensor) else None for a in args) if args else None
+        kw_shapes = {k: {0: batch} if isinstance(v, torch.Tensor) else None for k, v in kwargs.items()} if kwargs else None
         program = torch.onnx.export(model, args, kwargs=kwargs or None, dynamo=True, opset_version=opset,
-                                    dynamic_shapes=shapes if args else kw_shapes, verbose=False)
+                                    dynamic_shapes=(shapes if args else kw_shapes) if dynamic else None, verbose=False)
         if program is None:
             raise ExportError("torch.onnx.export(dynamo=True) returned no program")
         program.save(str(path))
     else:
         torch.onnx.export(model, args, str(path), kwargs=kwargs or None, dynamo=False, opset_version=opset or 17,
-                          input_names=names, dynamic_axes={n: {0: "batch"} for n in names})
+                          input_names=names, dynamic_axes={n: {0: "batch"} for n in names} if dynamic else None)
 
 
 def _ort_run(path: Path, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[np.ndarray]:
@@ -86,7 +89,8 @@ def export_onnx(
     atol: float = 1e-4,
     check: bool = True,
 ) -> dict[str, Any]:
-    """Export ``model`` to ``path`` (batch dimension dynamic) and check it with onnxruntime.
+    """Export ``model`` to ``path`` (batch dimension dynamic, except for programs of fixed shapes) and check it
+    with onnxruntime.
 
     ``exporter="auto"`` tries ``torch.onnx.export(dynamo=True)`` and falls back to the legacy
     TorchScript exporter. Returns what happened: exporter used, max abs diff, whether parity holds.

@@ -136,6 +136,7 @@ class RuleContext:
     def hint(self, name: str, *spaces: int) -> None:
         """Record that the module running this node has an argument ``name`` equal to these sizes."""
         self.rel.hints.append((self.node.module_path, name, tuple(spaces)))
+        self.rel.node_hints.append((self.node.name, name, tuple(spaces)))
 
     def mention(self, *spaces: int) -> None:
         self.mentioned.update(spaces)

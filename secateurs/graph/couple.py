@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from secateurs.graph import rules
 from secateurs.graph.capture import Captured, OpNode, Ref
 from secateurs.graph.context import RuleContext
+from secateurs.graph.literals import Literal, find_literals
 from secateurs.graph.meta import tensor_shape
 from secateurs.graph.relations import Relations
 from secateurs.graph.residual import tag_residual_streams
@@ -25,6 +26,7 @@ class CoupledGraph:
     rel: Relations
     spaces: dict[str, list[list[int]]]
     unknown_ops: list[Frozen] = field(default_factory=list)
+    literals: list[Literal] = field(default_factory=list)  # sizes written into op arguments (view shapes)
 
     def param_spaces(self) -> dict[str, list[int]]:
         """FQN of each parameter/buffer -> its spaces (one per dim)."""
@@ -75,6 +77,7 @@ def couple(captured: Captured) -> CoupledGraph:
             continue
         _apply_rule(graph, node, users)
     tag_residual_streams(graph)
+    graph.literals = find_literals(captured, spaces, rel.node_hints, rel.sizes)
     for out in captured.outputs:
         if isinstance(out, Ref):
             for s in spaces.get(out.name, [[]])[0]:

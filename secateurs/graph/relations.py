@@ -32,6 +32,7 @@ class Relations:
     inexact: dict[int, list[str]] = field(default_factory=dict)
     tags: dict[int, set[str]] = field(default_factory=dict)
     hints: list[tuple[str, str, tuple[int, ...]]] = field(default_factory=list)  # (module path, name, spaces)
+    node_hints: list[tuple[str, str, tuple[int, ...]]] = field(default_factory=list)  # (node name, name, spaces)
     shared: dict[object, int] = field(default_factory=dict)  # rule-private memo (slice partitions)
 
     def new_space(self, size: int, owner: tuple[str, int, int]) -> int:

@@ -17,6 +17,7 @@ class InputSpec:
     shape: tuple[int, ...] | None = None
     seq_len: int | None = None
     vocab_size: int = 100
+    constants: tuple[tuple[str, Any], ...] = ()  # keyword constants passed with token ids (use_cache=False)
 
     def __post_init__(self) -> None:
         if (self.shape is None) == (self.seq_len is None):
@@ -48,18 +49,25 @@ class InputSpec:
         if self.shape is not None:
             return torch.randn((b, *self.shape[1:]), generator=g)
         assert self.seq_len is not None
-        return {"input_ids": torch.randint(0, self.vocab_size, (b, self.seq_len), generator=g)}
+        return {"input_ids": torch.randint(0, self.vocab_size, (b, self.seq_len), generator=g), **dict(self.constants)}
 
     def to_dict(self) -> dict[str, Any]:
         if self.shape is not None:
             return {"shape": list(self.shape)}
-        return {"seq_len": self.seq_len, "vocab_size": self.vocab_size}
+        out: dict[str, Any] = {"seq_len": self.seq_len, "vocab_size": self.vocab_size}
+        if self.constants:
+            out["constants"] = dict(self.constants)
+        return out
 
     @staticmethod
     def from_dict(d: dict[str, Any]) -> InputSpec:
         if "shape" in d:
             return InputSpec(shape=tuple(int(s) for s in d["shape"]))
-        return InputSpec(seq_len=int(d["seq_len"]), vocab_size=int(d.get("vocab_size", 100)))
+        constants = d.get("constants") or {}
+        if not isinstance(constants, dict):
+            raise InvalidArgumentError(f"input constants must be a mapping of keyword to value, got {constants!r}")
+        return InputSpec(seq_len=int(d["seq_len"]), vocab_size=int(d.get("vocab_size", 100)),
+                         constants=tuple(sorted(constants.items())))
 
     def describe(self) -> str:
         return f"tensor {list(self.shape)}" if self.shape is not None else f"token ids, seq len {self.seq_len}"

@@ -1,4 +1,4 @@
-"""Model specs: name a model as ``torchvision:NAME``, ``timm:NAME``, ``hf:DIR``, ``file:DIR`` or ``module.path:factory``.
+"""Model specs: ``torchvision:NAME``, ``timm:NAME``, ``hf:DIR``, ``file:DIR``, ``file:PROGRAM.pt2`` or ``module.path:factory``.
 
 Every optional library is imported only when its spec is used, with a clear install hint when missing.
 """
@@ -18,7 +18,7 @@ from torch import nn
 from secateurs.errors import InvalidArgumentError, missing_dependency
 from secateurs.io.inputs import InputSpec
 
-SPEC_HELP = "torchvision:NAME, timm:NAME, hf:LOCAL_DIR, file:SAVED_DIR or module.path:factory"
+SPEC_HELP = "torchvision:NAME, timm:NAME, hf:LOCAL_DIR, file:SAVED_DIR, file:PROGRAM.pt2 or module.path:factory"
 
 
 @dataclass
@@ -92,14 +92,25 @@ def _file(path: str, trust_code: bool) -> ModelSource:
     from secateurs.io.saving import load, read_manifest
 
     root = Path(path).expanduser().absolute()
-    if root.suffix == ".pt2" and root.is_file():
-        raise InvalidArgumentError(
-            f"file:{path} is a torch.export program (.pt2); secateurs cannot prune one yet: its graph records "
-            "constant shapes (views, reshapes) that surgery cannot rewrite, and it has no nn.Module layers to "
-            "refresh. Name the original model instead (torchvision:NAME, timm:NAME, hf:DIR or module.path:factory)")
+    if root.suffix == ".pt2":
+        return _program(root)
     manifest = read_manifest(root)
     default = InputSpec.from_dict(manifest["input"]) if manifest.get("input") else None
     return ModelSource(f"file:{root}", "file", lambda: load(root, trust_code=trust_code), default, saved_dir=root)
+
+
+def _program(path: Path) -> ModelSource:
+    """A ``.pt2`` program: loaded now (its recorded example inputs give the default input and the fixed batch);
+    the first ``build()`` returns that module, later ones load the file again."""
+    from secateurs.io.program import load_program
+
+    program = load_program(path)
+    unused = [program.module]
+
+    def build() -> nn.Module:
+        return unused.pop() if unused else load_program(path).module
+
+    return ModelSource(f"file:{path}", "program", build, program.input_spec())
 
 
 def _factory(module: str, attr: str, spec: str) -> ModelSource:

@@ -47,22 +47,29 @@ def _export_lines(r: dict[str, Any]) -> list[str]:
         out.append(f"ONNX: `{onnx['file']}` ({onnx['exporter']} exporter, opset {onnx.get('opset')}); onnxruntime vs "
                    f"PyTorch max abs diff {onnx['max_abs_diff']:.2e} ({'ok' if onnx['parity_ok'] else 'MISMATCH'})")
     q = r.get("exports", {}).get("int8")
-    if q:
+    if q and "quantized_layers" in q:
         out.append(f"int8 dynamic quantization of {q['quantized_layers']} Linear layers: relative error "
                    f"{q['rel_error']:.2e}, max abs diff {q['max_abs_diff']:.2e}, top-1 agreement "
                    f"{q['top1_agreement']:.1%}" + (f", latency {q['latency_ms']:.2f} ms vs {q['fp32_latency_ms']:.2f} ms fp32"
                                                   if q.get("latency_ms") else ""))
+    if q and q.get("onnx"):
+        out.append(f"int8 dynamic ONNX `{q['onnx']['file']}` (onnxruntime, int8 weights): max abs diff vs fp32 PyTorch "
+                   f"{q['onnx']['max_abs_diff']:.2e}")
     qs = r.get("exports", {}).get("int8_static")
-    if qs:
+    if qs and "quantized" in qs:
         layers = ", ".join(f"{n} {k}" for k, n in qs["quantized"].items())
         out.append(f"int8 static quantization ({qs['method']}, {qs['calibration_batches']} calibration batches) of "
                    f"{layers} layers: relative error {qs['rel_error']:.2e}, max abs diff {qs['max_abs_diff']:.2e}, "
                    f"top-1 agreement {qs['top1_agreement']:.1%}" + (f", latency {qs['latency_ms']:.2f} ms vs "
                    f"{qs['fp32_latency_ms']:.2f} ms fp32" if qs.get("latency_ms") else ""))
-        if qs.get("onnx"):
-            o = qs["onnx"]
-            out.append(f"int8 static ONNX `{o['file']}` (onnxruntime QDQ): max abs diff vs fp32 PyTorch {o['max_abs_diff']:.2e}; "
-                       f"onnxruntime latency {o['latency_ms']:.2f} ms vs {o['fp32_latency_ms']:.2f} ms for the fp32 ONNX")
+    if qs and qs.get("onnx"):
+        o = qs["onnx"]
+        out.append(f"int8 static ONNX `{o['file']}` (onnxruntime QDQ): max abs diff vs fp32 PyTorch {o['max_abs_diff']:.2e}; "
+                   f"onnxruntime latency {o['latency_ms']:.2f} ms vs {o['fp32_latency_ms']:.2f} ms for the fp32 ONNX")
+    for key, what in (("int8", "dynamic"), ("int8_static", "static")):
+        skipped = r.get("exports", {}).get(key, {}).get("pytorch_skipped")
+        if skipped:
+            out.append(f"PyTorch int8 {what} quantization skipped: {skipped}")
     out += _sparsity_lines(r)
     cal = r.get("calibration")
     if cal:

@@ -13,6 +13,7 @@ from secateurs.errors import ApplyError, PlanError
 from secateurs.graph.analysis import fingerprint
 from secateurs.graph.sharded import refuse_sharded
 from secateurs.plans import Plan
+from secateurs.surgery.graph_literals import is_program_graph, rewrite_literals_
 from secateurs.surgery.registry import find_handler, load_for
 
 
@@ -96,8 +97,12 @@ def apply_plan(model: nn.Module, plan: Plan) -> nn.Module:
             handler = find_handler(m)
             if handler is not None:
                 handler(m, {**plan.hints.get(path, {}), "shapes_before": before.get(path, {})})
+        if plan.literals and is_program_graph(model):
+            rewrite_literals_(model, plan.literals)  # type: ignore[arg-type]  # last: undoes itself if it fails
     except Exception as exc:
         snapshot.restore()
+        if isinstance(exc, ApplyError):
+            raise ApplyError(f"{exc}; the model was restored unchanged") from exc
         raise ApplyError(f"surgery failed ({type(exc).__name__}: {exc}); the model was restored unchanged") from exc
     return model
 

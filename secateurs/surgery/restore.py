@@ -15,9 +15,10 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from secateurs.errors import VerificationError
+from secateurs.errors import ApplyError, VerificationError
 from secateurs.plans import Plan
 from secateurs.surgery.apply import _owners
+from secateurs.surgery.graph_literals import is_program_graph, rewrite_literals_
 from secateurs.surgery.registry import find_handler, load_for
 
 
@@ -67,6 +68,11 @@ def rebuild_original(pruned: nn.Module, plan: Plan, state: Mapping[str, torch.Te
         handler = find_handler(found) if found is not None else None
         if handler is not None and found is not None:
             handler(found, {**plan.hints_before.get(path, {}), "shapes_before": shapes_now.get(path, {})})
+    if plan.literals and is_program_graph(reference):
+        try:
+            rewrite_literals_(reference, plan.literals, reverse=True)  # type: ignore[arg-type]
+        except ApplyError as exc:
+            raise VerificationError(f"cannot rebuild the unpruned program: {exc}") from exc
     try:
         reference.load_state_dict(dict(state), strict=True)
     except RuntimeError as exc:

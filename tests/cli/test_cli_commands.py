@@ -3,6 +3,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from secateurs.cli.main import SUBCOMMANDS, build_parser, main
 
@@ -126,3 +127,27 @@ def test_every_subcommand_has_help(name, capsys):
     with pytest.raises(SystemExit) as exc:
         main([name, "--help"])
     assert exc.value.code == 0 and name in capsys.readouterr().out
+
+
+def test_prune_a_torch_export_program_end_to_end(tmp_path, run_json):
+    """file:model.pt2 -> pruned dir with a deployable model.pt2; latency only at the program's fixed batch."""
+    from secateurs.io.program import load_program
+    from secateurs.io.saving import load
+    from secateurs.testing.programs import PROGRAM_TOYS, export_toy
+
+    toy = PROGRAM_TOYS["aten.view"]
+    torch.manual_seed(0)
+    x = toy.example()
+    src = export_toy(toy.build(), x, tmp_path / "heads.pt2")
+    out = tmp_path / "out"
+    rc, doc, _ = run_json(["prune", f"file:{src}", "-o", str(out), "--ratio", "heads=0.5", "--repeats", "2",
+                           "--batch-sizes", "1,4", "--quiet"])
+    assert rc == 0 and doc["verification"]["ok"]
+    assert [row["batch"] for row in doc["latency"]] == [2]  # exported at batch 2 with fixed shapes
+    assert any("fixed shapes" in note for note in doc["notes"])
+    deployed = load_program(out / "model.pt2").module
+    rebuilt = load(out)
+    assert deployed.get_parameter("q.weight").shape == (8, 16)
+    torch.testing.assert_close(deployed(x), rebuilt(x))
+    rc, doc, _ = run_json(["export", str(out), "--onnx", "--quiet"])
+    assert rc == 0 and doc["exports"]["onnx"]["parity_ok"]

@@ -39,7 +39,7 @@ def _one_error_line(err):
     (["prune", SPEC, "--input-shape", SHAPE, "-o", "{tmp}/o", "--max-ratio", "2", "--no-bench"], "max_ratio must be"),
     (["prune", SPEC, "--input-shape", SHAPE, "-o", "{tmp}/o", "--importance", "wanda", "--calibration", "{tmp}/nowhere"],
      "does not exist"),
-    (["inspect", "file:{tmp}/model.pt2"], "torch.export program (.pt2)"),
+    (["inspect", "file:{tmp}/model.pt2"], "not a torch.export archive"),
     (["inspect", "file:{tmp}/model.safetensors"], "not a directory saved by secateurs"),
 ])
 def test_bad_input_gives_one_line_and_nonzero_exit(capsys, tmp_path, monkeypatch, argv, match):

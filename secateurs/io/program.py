@@ -1,0 +1,185 @@
+"""torch.export programs (``.pt2``) in and out: a pickle-free load gate, the module to prune, pruned re-export.
+
+``torch.export.load`` unpickles in places (weights marked ``use_pickle``, legacy state-dict files, custom
+objects, and a fallback to ``weights_only=False`` when sample inputs fail to load safely). Before calling
+it, :func:`check_archive` reads the archive's JSON configs and refuses any of those, and test-loads every
+``.pt`` member with ``weights_only=True``; a file that passes holds only raw tensor bytes and JSON.
+
+The module to prune is a plain ``torch.fx.GraphModule`` over the program's graph (``ExportedProgram.module()``
+refuses ``eval()``/``train()``, which capture and verification call); surgery rewrites the sizes written
+into its ops (``secateurs.surgery.graph_literals``).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from secateurs.errors import FileFormatError, InvalidArgumentError
+from secateurs.io.atomic import write_bytes
+from secateurs.io.inputs import InputSpec
+
+_SAFE_CONSTANT_PREFIX = "tensor_"  # constants stored as raw tensor bytes; custom_obj_/opaque_obj_ are pickles
+
+
+def _refuse(path: Path, why: str) -> FileFormatError:
+    return FileFormatError(f"{path} cannot be loaded without unpickling ({why}); secateurs never unpickles a file it "
+                           "loads. Re-save it with torch.export.save from a program whose weights and constants are "
+                           "plain tensors, or prune the original nn.Module instead")
+
+
+def _configs(z: zipfile.ZipFile, names: list[str], suffix: str) -> list[tuple[str, dict[str, Any]]]:
+    out = []
+    for name in names:
+        if name.endswith(suffix):
+            try:
+                out.append((name, json.loads(z.read(name)).get("config", {})))
+            except (ValueError, AttributeError) as exc:
+                raise FileFormatError(f"{name} in the archive is not valid JSON: {exc}") from None
+    return out
+
+
+def check_archive(path: str | os.PathLike[str]) -> None:
+    """Raise ``FileFormatError`` unless ``path`` is a torch.export archive that loads with no pickle."""
+    root = Path(path)
+    if not root.is_file():
+        raise InvalidArgumentError(f"no such file: {root}")
+    try:
+        z = zipfile.ZipFile(root)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise FileFormatError(f"{root} is not a torch.export archive (.pt2 is a zip file): {exc}") from None
+    with z:
+        names = z.namelist()
+        if not any(n.endswith("/archive_format") or n == "archive_format" for n in names) or \
+                not any("/models/" in n and n.endswith(".json") for n in names):
+            raise FileFormatError(f"{root} is a zip file but not a torch.export program (no archive_format or models/*.json): "
+                                  "save programs with torch.export.save")
+        for name, config in _configs(z, names, "_weights_config.json"):
+            for fqn, meta in config.items():
+                if meta.get("use_pickle"):
+                    raise _refuse(root, f"weight {fqn!r} is stored pickled ({name})")
+        for name, config in _configs(z, names, "_constants_config.json"):
+            for fqn, meta in config.items():
+                if meta.get("use_pickle") or not str(meta.get("path_name", "")).startswith(_SAFE_CONSTANT_PREFIX):
+                    raise _refuse(root, f"constant {fqn!r} is a pickled or custom object ({name})")
+        for name in names:
+            if name.endswith(".pt"):
+                try:
+                    torch.load(io.BytesIO(z.read(name)), weights_only=True)
+                except Exception as exc:  # torch.load raises many types for a file it refuses
+                    raise _refuse(root, f"{name} needs weights_only=False: {type(exc).__name__}") from None
+
+
+@dataclass
+class Program:
+    """A loaded program: the module to prune and the example inputs recorded in the archive."""
+
+    module: torch.fx.GraphModule
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+
+    def input_spec(self) -> InputSpec | None:
+        """The default input: one float tensor (its shape), or keyword token ids (their length, plus keyword
+        constants such as ``use_cache=False``); None for anything else (the caller must give inputs)."""
+        if len(self.args) == 1 and not self.kwargs and isinstance(self.args[0], torch.Tensor) \
+                and self.args[0].is_floating_point():
+            return InputSpec(shape=tuple(int(s) for s in self.args[0].shape))
+        ids = self.kwargs.get("input_ids")
+        constants = {k: v for k, v in self.kwargs.items() if k != "input_ids"}
+        if not self.args and isinstance(ids, torch.Tensor) and ids.ndim == 2 and not ids.is_floating_point() \
+                and all(isinstance(v, (bool, int, float, str, type(None))) for v in constants.values()):
+            return InputSpec(seq_len=int(ids.shape[1]), vocab_size=_vocab(self.module),
+                             constants=tuple(sorted(constants.items())))
+        return None
+
+    @property
+    def static_batch(self) -> int | None:
+        return static_batch(self.module)
+
+
+def static_batch(model: torch.nn.Module) -> int | None:
+    """The batch size a program module's shapes are fixed to; None for other modules and for programs whose
+    batch dimension was exported dynamic."""
+    if not isinstance(model, torch.fx.GraphModule) or "secateurs_program" not in model.meta:
+        return None
+    for node in model.graph.nodes:
+        value = node.meta.get("val") if node.op == "placeholder" else None
+        if isinstance(value, torch.Tensor) and value.ndim:
+            size = value.shape[0]
+            return int(size) if isinstance(size, int) else None
+    return None
+
+
+def _vocab(gm: torch.fx.GraphModule) -> int:
+    for node in gm.graph.nodes:
+        if node.op == "call_function" and str(node.target).startswith("aten.embedding"):
+            weight = node.args[0]
+            if getattr(weight, "op", None) == "get_attr":
+                return int(gm.get_parameter(weight.target).shape[0])
+    return 100
+
+
+#: libraries whose output classes a program's pytree specs may name; importing them registers those classes
+_OUTPUT_TYPE_MODULES = {"transformers": "transformers.modeling_outputs"}
+
+
+def _import_output_types(path: Path) -> None:
+    """Import the libraries whose classes the program's input/output specs name (Hugging Face ``ModelOutput``)."""
+    import importlib
+
+    with zipfile.ZipFile(path) as z:
+        specs = b"".join(z.read(n) for n in z.namelist() if "/models/" in n and n.endswith(".json"))
+    for root, module in _OUTPUT_TYPE_MODULES.items():
+        if f"{root}.".encode() in specs:
+            try:
+                importlib.import_module(module)
+            except ImportError:
+                from secateurs.errors import missing_dependency
+
+                raise missing_dependency(root, "hf", f"loading {path.name}, whose outputs are {root} classes") from None
+
+
+def load_program(path: str | os.PathLike[str]) -> Program:
+    """Load a ``.pt2`` after :func:`check_archive`; the module is a GraphModule whose eval()/train() work."""
+    check_archive(path)
+    _import_output_types(Path(path))
+    try:
+        ep = torch.export.load(str(path))
+    except Exception as exc:  # deserialization raises many types (version mismatch, unknown ops)
+        raise FileFormatError(f"torch.export.load could not read {path}: {type(exc).__name__}: "
+                              f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}") from None
+    exported = ep.module()
+    module = torch.fx.GraphModule(exported, exported.graph, class_name="ExportedProgramModule")
+    module.meta["secateurs_program"] = str(Path(path).absolute())
+    args, kwargs = ep.example_inputs if ep.example_inputs is not None else ((), {})
+    return Program(module.eval(), tuple(args), dict(kwargs))
+
+
+def program_bytes(model: torch.nn.Module, example_inputs: Any) -> bytes:
+    """``model`` exported with ``torch.export`` and serialized as a ``.pt2`` archive (weights as raw tensors)."""
+    from secateurs.graph.capture import export_model
+
+    buffer = io.BytesIO()
+    torch.export.save(export_model(model, example_inputs), buffer)
+    return buffer.getvalue()
+
+
+def save_program(model: torch.nn.Module, example_inputs: Any, path: str | os.PathLike[str]) -> Path:
+    """Export ``model`` and write the ``.pt2`` to ``path`` via a temp file and a rename (no partial file on failure)."""
+    target = Path(path).absolute()
+    data = program_bytes(model, example_inputs)
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    try:
+        write_bytes(tmp, data)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return target
