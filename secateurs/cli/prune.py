@@ -20,6 +20,7 @@ from secateurs.cli._common import (
 )
 from secateurs.cli._int8 import add_int8_flag, check_int8, int8_exports
 from secateurs.cli._measure import add_latency_flags, batch_sizes, fit_static_batch, measure
+from secateurs.cli._overrides import add_overrides_flags, read_overrides
 from secateurs.cli._sparsity import add_sparsity_flags, sparsify
 from secateurs.cli.config import add_config_flags
 from secateurs.errors import InvalidArgumentError
@@ -56,6 +57,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="how --drop-layers scores blocks (default block_influence)")
     add_int8_flag(p, "also quantize a copy to int8 and put its fidelity and latency in the report: dynamic (default; "
                      "Linear layers) or static (convs and Linear, needs --calibration)")
+    add_overrides_flags(p)
     add_calibration_flags(p)
     add_sparsity_flags(p)
     add_config_flags(p, "prune")
@@ -173,6 +175,9 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.output)
     check_target(out, args.force)  # fail before any slow work
     settings = _settings(args)
+    settings["overrides"], sensitivity_doc = read_overrides(args)
+    if settings["overrides"] and settings["ratio"] is None and not any(settings[k] for k in ("macs", "params", "latency")):
+        settings["ratio"] = 0.0  # only the groups the overrides name are pruned
     _validate(args, settings)
     sizes = [] if args.no_bench or args.dry_run else batch_sizes(args)
     source, model, spec = load_model(args)
@@ -200,6 +205,8 @@ def run(args: argparse.Namespace) -> int:
         after = measure(model, spec, sizes, args.repeats, is_quiet(args))
     doc = build_report(result, model_spec=source.spec, input_desc=spec.to_dict(), latency=latency_rows(before, after))
     doc["notes"].extend([batch_note] if batch_note else [])
+    if sensitivity_doc is not None:
+        doc["sensitivity"] = sensitivity_doc
     if calibration is not None:
         doc["calibration"] = calibration.to_dict()
         doc["notes"].extend(calibration.notes)

@@ -109,10 +109,54 @@ def render_markdown(r: dict[str, Any]) -> str:
         lines += [f"Verification ({v['mode']}): {'passed' if v['ok'] else 'FAILED'} - {v['message']}", ""]
     lines += [f"- note: {n}" for n in r.get("notes", [])]
     lines += [f"- {e}" for e in _export_lines(r)]
+    lines += _sensitivity_markdown(r)
     lines += ["", "## Settings", "", "```json", _json(r.get("settings")), "```", "",
               "## Per-layer output width", "", "| layer | before | after |", "|---|---:|---:|"]
     lines += [f"| `{x['name']}` | {x['before']} | {x['after']} |" for x in r.get("layers", [])]
     return "\n".join(lines) + "\n"
+
+
+def _sensitivity_intro(sens: dict[str, Any]) -> str:
+    applied = sens.get("overrides")
+    used = (f"its overrides.json set the ratio of {len(applied)} group(s)" if applied is not None
+            else "its overrides were not used (--overrides named another file)")
+    return f"Sensitivity scan from `{sens['source']}`: each group pruned alone; {used}."
+
+
+def _sensitivity_markdown(r: dict[str, Any]) -> list[str]:
+    sens = r.get("sensitivity")
+    if not sens:
+        return []
+    from secateurs.sensitivity_result import SensitivityResult
+
+    return ["", "## Sensitivity", "", _sensitivity_intro(sens), "", SensitivityResult.from_dict(sens["result"]).to_markdown()]
+
+
+def _sensitivity_html(r: dict[str, Any], plots: bool) -> list[str]:
+    sens = r.get("sensitivity")
+    if not sens:
+        return []
+    from secateurs.sensitivity_result import SensitivityResult
+
+    e = html.escape
+    result = SensitivityResult.from_dict(sens["result"])
+    parts = ["<h2>Sensitivity</h2>", f"<p>{e(_sensitivity_intro(sens))} Metric: {e(result.metric)}; unpruned "
+             f"{result.baseline:.4g}.</p>"]
+    if plots:
+        try:
+            parts.append(_img(result.plot(), "metric against the fraction of units removed, one line per group"))
+        except MissingDependencyError as exc:
+            parts.append(f"<p>Plot unavailable: {e(str(exc))}</p>")
+    head = "".join(f"<th>{r:g}</th>" for r in result.ratios)
+    parts.append(f"<table><tr><th>group</th><th>kind</th><th>units</th>{head}</tr>")
+    for key in result.keys():  # noqa: SIM118 (a SensitivityResult, not a dict)
+        curve = {row.ratio: row for row in result.curve(key)}
+        first = next(iter(curve.values()))
+        cells = "".join(f"<td>{curve[x].metric:.4g} ({curve[x].drop:+.3g})</td>" if x in curve else "<td></td>"
+                        for x in result.ratios)
+        parts.append(f"<tr><td>{e(first.name)}</td><td>{e(first.kind)}</td><td>{first.units}</td>{cells}</tr>")
+    parts.append("</table>")
+    return parts
 
 
 def _json(obj: Any) -> str:
@@ -159,6 +203,7 @@ def render_html(r: dict[str, Any], *, plots: bool = True) -> str:
                 parts.append(_img(widths_plot(r["layers"]), "per-layer width before and after"))
         except MissingDependencyError as exc:
             parts.append(f"<p>Plots unavailable: {e(str(exc))}</p>")
+    parts += _sensitivity_html(r, plots)
     parts.append(f"<h2>Settings</h2><pre>{e(_json(r.get('settings')))}</pre>")
     parts.append("<h2>Per-layer output width</h2><table><tr><th>layer</th><th>before</th><th>after</th></tr>")
     parts += [f"<tr><td>{e(x['name'])}</td><td>{x['before']}</td><td>{x['after']}</td></tr>" for x in r.get("layers", [])]

@@ -37,10 +37,12 @@ def report_html(tmp_path_factory):
     model = ConcatNet().eval()
     x = torch.randn(1, 3, 16, 16)
     before = {1: measure_latency(model, x, repeats=2)}
+    scan = sc.sensitivity(model, x, ratios=[0.25, 0.5])
     result = sc.prune(model, x, ratio=0.5)
     after = {1: measure_latency(model, x, repeats=2)}
     doc = build_report(result, model_spec="secateurs.testing.models:ConcatNet", input_desc={"shape": [1, 3, 16, 16]},
                        latency=latency_rows(before, after))
+    doc["sensitivity"] = {"source": "scan", "result": scan.to_dict(), "overrides": scan.overrides(max_drop=0.01)}
     path = tmp_path_factory.mktemp("html") / "report.html"
     path.write_text(render_html(doc), "utf-8")
     return path
@@ -56,7 +58,7 @@ def test_every_image_loads(report_html, tmp_path):
     images = re.search(r'data-images="(\d+)"', dom)
     loaded = re.search(r'data-loaded="(\d+)"', dom)
     assert images and loaded, dom[-1000:]
-    assert int(images.group(1)) == 2 and int(loaded.group(1)) == 2  # totals plot + per-layer widths plot
+    assert int(images.group(1)) == 3 and int(loaded.group(1)) == 3  # totals, per-layer widths, sensitivity curves
 
 
 def test_screenshot_is_not_blank(report_html, tmp_path):
