@@ -26,14 +26,16 @@ def check_int8(args: argparse.Namespace) -> None:
         source_kind(args.calibration)
 
 
-def int8_exports(args: argparse.Namespace, model: Any, x: Any, batches: list[Any] | None) -> dict[str, Any]:
-    """Quantize a copy of ``model``: ``{"int8": stats}`` (dynamic) or ``{"int8_static": stats}``."""
+def int8_exports(args: argparse.Namespace, model: Any, x: Any, batches: list[Any] | None) -> tuple[dict[str, Any], Any]:
+    """Quantize a copy of ``model``: ``({"int8": stats}, quantized model)`` (dynamic, saved as
+    model.int8.safetensors) or ``({"int8_static": stats}, None)`` (static FX models are not saved: use the ONNX file)."""
     if args.int8 == "static":
         from secateurs.export.static_int8 import quantize_static_int8
 
         step(args, f"int8 static quantization ({args.int8_backend}) with {len(batches or [])} calibration batches")
-        return {"int8_static": quantize_static_int8(model, x, batches or [], backend=args.int8_backend)[1]}
+        return {"int8_static": quantize_static_int8(model, x, batches or [], backend=args.int8_backend)[1]}, None
     from secateurs.export.quantize import quantize_int8
 
     step(args, "int8 dynamic quantization of Linear layers")
-    return {"int8": quantize_int8(model, x)[1]}
+    qmodel, stats = quantize_int8(model, x)
+    return {"int8": {**stats, "file": "model.int8.safetensors"}}, qmodel

@@ -69,11 +69,16 @@ def _int8(args: argparse.Namespace, root: Path, model: Any, x: Any, calibration:
     has no nn.Linear modules) still gets the ONNX file when --onnx is given."""
     key = "int8_static" if args.int8 == "static" else "int8"
     try:
-        exports = int8_exports(args, model, x, calibration.batches if calibration else None)
+        exports, qmodel = int8_exports(args, model, x, calibration.batches if calibration else None)
     except InvalidArgumentError as exc:
         if not args.onnx:
             raise
-        exports = {key: {"pytorch_skipped": str(exc)}}
+        exports, qmodel = {key: {"pytorch_skipped": str(exc)}}, None
+    if qmodel is not None:
+        from secateurs.io.saving import add_int8
+
+        step(args, "writing model.int8.safetensors")
+        add_int8(root, qmodel)
     if args.onnx and calibration is not None:
         from secateurs.export.onnx_static import onnx_int8_static
 

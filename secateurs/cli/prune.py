@@ -212,9 +212,11 @@ def run(args: argparse.Namespace) -> int:
         doc["notes"].extend(calibration.notes)
     if sparsity_doc is not None:
         doc["sparsity"] = sparsity_doc
+    qmodel = None
     if args.int8:
         try:
-            doc["exports"].update(int8_exports(args, model, x, batches))
+            int8_doc, qmodel = int8_exports(args, model, x, batches)
+            doc["exports"].update(int8_doc)
         except InvalidArgumentError as exc:  # e.g. no Linear layer: the pruning itself is still worth saving
             doc["notes"].append(f"int8 {args.int8} skipped: {exc}")
     step(args, f"writing {out}")
@@ -226,7 +228,7 @@ def run(args: argparse.Namespace) -> int:
         step(args, "exporting the pruned program (model.pt2)")
         files["model.pt2"] = program_bytes(model, x)
     sc.save(model, result.plan, out, overwrite=args.force, model_spec=source.spec, input_spec=spec,
-            unpruned_fingerprint=base_fp, extra_files=files, sparsity=sparsity)
+            unpruned_fingerprint=base_fp, extra_files=files, sparsity=sparsity, int8=qmodel)
     emit_json(args, {"output": str(out), **doc})
     say(args, result.summary())
     if sparsity is not None:
@@ -234,6 +236,6 @@ def run(args: argparse.Namespace) -> int:
     for row in doc["latency"]:
         say(args, f"latency batch {row['batch']}: {row['before']['median_ms']:.2f} ms -> {row['after']['median_ms']:.2f} ms "
                   f"({row['speedup']:.2f}x; MAC ideal {doc['mac_ideal_speedup']:.2f}x)")
-    program = ", model.pt2" if "model.pt2" in files else ""
-    say(args, f"saved to {out} (model.safetensors, plan.json, manifest.json{program}, report.json/md/html)")
+    more = "".join(f", {name}" for name in ("model.pt2",) if name in files) + (", model.int8.safetensors" if qmodel else "")
+    say(args, f"saved to {out} (model.safetensors, plan.json, manifest.json{more}, report.json/md/html)")
     return 0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import torch
@@ -26,12 +25,12 @@ def quantize_int8(model: nn.Module, example_inputs: ExampleInputs, *, latency: b
 
     The input model is not changed. Latency (median ms) of both models is measured when ``latency`` is set.
     """
-    from torch.ao.quantization import quantize_dynamic
+    from secateurs.io.int8 import quantize_dynamic_int8
 
     linears = sum(isinstance(m, nn.Linear) for m in model.modules())
     if linears == 0:
         raise InvalidArgumentError(f"{type(model).__name__} has no nn.Linear layer: int8 dynamic quantization would change nothing")
-    qmodel = quantize_dynamic(copy.deepcopy(model).eval(), {nn.Linear}, dtype=torch.qint8)
+    qmodel = quantize_dynamic_int8(model)
     args, kwargs = normalize_inputs(example_inputs)
     with torch.inference_mode():
         ref = flat_tensors(model.eval()(*args, **kwargs))

@@ -21,6 +21,7 @@ from secateurs._version import __version__
 from secateurs.errors import FileFormatError, InvalidArgumentError, InvalidTypeError, PlanError
 from secateurs.io.atomic import atomic_dir, write_bytes, write_text
 from secateurs.io.inputs import InputSpec
+from secateurs.io.int8 import INT8_WEIGHTS, int8_tensors
 from secateurs.io.masks import MASKS, read_masks_file, write_masks
 from secateurs.plans import Plan
 
@@ -72,11 +73,14 @@ def save(
     unpruned_fingerprint: str | None = None,
     extra_files: Mapping[str, str | bytes] | None = None,
     sparsity: Any = None,
+    int8: nn.Module | None = None,
 ) -> Path:
     """Save a pruned ``model`` and its ``plan`` to ``directory`` atomically; returns the directory path.
 
     ``model_spec`` (e.g. ``"torchvision:resnet18"``) lets :func:`load` rebuild the unpruned model by itself.
     ``extra_files`` (name -> text or bytes) are written into the same atomic directory, e.g. reports.
+    ``int8``: the dynamically quantized model (``secateurs.io.int8.quantize_dynamic_int8``), written to
+    ``model.int8.safetensors``; ``load(directory, int8=True)`` rebuilds it.
     ``sparsity``: the ``SparsityResult`` of ``sparsify_2to4``; its masks go to ``sparsity.safetensors`` and
     :func:`load` re-applies them.
     """
@@ -97,7 +101,7 @@ def save(
                             f"plan expects {shape}; save the model the plan was applied to")
     tensors, aliases = _unique_tensors(model)
     for name in extra_files or {}:
-        if name in (WEIGHTS, PLAN, MANIFEST, MASKS) or "/" in name or name.startswith("."):
+        if name in (WEIGHTS, PLAN, MANIFEST, MASKS, INT8_WEIGHTS) or "/" in name or name.startswith("."):
             raise InvalidArgumentError(f"extra file name {name!r} is reserved or not a plain file name")
     with atomic_dir(directory, overwrite) as tmp:
         save_file(tensors, str(tmp / WEIGHTS), metadata={"format": "secateurs", "version": __version__})
@@ -116,10 +120,44 @@ def save(
         if sparsity is not None:
             manifest["sparsity"] = write_masks(tmp / MASKS, sparsity)
             manifest["files"][MASKS] = _sha256(tmp / MASKS)
+        if int8 is not None:
+            manifest["int8"] = write_int8(tmp, int8)
+            manifest["files"][INT8_WEIGHTS] = _sha256(tmp / INT8_WEIGHTS)
         for name, data in (extra_files or {}).items():
             write_bytes(tmp / name, data.encode("utf-8") if isinstance(data, str) else data)
         write_text(tmp / MANIFEST, json.dumps(manifest, indent=1))
     return Path(directory)
+
+
+def write_int8(directory: Path, qmodel: nn.Module) -> dict[str, Any]:
+    """Write ``model.int8.safetensors`` into ``directory``; returns the manifest's ``int8`` entry."""
+    from safetensors.torch import save_file
+
+    tensors = int8_tensors(qmodel)
+    save_file(tensors, str(directory / INT8_WEIGHTS), metadata={"format": "secateurs-int8-dynamic", "version": __version__})
+    return {"mode": "dynamic", "file": INT8_WEIGHTS, "linear_layers": sum(k.endswith(".weight.int8") for k in tensors)}
+
+
+def add_int8(directory: str | os.PathLike[str], qmodel: nn.Module) -> dict[str, Any]:
+    """Add ``model.int8.safetensors`` to a saved directory (``secateurs export --int8``): the file and the updated
+    manifest are each written to a temp file and renamed, so a failure leaves the directory as it was."""
+    import tempfile
+
+    root = Path(directory)
+    manifest = read_manifest(root)
+    staging = Path(tempfile.mkdtemp(prefix=".int8-", dir=root))
+    try:
+        entry = write_int8(staging, qmodel)
+        manifest["int8"] = entry
+        manifest.setdefault("files", {})[INT8_WEIGHTS] = _sha256(staging / INT8_WEIGHTS)
+        write_text(staging / MANIFEST, json.dumps(manifest, indent=1))
+        os.replace(staging / INT8_WEIGHTS, root / INT8_WEIGHTS)
+        os.replace(staging / MANIFEST, root / MANIFEST)  # last: until here the old manifest ignores the new file
+    finally:
+        import shutil
+
+        shutil.rmtree(staging, ignore_errors=True)
+    return entry
 
 
 def read_manifest(directory: str | os.PathLike[str]) -> dict[str, Any]:
@@ -147,7 +185,7 @@ def _check_file(root: Path, name: str, manifest: dict[str, Any]) -> Path:
         raise FileFormatError(f"{path} is missing; the saved directory is incomplete")
     with open(path, "rb") as f:
         head = f.read(4)
-    if name in (WEIGHTS, MASKS) and head.startswith(_PICKLE_MAGIC):
+    if name in (WEIGHTS, MASKS, INT8_WEIGHTS) and head.startswith(_PICKLE_MAGIC):
         raise FileFormatError(f"{path} looks like a pickle / torch.save file, not safetensors; secateurs never "
                               "unpickles files (it could run arbitrary code). Re-save the model with secateurs.save")
     digest = (manifest.get("files") or {}).get(name)
@@ -196,8 +234,12 @@ def load(
     model: nn.Module | None = None,
     *,
     trust_code: bool = False,
+    int8: bool = False,
 ) -> nn.Module:
     """Rebuild a pruned model saved with :func:`save`; no pickle is ever read.
+
+    ``int8=True`` returns the int8 (dynamic) model saved with it (``prune --int8``): the pruned architecture
+    is quantized and ``model.int8.safetensors`` written into it; ``model.safetensors`` may then be absent.
 
     The unpruned model comes from ``model_factory()``, a fresh unpruned ``model`` (changed in place), or,
     when neither is given, the model spec recorded in the manifest. A recorded ``module.path:factory`` spec
@@ -210,7 +252,10 @@ def load(
     root = Path(directory)
     manifest = read_manifest(root)
     plan = read_plan(root)
-    weights_path = _check_file(root, WEIGHTS, manifest)
+    if int8 and not manifest.get("int8"):
+        raise FileFormatError(f"{root} holds no int8 model; prune with --int8 (or save(..., int8=quantized_model))")
+    int8_path = _check_file(root, INT8_WEIGHTS, manifest) if int8 else None
+    weights_path = None if int8 and not (root / WEIGHTS).exists() else _check_file(root, WEIGHTS, manifest)
     if model is not None and model_factory is not None:
         raise InvalidArgumentError("give load() a model_factory or a model, not both")
     if model is None:
@@ -223,17 +268,24 @@ def load(
     if got != want or plan.fingerprint != want:
         raise PlanError(f"{root} was saved from a different model (fingerprint {want}, plan {plan.fingerprint}); the "
                         f"given model has fingerprint {got}. Pass a fresh, unpruned instance of the model the plan was made for")
-    tensors = _read_weights(weights_path)
+    tensors = _read_weights(weights_path) if weights_path is not None else None
     aliases = dict(manifest.get("aliases") or {})
     expected = {**plan.shapes_after(), **added_bias_shapes(plan)}  # biases a compensation created
-    _check_weights(_with_aliases(tensors, aliases), expected, weights_path)  # before touching the model
+    if tensors is not None and weights_path is not None:
+        _check_weights(_with_aliases(tensors, aliases), expected, weights_path)  # before touching the model
+    qtensors = _read_weights(int8_path) if int8_path is not None else None
     masks = read_masks(root) if manifest.get("sparsity") else {}
     apply_plan(model, plan)
     add_recorded_biases_(model, plan)
     if fingerprint(model) != manifest.get("fingerprint_pruned"):
         raise PlanError(f"applying the plan in {root} did not give the saved architecture "
                         f"(fingerprint {fingerprint(model)} != {manifest.get('fingerprint_pruned')})")
-    _load_weights(model, _with_aliases(tensors, aliases), weights_path)
+    if tensors is not None and weights_path is not None:
+        _load_weights(model, _with_aliases(tensors, aliases), weights_path)
+    if qtensors is not None:
+        from secateurs.io.int8 import load_int8_
+
+        return load_int8_(model, qtensors, int8_path)
     if masks:
         from secateurs.sparsity.semi_structured import apply_masks_
 

@@ -19,7 +19,7 @@ def test_every_subcommand_is_registered():
 
 def test_prune_writes_model_plan_manifest_and_reports(pruned_dir):
     names = sorted(p.name for p in pruned_dir.iterdir())
-    assert names == ["manifest.json", "model.safetensors", "plan.json", "report.html", "report.json", "report.md"]
+    assert names == ["manifest.json", "model.int8.safetensors", "model.safetensors", "plan.json", "report.html", "report.json", "report.md"]
     doc = json.loads((pruned_dir / "report.json").read_text())
     assert doc["verification"]["ok"] and doc["counts"]["params_after"] < doc["counts"]["params_before"]
     assert [row["batch"] for row in doc["latency"]] == [1, 4]
@@ -151,3 +151,17 @@ def test_prune_a_torch_export_program_end_to_end(tmp_path, run_json):
     torch.testing.assert_close(deployed(x), rebuilt(x))
     rc, doc, _ = run_json(["export", str(out), "--onnx", "--quiet"])
     assert rc == 0 and doc["exports"]["onnx"]["parity_ok"]
+
+
+def test_export_int8_adds_the_int8_model_to_a_pruned_directory(tmp_path, run_json):
+    from secateurs.io.saving import load
+
+    out = tmp_path / "p"
+    assert main(["prune", SPEC, "--input-shape", SHAPE, "-o", str(out), "--ratio", "0.5", "--no-bench", "--quiet"]) == 0
+    assert not (out / "model.int8.safetensors").exists()
+    rc, doc, _ = run_json(["export", str(out), "--int8", "--quiet", "--trust-code"])
+    assert rc == 0 and doc["exports"]["int8"]["file"] == "model.int8.safetensors"
+    x = torch.randn(2, 3, 16, 16)
+    q = load(out, trust_code=True, int8=True)
+    assert type(q.blocks[0].fc1).__module__.startswith("torch.ao.nn.quantized.dynamic")
+    assert doc["exports"]["int8"]["top1_agreement"] > 0.5 and q(x).shape == (2, 10)
