@@ -223,8 +223,10 @@ def _apply_verified(model: nn.Module, analysis: Analysis, p: Plan, example_input
     apply_plan(model, p)
     result = None
     notes: list[str] = []
+    after: list[Any] = []  # the re-export check's capture of the pruned model, reused to count its MACs
     if reference is not None:
-        result = compare(reference, model, p, example_inputs, tolerance=tolerance)
+        result = compare(reference, model, p, example_inputs, tolerance=tolerance,
+                         exporter=lambda m, x: after.append(capture(m, x)))
         if subset_result is not None:
             result = combine(result, subset_result, sum(1 for g in p.groups if g.removed and not g.exact))
         if not result.ok:
@@ -233,7 +235,7 @@ def _apply_verified(model: nn.Module, analysis: Analysis, p: Plan, example_input
     elif check:
         notes.append("model has no weights (meta device): verification skipped, shapes only")
     try:
-        macs_after = graph_macs(capture(model, example_inputs)) if can_run else macs_before
+        macs_after = graph_macs(after[0] if after else capture(model, example_inputs)) if can_run else macs_before
     except Exception as exc:  # the verification above already re-exported; keep the error explicit
         undo.restore()
         raise ApplyError(f"pruned model cannot be captured again: {exc}; the model was restored") from exc

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -77,7 +78,11 @@ def masked_outputs(model: nn.Module, plan: Plan, example_inputs: ExampleInputs) 
 
 
 def compare(reference: list[torch.Tensor], pruned_model: nn.Module, plan: Plan, example_inputs: ExampleInputs,
-            *, exact: bool | None = None, tolerance: float | None = None, reexport: bool = True) -> VerifyResult:
+            *, exact: bool | None = None, tolerance: float | None = None, reexport: bool = True,
+            exporter: Callable[[nn.Module, ExampleInputs], Any] | None = None) -> VerifyResult:
+    """Run ``pruned_model`` and compare with ``reference`` (the masked original's outputs). ``reexport`` also checks
+    that torch.export still captures it, with ``exporter`` when given (``prune`` passes its capture, so the same
+    export also counts the pruned MACs)."""
     exact = plan.exact if exact is None else exact
     tolerance = default_tolerance(reference) if tolerance is None else tolerance
     try:
@@ -104,7 +109,7 @@ def compare(reference: list[torch.Tensor], pruned_model: nn.Module, plan: Plan, 
     reexported = None
     if reexport:
         try:
-            export_model(pruned_model, example_inputs)
+            (exporter or export_model)(pruned_model, example_inputs)
             reexported = True
         except Exception:
             reexported = False

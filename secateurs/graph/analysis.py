@@ -112,7 +112,8 @@ def unit_norms_by_member(group: Group, tensors: dict[str, torch.Tensor], p: floa
         t = tensors.get(m.fqn)
         if t is None or t.is_meta:
             continue
-        x = t.detach().float().abs().pow(p)
+        w = t.detach().float()
+        x = w * w if p == 2.0 else w.abs() if p == 1.0 else w.abs().pow(p)  # the common norms without a pow pass
         other = [d for d in range(x.ndim) if d != m.dim]
         per_index = (x.sum(dim=other) if other else x).cpu().numpy()
         out.append(per_index[group.unit_index[m.cls]].sum(axis=1))

@@ -97,12 +97,17 @@ class _Closure:
         finally:
             mask[np.asarray(members, dtype=np.int64)] = False
 
-    def _add(self, atoms: np.ndarray, members: list[int], stack: list[int]) -> None:
+    def _add(self, atoms: np.ndarray, members: list[int], stack: list[int]) -> bool:
+        """Add ``atoms`` not yet in the unit; False when one is frozen (the unit is invalid: stop at once, as
+        popping it later would)."""
         new = atoms[~self.mask[atoms]]
         if len(new):
             self.mask[new] = True
             members.extend(new.tolist())
+            if self.frozen[new].any():
+                return False
             stack.extend(new.tolist())
+        return True
 
     def _close(self, members: list[int]) -> set[int] | None:
         st, mask = self.st, self.mask
@@ -115,7 +120,8 @@ class _Closure:
                     return None
                 for r, k, i in self.factor_of.get(a, ()):
                     touched.add(r)
-                    self._add(self.rows[r][k][i], members, stack)
+                    if not self._add(self.rows[r][k][i], members, stack):
+                        return None
                 touched.update(self.flat_of.get(a, ()))
             for r in list(touched):
                 p = st.products[r]
@@ -130,7 +136,8 @@ class _Closure:
                 for k, fa in enumerate(p.factor_atoms):
                     other = tuple(x for x in range(removed.ndim) if x != k)
                     full = removed.all(axis=other) if other else removed
-                    self._add(fa[np.nonzero(full)[0]], members, stack)
+                    if not self._add(fa[np.nonzero(full)[0]], members, stack):
+                        return None
                 if not stack:
                     return None  # removes part of a product that no factor explains
             if not stack:
