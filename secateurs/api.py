@@ -10,7 +10,7 @@ from torch import nn
 
 from secateurs.algorithms.latency import LatencyTarget
 from secateurs.calibration.collect import LossFn
-from secateurs.counting import graph_macs, param_count
+from secateurs.counting import graph_macs, param_count, state_bytes
 from secateurs.errors import ApplyError, InvalidArgumentError, VerificationError
 from secateurs.graph.analysis import Analysis
 from secateurs.graph.analysis import analyze as _analyze
@@ -215,7 +215,7 @@ def _width_and_depth(model: nn.Module, ratio: Any, importance: str | Criterion, 
 def _apply_verified(model: nn.Module, analysis: Analysis, p: Plan, example_inputs: ExampleInputs, check: bool | str,
                     tolerance: float | None, pending: Any) -> PruneReport:
     """Apply ``p`` and verify it against the masked original, then compensate; on any failure restore the model."""
-    macs_before, params_before = graph_macs(analysis.coupled.captured), param_count(model)
+    macs_before, params_before, bytes_before = graph_macs(analysis.coupled.captured), param_count(model), state_bytes(model)
     can_run = has_weights(model)
     subset_result = _exact_subset(model, analysis, p, example_inputs, check, tolerance) if check and can_run else None
     reference = masked_outputs(model, p, example_inputs) if check and can_run else None
@@ -249,7 +249,7 @@ def _apply_verified(model: nn.Module, analysis: Analysis, p: Plan, example_input
             undo.restore()
             raise
     return PruneReport(model, p, result, macs_before, macs_after, params_before, param_count(model), notes,
-                       compensation)
+                       compensation, bytes_before, state_bytes(model))
 
 
 def _exact_subset(model: nn.Module, analysis: Analysis, p: Plan, example_inputs: ExampleInputs,

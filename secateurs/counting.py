@@ -95,6 +95,18 @@ def param_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def state_bytes(model: nn.Module) -> int:
+    """Bytes of the model's state dict with tied tensors counted once: the size of its safetensors weights file,
+    give or take the JSON header."""
+    seen: set[int] = set()
+    total = 0
+    for t in model.state_dict(keep_vars=True).values():
+        if id(t) not in seen:
+            seen.add(id(t))
+            total += t.numel() * t.element_size()
+    return total
+
+
 def count(model: nn.Module, example_inputs: ExampleInputs) -> tuple[int, int]:
     """(multiply-accumulates of one forward pass on ``example_inputs``, number of parameters)."""
     return graph_macs(capture(model, example_inputs)), param_count(model)

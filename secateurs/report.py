@@ -49,6 +49,8 @@ class PruneReport:
     params_after: int
     notes: list[str] = field(default_factory=list)
     compensation: CompensationResult | None = None  # prune(compensate=...): method, layers, output error
+    bytes_before: int | None = None  # weights (state dict) size, tied tensors once
+    bytes_after: int | None = None
 
     @property
     def macs_ratio(self) -> float:
@@ -63,6 +65,7 @@ class PruneReport:
         return {
             "macs_before": self.macs_before, "macs_after": self.macs_after,
             "params_before": self.params_before, "params_after": self.params_after,
+            "bytes_before": self.bytes_before, "bytes_after": self.bytes_after,
             "groups_pruned": sum(1 for g in self.plan.groups if g.removed),
             "units_removed": self.plan.removed_units(),
             "verification": None if v is None else {"ok": v.ok, "mode": v.mode, "rel_error": v.rel_error, "message": v.message},

@@ -1,4 +1,4 @@
-"""``secateurs export DIR --onnx/--int8``: deployable files from a pruned directory, checked against PyTorch."""
+"""``secateurs export DIR --onnx/--pt2/--int8``: deployable files from a pruned directory, checked against PyTorch."""
 
 from __future__ import annotations
 
@@ -29,6 +29,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="export a pruned directory to ONNX and/or int8 (dynamic or static quantization)")
     p.add_argument("directory", metavar="DIR", help="a directory written by 'secateurs prune'")
     p.add_argument("--onnx", action="store_true", help="write DIR/model.onnx, checked with onnxruntime")
+    p.add_argument("--pt2", action="store_true",
+                   help="write DIR/model.pt2 (torch.export program, for ExecuTorch/AOTInductor), reloaded and checked")
     add_int8_flag(p, "int8 quantization, fidelity and latency in the report: dynamic (default; Linear layers; with "
                      "--onnx also DIR/model.int8.onnx) or static (convs and Linear via FX, needs --calibration)")
     add_calibration_flags(p)
@@ -38,6 +40,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--input-shape", metavar="N,C,H,W", help="override the input recorded at prune time")
     p.add_argument("--seq-len", type=int, metavar="N", help="override the sequence length recorded at prune time")
     p.add_argument("--threads", type=int, default=1, help="CPU threads for torch (default 1)")
+    p.add_argument("--no-bench", action="store_true",
+                   help="skip timing DIR/model.onnx against the unpruned model's ONNX (onnxruntime, interleaved)")
+    p.add_argument("--repeats", type=int, default=10, help="timed onnxruntime runs per file; the median is reported")
     add_trust_flag(p)
     add_config_flags(p, "export")
     add_output_flags(p)
@@ -57,11 +62,57 @@ def _staged(root: Path, name: str, write: Callable[[Path], dict[str, Any]]) -> d
     return info
 
 
-def _export_onnx(args: argparse.Namespace, root: Path, model: Any, x: Any) -> dict[str, Any]:
+def _export_onnx(args: argparse.Namespace, root: Path, model: Any, x: Any, manifest: dict[str, Any]) -> dict[str, Any]:
     from secateurs.export.onnx import export_onnx
 
     step(args, f"exporting ONNX ({args.exporter} exporter) and checking it with onnxruntime")
-    return _staged(root, "model.onnx", lambda tmp: export_onnx(model, x, tmp, exporter=args.exporter, opset=args.opset))
+    info = _staged(root, "model.onnx", lambda tmp: export_onnx(model, x, tmp, exporter=args.exporter, opset=args.opset))
+    if not args.no_bench:
+        info["timing"] = _against_unpruned(args, root, manifest, x)
+    return info
+
+
+def _against_unpruned(args: argparse.Namespace, root: Path, manifest: dict[str, Any], x: Any) -> dict[str, Any]:
+    """onnxruntime latency of DIR/model.onnx next to the unpruned model exported the same way (not kept)."""
+    import tempfile
+
+    from secateurs.errors import SecateursError
+    from secateurs.export.onnx import export_onnx
+    from secateurs.export.onnx_timing import ort_interleaved_ms
+    from secateurs.io.saving import unpruned_factory
+
+    if args.repeats < 1:
+        raise InvalidArgumentError(f"--repeats must be at least 1, got {args.repeats}")
+    try:
+        unpruned = unpruned_factory(root, manifest, trust_code=trust_code(args))()
+    except SecateursError as exc:
+        return {"skipped": f"the unpruned model cannot be rebuilt here ({exc})"}
+    step(args, f"timing model.onnx against the unpruned model's ONNX (onnxruntime, median of {args.repeats}, interleaved)")
+    with tempfile.TemporaryDirectory(prefix="secateurs-onnx-") as tmp:
+        reference = Path(tmp) / "unpruned.onnx"
+        export_onnx(unpruned, x, reference, exporter=args.exporter, opset=args.opset, check=False)
+        pruned_ms, unpruned_ms = ort_interleaved_ms([root / "model.onnx", reference], x, repeats=args.repeats,
+                                                    threads=args.threads)
+    return {"pruned_ms": pruned_ms, "unpruned_ms": unpruned_ms, "speedup": unpruned_ms / pruned_ms,
+            "threads": args.threads, "repeats": args.repeats, "runtime": "onnxruntime CPUExecutionProvider"}
+
+
+def _write_program(model: Any, x: Any, path: Path) -> dict[str, Any]:
+    """Write the program to ``path``, load it back through the pickle-free loader and compare its outputs."""
+    import torch
+
+    from secateurs.export._outputs import flat_tensors
+    from secateurs.graph.capture import normalize_inputs
+    from secateurs.io.atomic import write_bytes
+    from secateurs.io.program import load_program, program_bytes
+
+    write_bytes(path, program_bytes(model, x))
+    a, k = normalize_inputs(x)
+    with torch.inference_mode():
+        ref, got = flat_tensors(model(*a, **k)), flat_tensors(load_program(path).module(*a, **k))
+    diff = max((float((r.float() - g.float()).abs().max()) for r, g in zip(ref, got, strict=True) if r.numel()), default=0.0)
+    return {"bytes": path.stat().st_size, "max_abs_diff": diff, "parity_ok": diff <= 1e-5 * max(
+        1.0, max((float(r.float().abs().max()) for r in ref if r.numel()), default=1.0))}
 
 
 def _int8(args: argparse.Namespace, root: Path, model: Any, x: Any, calibration: Any) -> dict[str, Any]:
@@ -97,8 +148,8 @@ def run(args: argparse.Namespace) -> int:
     from secateurs.io.inputs import InputSpec
     from secateurs.io.saving import load, read_manifest
 
-    if not (args.onnx or args.int8):
-        raise InvalidArgumentError("nothing to export: pass --onnx, --int8 or both")
+    if not (args.onnx or args.int8 or args.pt2):
+        raise InvalidArgumentError("nothing to export: pass --onnx, --pt2 and/or --int8")
     check_int8(args)
     set_threads(args)
     root = Path(args.directory)
@@ -111,7 +162,10 @@ def run(args: argparse.Namespace) -> int:
     x = spec.make()
     exports: dict[str, Any] = {}
     if args.onnx:
-        exports["onnx"] = _export_onnx(args, root, model, x)
+        exports["onnx"] = _export_onnx(args, root, model, x, manifest)
+    if args.pt2:
+        step(args, "exporting the pruned model as a torch.export program (model.pt2)")
+        exports["pt2"] = _staged(root, "model.pt2", lambda tmp: _write_program(model, x, tmp))
     if args.int8:
         calibration = build_calibration(args, manifest.get("model_spec"), spec) if args.int8 == "static" else None
         exports.update(_int8(args, root, model, x, calibration))
@@ -126,6 +180,16 @@ def run(args: argparse.Namespace) -> int:
         o = exports["onnx"]
         say(args, f"ONNX: {root / 'model.onnx'} ({o['exporter']} exporter), onnxruntime max abs diff {o['max_abs_diff']:.2e}"
                   f" -> {'parity ok' if o['parity_ok'] else 'MISMATCH'}")
+        timing = o.get("timing") or {}
+        if "pruned_ms" in timing:
+            say(args, f"onnxruntime latency: {timing['pruned_ms']:.2f} ms vs {timing['unpruned_ms']:.2f} ms unpruned "
+                      f"({timing['speedup']:.2f}x, {timing['threads']} thread(s), median of {timing['repeats']})")
+        elif timing:
+            say(args, f"note: ONNX not timed against the unpruned model: {timing['skipped']}")
+    if "pt2" in exports:
+        q = exports["pt2"]
+        say(args, f"program: {root / 'model.pt2'} ({q['bytes'] / 1e6:.2f} MB), reloaded without pickle, max abs diff "
+                  f"{q['max_abs_diff']:.2e} -> {'parity ok' if q['parity_ok'] else 'MISMATCH'}")
     for key in ("int8_static", "int8"):
         if "pytorch_skipped" in exports.get(key, {}):
             say(args, f"note: PyTorch {key.replace('_', ' ')} skipped ({exports[key]['pytorch_skipped']}); ONNX only")
@@ -144,4 +208,4 @@ def run(args: argparse.Namespace) -> int:
                       f"top-1 agreement {q['top1_agreement']:.1%}")
         if "onnx" in q:
             say(args, f"int8 ONNX: {root / 'model.int8.onnx'}, max abs diff vs fp32 PyTorch {q['onnx']['max_abs_diff']:.2e}")
-    return 0 if exports.get("onnx", {}).get("parity_ok", True) else 3
+    return 0 if all(exports.get(k, {}).get("parity_ok", True) for k in ("onnx", "pt2")) else 3

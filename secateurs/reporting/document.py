@@ -57,6 +57,7 @@ def build_report(
             "params_before": result.params_before, "params_after": result.params_after,
             "macs_before": result.macs_before, "macs_after": result.macs_after,
             "params_kept": result.params_ratio, "macs_kept": result.macs_ratio,
+            "bytes_before": result.bytes_before, "bytes_after": result.bytes_after,
         },
         "groups": {"total": len(result.plan.groups), "pruned": core["groups_pruned"], "units_removed": core["units_removed"]},
         "verification": core["verification"],

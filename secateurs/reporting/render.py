@@ -26,11 +26,18 @@ def describe_input(desc: dict[str, Any] | None) -> str:
     return f"token ids, sequence length {desc.get('seq_len')}"
 
 
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.2f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"
+
+
 def summary_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     """(quantity, before, after, after/before) rows shared by the Markdown and HTML renderers."""
     c = r["counts"]
     rows = [("parameters", fmt(c["params_before"]), fmt(c["params_after"]), f"{c['params_kept']:.1%}"),
             ("MACs", fmt(c["macs_before"]), fmt(c["macs_after"]), f"{c['macs_kept']:.1%}")]
+    if c.get("bytes_before") and c.get("bytes_after") is not None:
+        rows.append(("weights file (safetensors)", _mb(c["bytes_before"]), _mb(c["bytes_after"]),
+                     f"{c['bytes_after'] / c['bytes_before']:.1%}"))
     ideal = r.get("mac_ideal_speedup")
     for row in r.get("latency", []):
         b, a = row["before"]["median_ms"], row["after"]["median_ms"]
@@ -46,6 +53,17 @@ def _export_lines(r: dict[str, Any]) -> list[str]:
     if onnx:
         out.append(f"ONNX: `{onnx['file']}` ({onnx['exporter']} exporter, opset {onnx.get('opset')}); onnxruntime vs "
                    f"PyTorch max abs diff {onnx['max_abs_diff']:.2e} ({'ok' if onnx['parity_ok'] else 'MISMATCH'})")
+        t = onnx.get("timing") or {}
+        if "pruned_ms" in t:
+            out.append(f"ONNX latency (onnxruntime, {t['threads']} thread(s), median of {t['repeats']}, interleaved): "
+                       f"{t['pruned_ms']:.2f} ms vs {t['unpruned_ms']:.2f} ms for the unpruned model's ONNX "
+                       f"({t['speedup']:.2f}x)")
+        elif t:
+            out.append(f"ONNX not timed against the unpruned model: {t['skipped']}")
+    prog = r.get("exports", {}).get("pt2")
+    if prog:
+        out.append(f"torch.export program `{prog['file']}` ({prog['bytes'] / 1e6:.2f} MB): reloaded without pickle, max abs "
+                   f"diff vs PyTorch {prog['max_abs_diff']:.2e} ({'ok' if prog['parity_ok'] else 'MISMATCH'})")
     q = r.get("exports", {}).get("int8")
     if q and "quantized_layers" in q:
         out.append(f"int8 dynamic quantization of {q['quantized_layers']} Linear layers: relative error "

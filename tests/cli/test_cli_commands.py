@@ -75,13 +75,18 @@ def test_bench_model_spec(run_json):
 
 def test_export_onnx_and_int8(pruned_dir, run_json, capsys):
     pytest.importorskip("onnxruntime")
-    rc, info, err = run_json(["export", str(pruned_dir), "--onnx", "--int8", "--exporter", "legacy", "--trust-code"])
+    rc, info, err = run_json(["export", str(pruned_dir), "--onnx", "--int8", "--exporter", "legacy", "--trust-code",
+                              "--repeats", "3"])
     assert rc == 0, err
     assert info["exports"]["onnx"]["parity_ok"] and (pruned_dir / "model.onnx").is_file()
+    timing = info["exports"]["onnx"]["timing"]  # against the unpruned model's ONNX, which is not kept
+    assert timing["pruned_ms"] > 0 and timing["unpruned_ms"] > 0 and timing["repeats"] == 3
+    assert timing["speedup"] == pytest.approx(timing["unpruned_ms"] / timing["pruned_ms"])
+    assert sorted(p.name for p in pruned_dir.iterdir() if "onnx" in p.name) == ["model.int8.onnx", "model.onnx"]
     assert (pruned_dir / "model.int8.onnx").is_file()
     doc = json.loads((pruned_dir / "report.json").read_text())
     assert doc["exports"]["onnx"]["exporter"] == "legacy"
-    assert "ONNX" in (pruned_dir / "report.md").read_text()
+    assert "unpruned model's ONNX" in (pruned_dir / "report.md").read_text()
 
 
 def test_inspect_json(run_json):
@@ -153,15 +158,22 @@ def test_prune_a_torch_export_program_end_to_end(tmp_path, run_json):
     assert rc == 0 and doc["exports"]["onnx"]["parity_ok"]
 
 
-def test_export_int8_adds_the_int8_model_to_a_pruned_directory(tmp_path, run_json):
+def test_export_int8_and_pt2_add_files_to_a_pruned_directory(tmp_path, run_json):
     from secateurs.io.saving import load
 
     out = tmp_path / "p"
     assert main(["prune", SPEC, "--input-shape", SHAPE, "-o", str(out), "--ratio", "0.5", "--no-bench", "--quiet"]) == 0
     assert not (out / "model.int8.safetensors").exists()
-    rc, doc, _ = run_json(["export", str(out), "--int8", "--quiet", "--trust-code"])
+    rc, doc, _ = run_json(["export", str(out), "--int8", "--pt2", "--quiet", "--trust-code"])
     assert rc == 0 and doc["exports"]["int8"]["file"] == "model.int8.safetensors"
+    assert doc["exports"]["pt2"]["parity_ok"] and doc["exports"]["pt2"]["file"] == "model.pt2"
     x = torch.randn(2, 3, 16, 16)
     q = load(out, trust_code=True, int8=True)
     assert type(q.blocks[0].fc1).__module__.startswith("torch.ao.nn.quantized.dynamic")
     assert doc["exports"]["int8"]["top1_agreement"] > 0.5 and q(x).shape == (2, 10)
+    from secateurs.io.program import load_program
+
+    program = load_program(out / "model.pt2")  # the recorded input has batch 1: the program is fixed to it
+    x1 = x[:1]
+    torch.testing.assert_close(program.module(x1), load(out, trust_code=True)(x1))
+    assert "torch.export program `model.pt2`" in (out / "report.md").read_text()
