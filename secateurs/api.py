@@ -82,8 +82,10 @@ def plan(
     per layer (global ranking; save with ``sc.save``/``sc.load``).
     """
     from secateurs.layers.planning import attach, choose_drop, width_request, without_dropped
+    from secateurs.program_limits import refuse_for_program
 
     _no_latency_with_drop(latency, drop_layers)
+    refuse_for_program(model, drop_layers=drop_layers)
     scope = _scope(scope, uniform)
     width_ratio, width_calibration = width_request(drop_layers, ratio, importance, calibration, macs, params)
     drop = choose_drop(model, drop_layers, layer_importance, calibration)
@@ -199,7 +201,9 @@ def _width_and_depth(model: nn.Module, ratio: Any, importance: str | Criterion, 
     """(width ratio, calibration for the width criterion, layers to drop), checking the compensation request
     before any batch is read."""
     from secateurs.layers.planning import choose_drop, width_request
+    from secateurs.program_limits import refuse_for_program
 
+    refuse_for_program(model, drop_layers=drop_layers, compensate=compensate)
     width_ratio, width_calibration = width_request(drop_layers, ratio, importance, calibration, macs, params)
     if compensate is not None:
         from secateurs.compensation.gather import check_request

@@ -204,6 +204,9 @@ def sparsify_2to4(
     ``Statistics``). ``ignore``: module paths, globs or types left dense. Layers whose ``in_features`` is
     not a multiple of 4 are skipped and listed in ``result.skipped``. Transactional.
     """
+    from secateurs.program_limits import refuse_for_program
+
+    refuse_for_program(model, sparsity=method)
     result = plan_2to4(model, method, calibration=calibration, ignore=ignore)
     apply_masks_(model, result.masks)
     for layer in result.layers:

@@ -1,0 +1,42 @@
+"""What a torch.export program (``file:model.pt2``) cannot do, refused with the reason and the way out.
+
+A program's layers are ATen calls in a graph, not modules: module forward hooks never fire (activation
+statistics, compensation moments, block-influence scores), a missing bias cannot be added, blocks are not
+modules that can be removed, and there is no ``nn.Linear`` to mask to 2:4. Weight- and gradient-based
+criteria work unchanged (their scores equal those of the eager model).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from secateurs.errors import InvalidArgumentError
+
+_WAY_OUT = ("use a weight criterion (l1, l2, fpgm, lamp, bn_scale, random) or a gradient one (taylor, hessian), or "
+            "prune the original nn.Module and export it again")
+
+
+def refuse_for_program(model: nn.Module, *, drop_layers: Any = None, compensate: Any = None,
+                       activation_criterion: str | None = None, sparsity: str | None = None) -> None:
+    from secateurs.surgery.graph_literals import is_program_graph
+
+    if not is_program_graph(model):
+        return
+    if activation_criterion is not None:
+        raise InvalidArgumentError(
+            f"importance {activation_criterion!r} reads layer activations through module hooks, which a torch.export "
+            f"program never runs (its layers are graph ops); {_WAY_OUT}")
+    if compensate is not None:
+        raise InvalidArgumentError(
+            "compensate= refits nn.Linear/Conv layers from their input statistics; a torch.export program has no such "
+            "modules. Prune the original nn.Module with compensate=..., then export it")
+    if sparsity is not None:
+        raise InvalidArgumentError(
+            "2:4 sparsity masks the weights of nn.Linear modules; a torch.export program has none (its layers are "
+            "graph ops). Apply the masks to the original nn.Module (prune it, sparsify_2to4, then export)")
+    if drop_layers:
+        raise InvalidArgumentError(
+            "drop_layers= removes blocks of an nn.ModuleList; a torch.export program has no block modules. Drop layers "
+            "on the original nn.Module, then export it")
