@@ -168,10 +168,10 @@ def _statistics(criterion: Criterion, model: torch.nn.Module, calibration: Any, 
             warnings.warn(f"calibration data is not used by importance {name!r}", stacklevel=4)
         return None
     grads = bool(getattr(criterion, "needs_grads", False))
-    if not grads:
+    if callable(getattr(criterion, "moment_paths", None)):
         from secateurs.program_limits import refuse_for_program
 
-        refuse_for_program(model, activation_criterion=name)
+        refuse_for_program(model, moments_criterion=name)
     if calibration is None:
         extra = " and loss_fn=lambda output, batch: <scalar loss>" if grads else ""
         raise InvalidArgumentError(

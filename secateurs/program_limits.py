@@ -1,9 +1,9 @@
 """What a torch.export program (``file:model.pt2``) cannot do, refused with the reason and the way out.
 
-A program's layers are ATen calls in a graph, not modules: module forward hooks never fire (activation
-statistics, compensation moments, block-influence scores), a missing bias cannot be added, blocks are not
-modules that can be removed, and there is no ``nn.Linear`` to mask to 2:4. Weight- and gradient-based
-criteria work unchanged (their scores equal those of the eager model).
+A program's layers are ATen calls in a graph, not modules. Activation statistics work through taps
+(``calibration.program_taps``), but nothing reads the input features (Gram matrices) of layer modules, a
+missing bias cannot be added, blocks are not modules that can be removed or run one at a time, and there is
+no ``nn.Linear`` to mask to 2:4. Weight, gradient and activation criteria score as on the eager model.
 """
 
 from __future__ import annotations
@@ -14,20 +14,25 @@ from torch import nn
 
 from secateurs.errors import InvalidArgumentError
 
-_WAY_OUT = ("use a weight criterion (l1, l2, fpgm, lamp, bn_scale, random) or a gradient one (taylor, hessian), or "
+_WAY_OUT = ("use a weight, gradient or activation criterion (l2, taylor, wanda, activation, fluctuation, ...), or "
             "prune the original nn.Module and export it again")
 
 
 def refuse_for_program(model: nn.Module, *, drop_layers: Any = None, compensate: Any = None,
-                       activation_criterion: str | None = None, sparsity: str | None = None) -> None:
+                       moments_criterion: str | None = None, sparsity: str | None = None,
+                       sequential: bool = False) -> None:
     from secateurs.surgery.graph_literals import is_program_graph
 
     if not is_program_graph(model):
         return
-    if activation_criterion is not None:
+    if moments_criterion is not None:
         raise InvalidArgumentError(
-            f"importance {activation_criterion!r} reads layer activations through module hooks, which a torch.export "
-            f"program never runs (its layers are graph ops); {_WAY_OUT}")
+            f"importance {moments_criterion!r} reads the input features of nn.Linear/Conv modules (Gram matrices), "
+            f"which a torch.export program does not have (its layers are graph ops); {_WAY_OUT}")
+    if sequential:
+        raise InvalidArgumentError(
+            "sequential calibration runs the blocks of an nn.ModuleList one at a time; a torch.export program has no "
+            "block modules: pass the batches without sequential=True")
     if compensate is not None:
         raise InvalidArgumentError(
             "compensate= refits nn.Linear/Conv layers from their input statistics; a torch.export program has no such "

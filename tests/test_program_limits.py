@@ -19,22 +19,40 @@ def pair(tmp_path):
     return eager, program, x, [toy.example(seed=i) for i in range(1, 4)]
 
 
-@pytest.mark.parametrize("importance", ["l1", "l2", "fpgm", "lamp", "taylor", "hessian"])
-def test_weight_and_gradient_criteria_rank_as_on_the_eager_model(pair, importance):
+@pytest.mark.parametrize("importance", ["l1", "l2", "fpgm", "lamp", "taylor", "hessian", "activation", "apoz", "wanda",
+                                        "fluctuation"])
+def test_weight_gradient_and_activation_criteria_rank_as_on_the_eager_model(pair, importance):
     eager, program, x, batches = pair
     kwargs = {"calibration": batches, "loss_fn": lambda out, batch: out.pow(2).mean()} if importance in (
-        "taylor", "hessian") else {}
+        "taylor", "hessian") else {"calibration": batches} if importance in ("activation", "apoz", "wanda",
+                                                                            "fluctuation") else {}
     on_program = sc.plan(program, x, ratio={"heads": 0.5}, importance=importance, **kwargs)
     on_eager = sc.plan(eager, x, ratio={"heads": 0.5}, importance=importance, **kwargs)
     assert [g.removed for g in on_program.groups] == [g.removed for g in on_eager.groups]
     assert any(g.removed for g in on_program.groups)
+    assert on_program.settings["notes"] == on_eager.settings["notes"] == []  # read for real, no fallback
 
 
-@pytest.mark.parametrize("importance", ["activation", "wanda", "fluctuation", "reconstruction"])
-def test_activation_criteria_are_refused_not_silently_wrong(pair, importance):
+def test_activation_statistics_of_a_program_equal_the_eager_ones(pair):
+    from secateurs.calibration.collect import collect
+
+    eager, program, _, batches = pair
+    on_program, on_eager = collect(program, batches), collect(eager, batches)
+    assert sorted(on_program.outputs) == sorted(on_eager.outputs) and on_eager.outputs
+    for path, stats in on_eager.outputs.items():
+        torch.testing.assert_close(on_program.outputs[path].sum, stats.sum)
+    assert "_secateurs_tap" not in dict(program.named_modules())  # the taps are gone again
+    assert "secateurs_tap" not in program.code
+
+
+def test_moments_criteria_and_sequential_calibration_are_refused(pair):
+    from secateurs.calibration.collect import CalibrationData
+
     _, program, x, batches = pair
-    with pytest.raises(InvalidArgumentError, match="module hooks, which a torch.export program never runs"):
-        sc.plan(program, x, ratio={"heads": 0.5}, importance=importance, calibration=batches)
+    with pytest.raises(InvalidArgumentError, match="input features of nn.Linear/Conv modules"):
+        sc.plan(program, x, ratio={"heads": 0.5}, importance="reconstruction", calibration=batches)
+    with pytest.raises(InvalidArgumentError, match="sequential calibration"):
+        sc.plan(program, x, ratio={"heads": 0.5}, importance="wanda", calibration=CalibrationData(batches, sequential=True))
 
 
 def test_compensation_layer_dropping_and_2to4_are_refused_and_nothing_changes(pair):

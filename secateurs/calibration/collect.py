@@ -165,6 +165,9 @@ def collect(
     if grads and loss_fn is None:
         raise InvalidArgumentError("gradient statistics need loss_fn=lambda output, batch: <scalar loss tensor>")
     if data.sequential:
+        from secateurs.program_limits import refuse_for_program
+
+        refuse_for_program(model, sequential=True)
         if grads:
             raise InvalidArgumentError(
                 "sequential calibration collects activation statistics only; gradient criteria (taylor, hessian) need "
@@ -196,8 +199,10 @@ def collect(
         if grads:
             for p in params.values():
                 p.requires_grad_(True)
+        taps = _program_taps(model)  # a torch.export program: its layer ops fire the hooks (before they are set)
         channel_hooks = _hooks(model, stats) if channels else contextlib.nullcontext()
-        with eval_mode(model), channel_hooks, _moment_hooks(model, stats, moments, gram), torch.set_grad_enabled(grads):
+        with taps, eval_mode(model), channel_hooks, _moment_hooks(model, stats, moments, gram), \
+                torch.set_grad_enabled(grads):
             for i, batch in enumerate(_progress(data.batches, data.progress, total)):
                 if data.max_batches is not None and i >= data.max_batches:
                     break
@@ -212,6 +217,17 @@ def collect(
         raise InvalidArgumentError("calibration yielded no batches; pass at least one batch shaped like example_inputs")
     all_reduce_(stats)
     return stats
+
+
+def _program_taps(model: nn.Module) -> contextlib.AbstractContextManager[Any]:
+    from secateurs.surgery.graph_literals import is_program_graph
+
+    if not is_program_graph(model):
+        return contextlib.nullcontext()
+    from secateurs.calibration.program_taps import mark_layouts_, tapped
+
+    mark_layouts_(model)  # type: ignore[arg-type]
+    return tapped(model)  # type: ignore[arg-type]
 
 
 def _forward(model: nn.Module, data: CalibrationData, batch: Any, i: int) -> Any:

@@ -21,6 +21,8 @@ class Layout:
 
 
 _LAYOUTS: dict[type, Layout] = {}
+#: instance attribute holding the layout of a torch.export program's weight holder (calibration.program_taps)
+LAYOUT_ATTR = "_secateurs_layout"
 _BY_NAME: dict[str, Layout] = {}  # "module.QualName" of classes from optional packages, never imported here
 
 
@@ -52,6 +54,9 @@ register_layout_by_name("transformers.pytorch_utils.Conv1D", Layout(act_dim=-1, 
 
 
 def layout_for(module: nn.Module) -> Layout | None:
+    marked = module.__dict__.get(LAYOUT_ATTR)
+    if marked is not None:
+        return marked  # type: ignore[no-any-return]
     for cls in type(module).__mro__:
         if cls in _LAYOUTS:
             return _LAYOUTS[cls]

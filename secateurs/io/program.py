@@ -158,6 +158,9 @@ def load_program(path: str | os.PathLike[str]) -> Program:
     exported = ep.module()
     module = torch.fx.GraphModule(exported, exported.graph, class_name="ExportedProgramModule")
     module.meta["secateurs_program"] = str(Path(path).absolute())
+    from secateurs.calibration.program_taps import mark_layouts_
+
+    mark_layouts_(module)  # weight holders read as the layers whose ops use them (activation criteria, reports)
     args, kwargs = ep.example_inputs if ep.example_inputs is not None else ((), {})
     return Program(module.eval(), tuple(args), dict(kwargs))
 
