@@ -75,7 +75,13 @@ def normalize_inputs(example_inputs: ExampleInputs) -> tuple[tuple[Any, ...], di
 def eval_mode(model: torch.nn.Module) -> Iterator[None]:
     """Put every submodule in eval mode for the duration, then restore each one's own flag."""
     flags = [(m, m.training) for m in model.modules()]
-    model.eval()
+    try:
+        model.eval()
+    except NotImplementedError as exc:  # ExportedProgram.module() refuses eval()/train()
+        raise InvalidTypeError(
+            f"{type(model).__name__}.eval() is not supported ({exc}): this looks like ExportedProgram.module(); pass "
+            "secateurs.io.program.program_module(exported_program) or secateurs.io.program.load_program(path).module, "
+            "a GraphModule over the same graph that secateurs can prune") from None
     try:
         yield
     finally:

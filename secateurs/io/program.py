@@ -155,14 +155,20 @@ def load_program(path: str | os.PathLike[str]) -> Program:
     except Exception as exc:  # deserialization raises many types (version mismatch, unknown ops)
         raise FileFormatError(f"torch.export.load could not read {path}: {type(exc).__name__}: "
                               f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}") from None
-    exported = ep.module()
-    module = torch.fx.GraphModule(exported, exported.graph, class_name="ExportedProgramModule")
-    module.meta["secateurs_program"] = str(Path(path).absolute())
+    args, kwargs = ep.example_inputs if ep.example_inputs is not None else ((), {})
+    return Program(program_module(ep, source=str(Path(path).absolute())), tuple(args), dict(kwargs))
+
+
+def program_module(ep: Any, *, source: str = "memory") -> torch.fx.GraphModule:
+    """The module secateurs prunes for an ``ExportedProgram``: a plain GraphModule over ``ep.module()``'s graph
+    (same parameter names and outputs; its ``eval()`` works), with each weight holder marked as its layer."""
     from secateurs.calibration.program_taps import mark_layouts_
 
-    mark_layouts_(module)  # weight holders read as the layers whose ops use them (activation criteria, reports)
-    args, kwargs = ep.example_inputs if ep.example_inputs is not None else ((), {})
-    return Program(module.eval(), tuple(args), dict(kwargs))
+    exported = ep.module()
+    module = torch.fx.GraphModule(exported, exported.graph, class_name="ExportedProgramModule")
+    module.meta["secateurs_program"] = source
+    mark_layouts_(module)  # weight holders read as the layers whose ops use them (activation criteria)
+    return module.eval()
 
 
 def program_bytes(model: torch.nn.Module, example_inputs: Any) -> bytes:

@@ -120,3 +120,17 @@ def test_failed_program_write_leaves_the_old_file(toy_file, tmp_path, monkeypatc
         save_program(load_program(path).module, toy.example(), target)
     assert target.read_bytes() == b"old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.pt2", "toy.pt2"]
+
+
+def test_exported_program_module_gets_a_clear_error_and_program_module_works(toy_file):
+    import secateurs as sc
+    from secateurs.errors import InvalidTypeError
+    from secateurs.io.program import program_module
+
+    path, toy = toy_file
+    ep = torch.export.load(str(path))
+    with pytest.raises(InvalidTypeError, match="program_module"):
+        sc.analyze(ep.module(), toy.example())
+    module = program_module(ep)
+    report = sc.prune(module, toy.example(), ratio=toy.ratio)
+    assert report.verification.ok and report.plan.literals

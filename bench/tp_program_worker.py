@@ -1,0 +1,54 @@
+"""Torch-Pruning on a torch.export program (``.pt2``), in its own process: what happens, as JSON on stdout.
+
+Torch-Pruning traces autograd ``grad_fn`` nodes and maps them to ``nn.Conv2d``/``nn.Linear`` modules; a
+program's layers are ATen calls on plain weight holders. This worker loads the program the way a user
+would (``torch.export.load(path).module()``), runs ``BasePruner`` with the settings of its torchvision
+example, and reports the exception, or what changed and whether the result still runs.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import warnings
+
+import torch
+
+
+def main() -> int:
+    path, ratio = sys.argv[1], float(sys.argv[2])
+    warnings.filterwarnings("ignore")
+    out: dict[str, object] = {"tool": "torch_pruning"}
+    try:
+        import torch_pruning as tp
+
+        ep = torch.export.load(path)  # the user's own loader (it may unpickle: Torch-Pruning offers nothing else)
+        model = ep.module()
+        args, kwargs = ep.example_inputs
+        before = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        t0 = time.perf_counter()
+        pruner = tp.pruner.BasePruner(model, example_inputs=args[0], importance=tp.importance.GroupMagnitudeImportance(p=2),
+                                      pruning_ratio=ratio, global_pruning=False, iterative_steps=1)
+        pruner.step()
+        out["seconds"] = time.perf_counter() - t0
+        after = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        changed = [k for k in before if before[k] != after.get(k)]
+        out["tensors_changed"] = len(changed)
+        try:
+            model(*args, **kwargs)
+            out["runs"] = True
+        except Exception as exc:  # the pruned program no longer fits its own graph
+            out["runs"] = False
+            out["run_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+        out["outcome"] = ("nothing pruned" if not changed else "pruned and runs" if out["runs"] else
+                          "pruned tensors, program broken")
+    except Exception as exc:
+        out["outcome"] = "error"
+        out["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
