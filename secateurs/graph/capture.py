@@ -15,7 +15,7 @@ from typing import Any
 import torch
 import torch.fx
 
-from secateurs.errors import CaptureError, InvalidTypeError
+from secateurs.errors import CaptureError, InvalidTypeError, SecateursError
 from secateurs.graph.meta import module_scope, node_value
 
 
@@ -107,6 +107,8 @@ def export_model(model: torch.nn.Module, example_inputs: ExampleInputs) -> Any:
     try:
         with eval_mode(model), torch.no_grad():
             return torch.export.export(model, args, kwargs, strict=False)
+    except SecateursError:
+        raise
     except Exception as exc:  # torch raises many unrelated types here; re-raise as ours
         raise CaptureError(
             f"torch.export could not capture {type(model).__name__}: {type(exc).__name__}: "
