@@ -81,11 +81,15 @@ def table(rows: list[dict[str, Any]], env: dict[str, Any]) -> str:
              "| model | secateurs: prune s | MACs kept | params kept | literals rewritten | verified | .pt2 MB before -> after "
              "| unpruned ms | pruned ms | speed-up | Torch-Pruning on the same .pt2 |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        tp = r["torch_pruning"]
-        tp_text = tp.get("outcome", "?") + (f": {tp['error']}" if tp.get("error") else "") + (
+    def describe(tp: dict[str, Any]) -> str:
+        return tp.get("outcome", "?") + (f": {tp['error']}" if tp.get("error") else "") + (
             f" ({tp['tensors_changed']} tensors changed{', ' + tp['run_error'] if tp.get('run_error') else ''})"
             if "tensors_changed" in tp else "")
+
+    for r in rows:
+        tp = r["torch_pruning"]
+        tp_text = (f"`ep.module()`: {describe(tp['module'])}; plain GraphModule: {describe(tp['graph_module'])}"
+                   if "module" in tp else describe(tp))
         lines.append(f"| {r['model']} | {r['secateurs_s']:.1f} | {r['macs_kept']:.1%} | {r['params_kept']:.1%} | "
                      f"{r['literals_rewritten']} | {r['verified']} | {r['pt2_mb']:.1f} -> {r['pruned_pt2_mb']:.1f} | "
                      f"{r['unpruned_ms']:.1f} | {r['pruned_ms']:.1f} | {r['speedup']:.2f}x | {tp_text} |")

@@ -16,16 +16,11 @@ import warnings
 import torch
 
 
-def main() -> int:
-    path, ratio = sys.argv[1], float(sys.argv[2])
-    warnings.filterwarnings("ignore")
-    out: dict[str, object] = {"tool": "torch_pruning"}
-    try:
-        import torch_pruning as tp
+def attempt(model: torch.nn.Module, args: tuple, kwargs: dict, ratio: float) -> dict[str, object]:
+    import torch_pruning as tp
 
-        ep = torch.export.load(path)  # the user's own loader (it may unpickle: Torch-Pruning offers nothing else)
-        model = ep.module()
-        args, kwargs = ep.example_inputs
+    out: dict[str, object] = {}
+    try:
         before = {k: tuple(v.shape) for k, v in model.state_dict().items()}
         t0 = time.perf_counter()
         pruner = tp.pruner.BasePruner(model, example_inputs=args[0], importance=tp.importance.GroupMagnitudeImportance(p=2),
@@ -40,12 +35,24 @@ def main() -> int:
             out["runs"] = True
         except Exception as exc:  # the pruned program no longer fits its own graph
             out["runs"] = False
-            out["run_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+            out["run_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"
         out["outcome"] = ("nothing pruned" if not changed else "pruned and runs" if out["runs"] else
                           "pruned tensors, program broken")
     except Exception as exc:
         out["outcome"] = "error"
-        out["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
+        out["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+    return out
+
+
+def main() -> int:
+    path, ratio = sys.argv[1], float(sys.argv[2])
+    warnings.filterwarnings("ignore")
+    ep = torch.export.load(path)  # the user's own loader (it may unpickle: Torch-Pruning offers nothing else)
+    args, kwargs = ep.example_inputs
+    out: dict[str, object] = {"tool": "torch_pruning", "module": attempt(ep.module(), args, kwargs, ratio)}
+    # the same plain GraphModule secateurs prunes (ExportedProgram.module() refuses eval(), which it calls)
+    plain = ep.module()
+    out["graph_module"] = attempt(torch.fx.GraphModule(plain, plain.graph), args, kwargs, ratio)
     print(json.dumps(out))
     return 0
 
