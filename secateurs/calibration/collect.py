@@ -165,26 +165,42 @@ def collect(
     if grads and loss_fn is None:
         raise InvalidArgumentError("gradient statistics need loss_fn=lambda output, batch: <scalar loss tensor>")
     if data.sequential:
-        from secateurs.program_limits import refuse_for_program
-
-        refuse_for_program(model, sequential=True)
-        if grads:
-            raise InvalidArgumentError(
-                "sequential calibration collects activation statistics only; gradient criteria (taylor, hessian) need "
-                "a backward pass through the whole model: use CalibrationData(..., sequential=False)")
-        from secateurs.calibration.sequential import collect_sequential
-
-        @contextlib.contextmanager
-        def install(m: nn.Module, st: Statistics, blocks: Iterable[nn.Module]) -> Iterator[None]:
-            with _hooks(m, st) if channels else contextlib.nullcontext(), _moment_hooks(m, st, moments, gram, blocks):
-                yield
-
-        return collect_sequential(model, data, hooks=install)
-    params = dict(model.named_parameters())
-    stats = Statistics()
+        return _collect_sequential(model, data, grads, moments, gram, channels)
     unknown = set(grad_stats) - {"sum", "sq"}
     if unknown:
         raise InvalidArgumentError(f"grad_stats entries must be 'sum' or 'sq', got {sorted(unknown)}")
+    stats = _run_batches(model, data, loss_fn if grads else None, grad_stats, moments, gram, channels)
+    if stats.n_batches == 0:
+        raise InvalidArgumentError("calibration yielded no batches; pass at least one batch shaped like example_inputs")
+    all_reduce_(stats)
+    return stats
+
+
+def _collect_sequential(model: nn.Module, data: CalibrationData, grads: bool, moments: Collection[str], gram: bool,
+                        channels: bool) -> Statistics:
+    from secateurs.program_limits import refuse_for_program
+
+    refuse_for_program(model, sequential=True)
+    if grads:
+        raise InvalidArgumentError(
+            "sequential calibration collects activation statistics only; gradient criteria (taylor, hessian) need "
+            "a backward pass through the whole model: use CalibrationData(..., sequential=False)")
+    from secateurs.calibration.sequential import collect_sequential
+
+    @contextlib.contextmanager
+    def install(m: nn.Module, st: Statistics, blocks: Iterable[nn.Module]) -> Iterator[None]:
+        with _hooks(m, st) if channels else contextlib.nullcontext(), _moment_hooks(m, st, moments, gram, blocks):
+            yield
+
+    return collect_sequential(model, data, hooks=install)
+
+
+def _run_batches(model: nn.Module, data: CalibrationData, loss_fn: LossFn | None, grad_stats: tuple[str, ...],
+                 moments: Collection[str], gram: bool, channels: bool) -> Statistics:
+    """Forward every batch with the hooks installed (backward through ``loss_fn`` when given)."""
+    grads = loss_fn is not None
+    params = dict(model.named_parameters())
+    stats = Statistics()
     if grads:
         def zeros(p: torch.Tensor) -> torch.Tensor:
             return torch.zeros_like(p, dtype=torch.promote_types(p.dtype, torch.float32))
@@ -207,15 +223,12 @@ def collect(
                 if data.max_batches is not None and i >= data.max_batches:
                     break
                 out = _forward(model, data, batch, i)
-                if grads:
-                    _accumulate_grads(stats, params, loss_fn(out, batch))  # type: ignore[misc]
+                if loss_fn is not None:
+                    _accumulate_grads(stats, params, loss_fn(out, batch))
                 stats.n_batches += 1
     finally:
         for k, p in params.items():
             p.requires_grad_(flags[k])
-    if stats.n_batches == 0:
-        raise InvalidArgumentError("calibration yielded no batches; pass at least one batch shaped like example_inputs")
-    all_reduce_(stats)
     return stats
 
 

@@ -176,36 +176,8 @@ def run(args: argparse.Namespace) -> int:
         doc.setdefault("exports", {}).update(exports)
         write_reports(root, doc)
     emit_json(args, {"directory": str(root), "exports": exports})
-    if "onnx" in exports:
-        o = exports["onnx"]
-        say(args, f"ONNX: {root / 'model.onnx'} ({o['exporter']} exporter), onnxruntime max abs diff {o['max_abs_diff']:.2e}"
-                  f" -> {'parity ok' if o['parity_ok'] else 'MISMATCH'}")
-        timing = o.get("timing") or {}
-        if "pruned_ms" in timing:
-            say(args, f"onnxruntime latency: {timing['pruned_ms']:.2f} ms vs {timing['unpruned_ms']:.2f} ms unpruned "
-                      f"({timing['speedup']:.2f}x, {timing['threads']} thread(s), median of {timing['repeats']})")
-        elif timing:
-            say(args, f"note: ONNX not timed against the unpruned model: {timing['skipped']}")
-    if "pt2" in exports:
-        q = exports["pt2"]
-        say(args, f"program: {root / 'model.pt2'} ({q['bytes'] / 1e6:.2f} MB), reloaded without pickle, max abs diff "
-                  f"{q['max_abs_diff']:.2e} -> {'parity ok' if q['parity_ok'] else 'MISMATCH'}")
-    for key in ("int8_static", "int8"):
-        if "pytorch_skipped" in exports.get(key, {}):
-            say(args, f"note: PyTorch {key.replace('_', ' ')} skipped ({exports[key]['pytorch_skipped']}); ONNX only")
-    if "quantized" in exports.get("int8_static", {}):
-        q = exports["int8_static"]
-        say(args, f"int8 static: {q['quantized']} layers quantized, rel error {q['rel_error']:.2e}, top-1 agreement "
-                  f"{q['top1_agreement']:.1%}, latency {q['latency_ms']:.2f} ms vs {q['fp32_latency_ms']:.2f} ms fp32")
-    if "onnx" in exports.get("int8_static", {}):
-        o = exports["int8_static"]["onnx"]
-        say(args, f"int8 static ONNX: {root / 'model.int8.onnx'}, max abs diff vs fp32 PyTorch {o['max_abs_diff']:.2e}, "
-                  f"onnxruntime {o['latency_ms']:.2f} ms vs {o['fp32_latency_ms']:.2f} ms fp32 ONNX")
-    if "int8" in exports:
-        q = exports["int8"]
-        if "quantized_layers" in q:
-            say(args, f"int8: {q['quantized_layers']} Linear layers, rel error {q['rel_error']:.2e}, "
-                      f"top-1 agreement {q['top1_agreement']:.1%}")
-        if "onnx" in q:
-            say(args, f"int8 ONNX: {root / 'model.int8.onnx'}, max abs diff vs fp32 PyTorch {q['onnx']['max_abs_diff']:.2e}")
+    from secateurs.reporting.render import export_lines
+
+    for line in export_lines({"exports": exports}):  # the same lines the report gets
+        say(args, line.replace("`", ""))
     return 0 if all(exports.get(k, {}).get("parity_ok", True) for k in ("onnx", "pt2")) else 3

@@ -164,21 +164,27 @@ def _dry_run(args: argparse.Namespace, model: Any, spec: Any, out: Path, setting
     return 0
 
 
-def run(args: argparse.Namespace) -> int:
-    import secateurs as sc
-    from secateurs.graph.analysis import fingerprint
-    from secateurs.io.atomic import check_target
-    from secateurs.reporting import build_report, render_html, render_markdown
-    from secateurs.reporting.document import latency_rows
-
-    set_threads(args)
-    out = Path(args.output)
-    check_target(out, args.force)  # fail before any slow work
+def _request(args: argparse.Namespace) -> tuple[dict[str, Any], Any]:
+    """The settings for sc.prune and the sensitivity section of the report, checked before anything is built."""
     settings = _settings(args)
     settings["overrides"], sensitivity_doc = read_overrides(args)
     if settings["overrides"] and settings["ratio"] is None and not any(settings[k] for k in ("macs", "params", "latency")):
         settings["ratio"] = 0.0  # only the groups the overrides name are pruned
     _validate(args, settings)
+    return settings, sensitivity_doc
+
+
+def run(args: argparse.Namespace) -> int:
+    import secateurs as sc
+    from secateurs.graph.analysis import fingerprint
+    from secateurs.io.atomic import check_target
+    from secateurs.reporting import build_report
+    from secateurs.reporting.document import latency_rows
+
+    set_threads(args)
+    out = Path(args.output)
+    check_target(out, args.force)  # fail before any slow work
+    settings, sensitivity_doc = _request(args)
     sizes = [] if args.no_bench or args.dry_run else batch_sizes(args)
     source, model, spec = load_model(args)
     if args.dry_run:
@@ -205,13 +211,12 @@ def run(args: argparse.Namespace) -> int:
         after = measure(model, spec, sizes, args.repeats, is_quiet(args))
     doc = build_report(result, model_spec=source.spec, input_desc=spec.to_dict(), latency=latency_rows(before, after))
     doc["notes"].extend([batch_note] if batch_note else [])
-    if sensitivity_doc is not None:
-        doc["sensitivity"] = sensitivity_doc
+    for key, value in (("sensitivity", sensitivity_doc), ("sparsity", sparsity_doc)):
+        if value is not None:
+            doc[key] = value
     if calibration is not None:
         doc["calibration"] = calibration.to_dict()
         doc["notes"].extend(calibration.notes)
-    if sparsity_doc is not None:
-        doc["sparsity"] = sparsity_doc
     qmodel = None
     if args.int8:
         try:
@@ -219,6 +224,17 @@ def run(args: argparse.Namespace) -> int:
             doc["exports"].update(int8_doc)
         except InvalidArgumentError as exc:  # e.g. no Linear layer: the pruning itself is still worth saving
             doc["notes"].append(f"int8 {args.int8} skipped: {exc}")
+    files = _write(args, out, model, result, doc, source, spec, x, base_fp, sparsity, qmodel)
+    _tell(args, out, result, doc, sparsity, files)
+    return 0
+
+
+def _write(args: argparse.Namespace, out: Path, model: Any, result: Any, doc: dict[str, Any], source: Any, spec: Any,
+           x: Any, base_fp: str, sparsity: Any, qmodel: Any) -> list[str]:
+    """Save the directory (weights, plan, manifest, reports, extras) atomically; returns the extra file names."""
+    import secateurs as sc
+    from secateurs.reporting import render_html, render_markdown
+
     step(args, f"writing {out}")
     files: dict[str, str | bytes] = {"report.json": json.dumps(doc, indent=1), "report.md": render_markdown(doc),
                                      "report.html": render_html(doc)}
@@ -229,6 +245,10 @@ def run(args: argparse.Namespace) -> int:
         files["model.pt2"] = program_bytes(model, x)
     sc.save(model, result.plan, out, overwrite=args.force, model_spec=source.spec, input_spec=spec,
             unpruned_fingerprint=base_fp, extra_files=files, sparsity=sparsity, int8=qmodel)
+    return [name for name in ("model.pt2",) if name in files] + (["model.int8.safetensors"] if qmodel is not None else [])
+
+
+def _tell(args: argparse.Namespace, out: Path, result: Any, doc: dict[str, Any], sparsity: Any, extras: list[str]) -> None:
     emit_json(args, {"output": str(out), **doc})
     say(args, result.summary())
     if sparsity is not None:
@@ -236,6 +256,8 @@ def run(args: argparse.Namespace) -> int:
     for row in doc["latency"]:
         say(args, f"latency batch {row['batch']}: {row['before']['median_ms']:.2f} ms -> {row['after']['median_ms']:.2f} ms "
                   f"({row['speedup']:.2f}x; MAC ideal {doc['mac_ideal_speedup']:.2f}x)")
-    more = "".join(f", {name}" for name in ("model.pt2",) if name in files) + (", model.int8.safetensors" if qmodel else "")
+    for note in doc["notes"]:
+        if "fixed shapes" in note:
+            say(args, f"note: {note}")
+    more = "".join(f", {name}" for name in extras)
     say(args, f"saved to {out} (model.safetensors, plan.json, manifest.json{more}, report.json/md/html)")
-    return 0

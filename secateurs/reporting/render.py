@@ -47,7 +47,7 @@ def summary_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     return rows
 
 
-def _export_lines(r: dict[str, Any]) -> list[str]:
+def export_lines(r: dict[str, Any]) -> list[str]:
     out = []
     onnx = r.get("exports", {}).get("onnx")
     if onnx:
@@ -126,7 +126,7 @@ def render_markdown(r: dict[str, Any]) -> str:
     if v:
         lines += [f"Verification ({v['mode']}): {'passed' if v['ok'] else 'FAILED'} - {v['message']}", ""]
     lines += [f"- note: {n}" for n in r.get("notes", [])]
-    lines += [f"- {e}" for e in _export_lines(r)]
+    lines += [f"- {e}" for e in export_lines(r)]
     lines += _sensitivity_markdown(r)
     lines += ["", "## Settings", "", "```json", _json(r.get("settings")), "```", "",
               "## Per-layer output width", "", "| layer | before | after |", "|---|---:|---:|"]
@@ -209,7 +209,7 @@ def render_html(r: dict[str, Any], *, plots: bool = True) -> str:
     if v:
         cls = "ok" if v["ok"] else "bad"
         parts.append(f"<p class='{cls}'>Verification ({e(v['mode'])}): {'passed' if v['ok'] else 'FAILED'} - {e(v['message'])}</p>")
-    items = [f"note: {n}" for n in r.get("notes", [])] + _export_lines(r)
+    items = [f"note: {n}" for n in r.get("notes", [])] + export_lines(r)
     if items:
         parts.append("<ul>" + "".join(f"<li>{e(i)}</li>" for i in items) + "</ul>")
     if plots:
