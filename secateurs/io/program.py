@@ -172,12 +172,48 @@ def program_module(ep: Any, *, source: str = "memory") -> torch.fx.GraphModule:
 
 
 def program_bytes(model: torch.nn.Module, example_inputs: Any) -> bytes:
-    """``model`` exported with ``torch.export`` and serialized as a ``.pt2`` archive (weights as raw tensors)."""
-    from secateurs.graph.capture import export_model
+    """``model`` exported with ``torch.export`` and serialized as a ``.pt2`` archive (weights as raw tensors).
 
+    A program that was loaded with dynamic dimensions (a ``sym_size`` batch) is exported with the same dimensions
+    dynamic again (``Dim.AUTO``), so pruning does not pin it to the example's batch size."""
+    from secateurs.graph.capture import export_model, model_inputs
+
+    dynamic = _dynamic_shapes(model, example_inputs)
+    if dynamic is None:
+        ep = export_model(model, example_inputs)
+    else:
+        from secateurs.graph.capture import eval_mode
+
+        args, kwargs = model_inputs(model, example_inputs)
+        with eval_mode(model), torch.no_grad():
+            ep = torch.export.export(model, args, kwargs, dynamic_shapes=dynamic, strict=False)
     buffer = io.BytesIO()
-    torch.export.save(export_model(model, example_inputs), buffer)
+    torch.export.save(ep, buffer)
     return buffer.getvalue()
+
+
+def _dynamic_shapes(model: torch.nn.Module, example_inputs: Any) -> Any:
+    """``dynamic_shapes`` for re-exporting a program whose placeholders have symbolic sizes; None when all static
+    (or when its inputs mix positional and keyword tensors, which is exported static)."""
+    from torch.utils._pytree import tree_flatten, tree_unflatten
+
+    from secateurs.graph.capture import normalize_inputs
+
+    if not isinstance(model, torch.fx.GraphModule) or "secateurs_program" not in model.meta:
+        return None
+    values = [n.meta.get("val") for n in model.graph.nodes if n.op == "placeholder"]
+    symbolic = [{d: torch.export.Dim.AUTO for d, size in enumerate(getattr(v, "shape", ())) if not isinstance(size, int)}
+                for v in values]
+    if not any(symbolic):
+        return None
+    args, kwargs = normalize_inputs(example_inputs)
+    if args and kwargs:
+        return None
+    leaves, spec = tree_flatten(args if args else kwargs)
+    if len(leaves) != len(symbolic):
+        return None
+    specs = [s or None if isinstance(leaf, torch.Tensor) else None for s, leaf in zip(symbolic, leaves, strict=True)]
+    return tree_unflatten(specs, spec)
 
 
 def save_program(model: torch.nn.Module, example_inputs: Any, path: str | os.PathLike[str]) -> Path:

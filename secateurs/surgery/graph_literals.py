@@ -73,9 +73,9 @@ def rewrite_literals_(gm: torch.fx.GraphModule, literals: dict[str, dict[str, An
             for key, value in entry["before" if reverse else "set"].items():
                 kind, _, where = key.partition(".")
                 if kind == "args":
-                    args[int(where)] = value
+                    args[int(where)] = _merge(args[int(where)], value)
                 else:
-                    kwargs[where] = value
+                    kwargs[where] = _merge(kwargs.get(where), value)
             node.args, node.kwargs = tuple(args), kwargs
             if "target" in entry:
                 node.target = _resolve_op(entry["op"] if reverse else entry["target"])
@@ -85,6 +85,16 @@ def rewrite_literals_(gm: torch.fx.GraphModule, literals: dict[str, dict[str, An
         undo()
         raise
     return undo
+
+
+def _merge(written: Any, value: Any) -> Any:
+    """``value`` with the graph's symbolic elements kept: a program exported with a dynamic batch computes that
+    size in the graph (``sym_size``), while the plan, made on a static capture, holds its example value."""
+    if isinstance(written, torch.fx.Node):
+        return written
+    if isinstance(written, (list, tuple)) and isinstance(value, (list, tuple)) and len(written) == len(value):
+        return type(written)(w if isinstance(w, torch.fx.Node) else v for w, v in zip(written, value, strict=True))
+    return value
 
 
 def check_shapes(gm: torch.fx.GraphModule) -> None:

@@ -58,3 +58,25 @@ def test_pruned_program_rewrites_the_literal_and_matches_the_masked_original(pro
     with torch.no_grad():
         torch.testing.assert_close(fresh(x), module(x))
         torch.testing.assert_close(saved(x), module(x))
+
+
+def test_a_dynamic_batch_stays_dynamic_through_pruning_and_re_export(tmp_path):
+    """The plan is made on a static capture; the graph's symbolic batch (sym_size) must not become a literal."""
+    from secateurs.io.program import static_batch
+
+    toy = PROGRAM_TOYS["aten.view"]
+    torch.manual_seed(0)
+    eager, x = toy.build().eval(), toy.example()
+    batch = torch.export.Dim("batch", min=1, max=64)
+    torch.export.save(torch.export.export(eager, (x,), dynamic_shapes=({0: batch},), strict=False),
+                      str(tmp_path / "dyn.pt2"))
+    program, unpruned = load_program(tmp_path / "dyn.pt2").module, load_program(tmp_path / "dyn.pt2").module
+    assert static_batch(program) is None
+    report = sc.prune(program, x, ratio=toy.ratio)
+    other = torch.randn(5, *x.shape[1:])
+    result = sc.verify(unpruned, program, report.plan, other)  # a batch the plan never saw
+    assert result.ok and result.mode == "exact", result.message
+    with torch.no_grad():
+        saved = load_program(save_program(program, x, tmp_path / "pruned.pt2")).module
+        assert static_batch(saved) is None
+        torch.testing.assert_close(saved(torch.randn(7, *x.shape[1:])).shape, torch.Size([7, *x.shape[1:]]))
