@@ -104,6 +104,9 @@ def _literal_values(analysis: Analysis, removed_by_class: dict[int, set[int]]) -
         node = by_name[lit.node]
         kind, _, where = lit.key.partition(".")
         written = node.args[int(where)] if kind == "args" else node.kwargs[where]
+        plain = written if isinstance(written, (list, tuple)) else [written]
+        if not all(isinstance(v, int) for v in plain):
+            continue  # a size computed in the graph (not a literal): nothing to rewrite, and no JSON for it
         new = lit.value(new_size, written)
         if new == lit.value(old_size, written):
             continue
