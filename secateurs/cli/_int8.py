@@ -27,13 +27,14 @@ def check_int8(args: argparse.Namespace) -> None:
 
 
 def int8_exports(args: argparse.Namespace, model: Any, x: Any, batches: list[Any] | None) -> tuple[dict[str, Any], Any]:
-    """Quantize a copy of ``model``: ``({"int8": stats}, quantized model)`` (dynamic, saved as
-    model.int8.safetensors) or ``({"int8_static": stats}, None)`` (static FX models are not saved: use the ONNX file)."""
+    """Quantize a copy of ``model``: ``({"int8" or "int8_static": stats}, quantized model)``; the caller saves the
+    model as model.int8.safetensors."""
     if args.int8 == "static":
         from secateurs.export.static_int8 import quantize_static_int8
 
         step(args, f"int8 static quantization ({args.int8_backend}) with {len(batches or [])} calibration batches")
-        return {"int8_static": quantize_static_int8(model, x, batches or [], backend=args.int8_backend)[1]}, None
+        qmodel, stats = quantize_static_int8(model, x, batches or [], backend=args.int8_backend)
+        return {"int8_static": {**stats, "file": "model.int8.safetensors"}}, qmodel
     from secateurs.export.quantize import quantize_int8
 
     step(args, "int8 dynamic quantization of Linear layers")

@@ -121,7 +121,7 @@ def save(
             manifest["sparsity"] = write_masks(tmp / MASKS, sparsity)
             manifest["files"][MASKS] = _sha256(tmp / MASKS)
         if int8 is not None:
-            manifest["int8"] = write_int8(tmp, int8)
+            manifest["int8"] = write_int8(tmp, int8, input_spec)
             manifest["files"][INT8_WEIGHTS] = _sha256(tmp / INT8_WEIGHTS)
         for name, data in (extra_files or {}).items():
             write_bytes(tmp / name, data.encode("utf-8") if isinstance(data, str) else data)
@@ -129,13 +129,27 @@ def save(
     return Path(directory)
 
 
-def write_int8(directory: Path, qmodel: nn.Module) -> dict[str, Any]:
-    """Write ``model.int8.safetensors`` into ``directory``; returns the manifest's ``int8`` entry."""
+def write_int8(directory: Path, qmodel: nn.Module, input_spec: InputSpec | None) -> dict[str, Any]:
+    """Write ``model.int8.safetensors`` into ``directory``; returns the manifest's ``int8`` entry.
+
+    Dynamic models store int8 Linear weights (``io/int8.py``); static FX models store their whole quantized
+    state plus their output on the recorded example input (``io/int8_static.py``), which needs ``input_spec``."""
     from safetensors.torch import save_file
 
-    tensors = int8_tensors(qmodel)
-    save_file(tensors, str(directory / INT8_WEIGHTS), metadata={"format": "secateurs-int8-dynamic", "version": __version__})
-    return {"mode": "dynamic", "file": INT8_WEIGHTS, "linear_layers": sum(k.endswith(".weight.int8") for k in tensors)}
+    static = (getattr(qmodel, "meta", None) or {}).get("secateurs_int8")
+    if not static:
+        tensors = int8_tensors(qmodel)
+        save_file(tensors, str(directory / INT8_WEIGHTS), metadata={"format": "secateurs-int8-dynamic", "version": __version__})
+        return {"mode": "dynamic", "file": INT8_WEIGHTS, "linear_layers": sum(k.endswith(".weight.int8") for k in tensors)}
+    if input_spec is None:
+        raise InvalidArgumentError("saving a statically quantized int8 model needs input_spec= (its rebuild runs FX "
+                                   "quantization on the example input)")
+    from secateurs.io.int8_static import encode
+
+    tensors, meta = encode(qmodel, input_spec.make())
+    save_file(tensors, str(directory / INT8_WEIGHTS),
+              metadata={"format": "secateurs-int8-static", "version": __version__, **meta})
+    return {"mode": "static", "backend": static["backend"], "file": INT8_WEIGHTS}
 
 
 def add_int8(directory: str | os.PathLike[str], qmodel: nn.Module) -> dict[str, Any]:
@@ -145,9 +159,10 @@ def add_int8(directory: str | os.PathLike[str], qmodel: nn.Module) -> dict[str, 
 
     root = Path(directory)
     manifest = read_manifest(root)
+    spec = InputSpec.from_dict(manifest["input"]) if manifest.get("input") else None
     staging = Path(tempfile.mkdtemp(prefix=".int8-", dir=root))
     try:
-        entry = write_int8(staging, qmodel)
+        entry = write_int8(staging, qmodel, spec)
         manifest["int8"] = entry
         manifest.setdefault("files", {})[INT8_WEIGHTS] = _sha256(staging / INT8_WEIGHTS)
         write_text(staging / MANIFEST, json.dumps(manifest, indent=1))
@@ -238,8 +253,10 @@ def load(
 ) -> nn.Module:
     """Rebuild a pruned model saved with :func:`save`; no pickle is ever read.
 
-    ``int8=True`` returns the int8 (dynamic) model saved with it (``prune --int8``): the pruned architecture
-    is quantized and ``model.int8.safetensors`` written into it; ``model.safetensors`` may then be absent.
+    ``int8=True`` returns the int8 model saved with it (``prune --int8``). Dynamic: the pruned architecture is
+    quantized and ``model.int8.safetensors`` written into it (``model.safetensors`` may then be absent).
+    Static (FX): quantized again from the float weights, the saved ranges and int8 weights loaded, and its
+    output on the recorded example input checked against the one saved.
 
     The unpruned model comes from ``model_factory()``, a fresh unpruned ``model`` (changed in place), or,
     when neither is given, the model spec recorded in the manifest. A recorded ``module.path:factory`` spec
@@ -255,7 +272,8 @@ def load(
     if int8 and not manifest.get("int8"):
         raise FileFormatError(f"{root} holds no int8 model; prune with --int8 (or save(..., int8=quantized_model))")
     int8_path = _check_file(root, INT8_WEIGHTS, manifest) if int8 else None
-    weights_path = None if int8 and not (root / WEIGHTS).exists() else _check_file(root, WEIGHTS, manifest)
+    static = int8 and manifest["int8"].get("mode") == "static"  # rebuilt from the float model: weights needed
+    weights_path = None if int8 and not static and not (root / WEIGHTS).exists() else _check_file(root, WEIGHTS, manifest)
     if model is not None and model_factory is not None:
         raise InvalidArgumentError("give load() a model_factory or a model, not both")
     if model is None:
@@ -282,6 +300,8 @@ def load(
                         f"(fingerprint {fingerprint(model)} != {manifest.get('fingerprint_pruned')})")
     if tensors is not None and weights_path is not None:
         _load_weights(model, _with_aliases(tensors, aliases), weights_path)
+    if qtensors is not None and static:
+        return _rebuild_static(model, int8_path, qtensors, manifest)
     if qtensors is not None:
         from secateurs.io.int8 import load_int8_
 
@@ -293,6 +313,19 @@ def load(
     if isinstance(manifest.get("training"), bool):
         model.train(manifest["training"])  # the mode it was saved in (BatchNorm and dropout behave accordingly)
     return model
+
+
+def _rebuild_static(model: nn.Module, path: Any, tensors: dict[str, torch.Tensor], manifest: dict[str, Any]) -> nn.Module:
+    from safetensors import safe_open
+
+    from secateurs.io.int8_static import rebuild
+
+    if not manifest.get("input"):
+        raise FileFormatError(f"{path}: a static int8 model is rebuilt on the recorded example input, and the manifest has none")
+    with safe_open(str(path), framework="pt") as f:
+        metadata = f.metadata() or {}
+    example = InputSpec.from_dict(manifest["input"]).make()
+    return rebuild(model.eval(), tensors, metadata, example, str(manifest["int8"].get("backend", "x86")), path)
 
 
 def read_masks(directory: str | os.PathLike[str]) -> dict[str, torch.Tensor]:

@@ -69,7 +69,8 @@ def export_lines(r: dict[str, Any]) -> list[str]:
         out.append(f"int8 dynamic quantization of {q['quantized_layers']} Linear layers: relative error "
                    f"{q['rel_error']:.2e}, max abs diff {q['max_abs_diff']:.2e}, top-1 agreement "
                    f"{q['top1_agreement']:.1%}" + (f", latency {q['latency_ms']:.2f} ms vs {q['fp32_latency_ms']:.2f} ms fp32"
-                                                  if q.get("latency_ms") else ""))
+                                                  if q.get("latency_ms") else "")
+                   + (f"; saved as `{q['file']}`" if q.get("file") else ""))
     if q and q.get("onnx"):
         out.append(f"int8 dynamic ONNX `{q['onnx']['file']}` (onnxruntime, int8 weights): max abs diff vs fp32 PyTorch "
                    f"{q['onnx']['max_abs_diff']:.2e}")
@@ -79,7 +80,8 @@ def export_lines(r: dict[str, Any]) -> list[str]:
         out.append(f"int8 static quantization ({qs['method']}, {qs['calibration_batches']} calibration batches) of "
                    f"{layers} layers: relative error {qs['rel_error']:.2e}, max abs diff {qs['max_abs_diff']:.2e}, "
                    f"top-1 agreement {qs['top1_agreement']:.1%}" + (f", latency {qs['latency_ms']:.2f} ms vs "
-                   f"{qs['fp32_latency_ms']:.2f} ms fp32" if qs.get("latency_ms") else ""))
+                   f"{qs['fp32_latency_ms']:.2f} ms fp32" if qs.get("latency_ms") else "")
+                   + (f"; saved as `{qs['file']}`" if qs.get("file") else ""))
     if qs and qs.get("onnx"):
         o = qs["onnx"]
         out.append(f"int8 static ONNX `{o['file']}` (onnxruntime QDQ): max abs diff vs fp32 PyTorch {o['max_abs_diff']:.2e}; "

@@ -75,3 +75,60 @@ def test_add_int8_to_an_existing_directory(tmp_path):
     add_int8(out, q)
     assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []  # no staging left behind
     torch.testing.assert_close(sc.load(out, MLP, int8=True)(x), q(x), rtol=0, atol=0)
+
+
+@pytest.fixture
+def static_saved(tmp_path):
+    from secateurs.export.static_int8 import quantize_static_int8
+    from secateurs.io.inputs import InputSpec
+    from secateurs.testing.models import ConcatNet
+
+    torch.manual_seed(0)
+    spec = InputSpec(shape=(1, 3, 16, 16))
+    model, x = ConcatNet().eval(), spec.make()
+    report = sc.prune(model, x, ratio=0.5)
+    q, _ = quantize_static_int8(model, x, [spec.make(seed=i) for i in range(1, 4)], latency=False)
+    out = sc.save(model, report.plan, tmp_path / "s", int8=q, input_spec=spec)
+    return out, q, ConcatNet, spec
+
+
+def test_static_int8_round_trips_exactly(static_saved):
+    out, q, factory, spec = static_saved
+    assert read_manifest(out)["int8"] == {"mode": "static", "backend": "x86", "file": INT8_WEIGHTS}
+    loaded = sc.load(out, factory, int8=True)
+    for seed in (0, 5):  # the recorded input and another one
+        x = spec.make(seed=seed)
+        torch.testing.assert_close(loaded(x), q(x), rtol=0, atol=0)
+
+
+def test_static_int8_rebuild_that_does_not_reproduce_the_saved_output_is_refused(static_saved):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from secateurs.io.int8_static import CHECK
+    from secateurs.io.saving import _sha256
+
+    out, _, factory, _ = static_saved
+    path = out / INT8_WEIGHTS
+    with safe_open(str(path), framework="pt") as f:
+        tensors, metadata = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()  # noqa: SIM118
+    tensors[CHECK] = tensors[CHECK] + 1.0  # as if saved by another torch or quantized backend
+    save_file(tensors, str(path), metadata=metadata)
+    manifest = read_manifest(out)
+    manifest["files"][INT8_WEIGHTS] = _sha256(path)
+    (out / "manifest.json").write_text(__import__("json").dumps(manifest))
+    with pytest.raises(FileFormatError, match="differs from the saved one"):
+        sc.load(out, factory, int8=True)
+
+
+def test_static_int8_needs_the_example_input_to_be_saved(tmp_path):
+    from secateurs.errors import InvalidArgumentError
+    from secateurs.export.static_int8 import quantize_static_int8
+    from secateurs.testing.models import ConcatNet
+
+    model, x = ConcatNet().eval(), torch.randn(1, 3, 16, 16)
+    report = sc.prune(model, x, ratio=0.5)
+    q, _ = quantize_static_int8(model, x, [x], latency=False)
+    with pytest.raises(InvalidArgumentError, match="input_spec"):
+        sc.save(model, report.plan, tmp_path / "s", int8=q)
+    assert not (tmp_path / "s").exists()
