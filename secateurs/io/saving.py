@@ -274,18 +274,7 @@ def load(
     int8_path = _check_file(root, INT8_WEIGHTS, manifest) if int8 else None
     static = int8 and manifest["int8"].get("mode") == "static"  # rebuilt from the float model: weights needed
     weights_path = None if int8 and not static and not (root / WEIGHTS).exists() else _check_file(root, WEIGHTS, manifest)
-    if model is not None and model_factory is not None:
-        raise InvalidArgumentError("give load() a model_factory or a model, not both")
-    if model is None:
-        model_factory = model_factory or unpruned_factory(root, manifest, trust_code=trust_code)
-        model = model_factory()
-    if not isinstance(model, nn.Module):
-        raise InvalidTypeError(f"load() needs an nn.Module to rebuild into, got {type(model).__name__}")
-    want = manifest.get("fingerprint_unpruned")
-    got = fingerprint(model)
-    if got != want or plan.fingerprint != want:
-        raise PlanError(f"{root} was saved from a different model (fingerprint {want}, plan {plan.fingerprint}); the "
-                        f"given model has fingerprint {got}. Pass a fresh, unpruned instance of the model the plan was made for")
+    model = _unpruned(root, manifest, plan, model_factory, model, trust_code)
     tensors = _read_weights(weights_path) if weights_path is not None else None
     aliases = dict(manifest.get("aliases") or {})
     expected = {**plan.shapes_after(), **added_bias_shapes(plan)}  # biases a compensation created
@@ -312,6 +301,26 @@ def load(
         apply_masks_(model, masks)  # the saved weights are already zero there: this keeps the pattern exact
     if isinstance(manifest.get("training"), bool):
         model.train(manifest["training"])  # the mode it was saved in (BatchNorm and dropout behave accordingly)
+    return model
+
+
+def _unpruned(root: Path, manifest: dict[str, Any], plan: Plan, model_factory: Callable[[], nn.Module] | None,
+              model: nn.Module | None, trust_code: bool) -> nn.Module:
+    """The unpruned model to rebuild into, checked against the recorded fingerprint."""
+    from secateurs.graph.analysis import fingerprint
+
+    if model is not None and model_factory is not None:
+        raise InvalidArgumentError("give load() a model_factory or a model, not both")
+    if model is None:
+        model_factory = model_factory or unpruned_factory(root, manifest, trust_code=trust_code)
+        model = model_factory()
+    if not isinstance(model, nn.Module):
+        raise InvalidTypeError(f"load() needs an nn.Module to rebuild into, got {type(model).__name__}")
+    want = manifest.get("fingerprint_unpruned")
+    got = fingerprint(model)
+    if got != want or plan.fingerprint != want:
+        raise PlanError(f"{root} was saved from a different model (fingerprint {want}, plan {plan.fingerprint}); the "
+                        f"given model has fingerprint {got}. Pass a fresh, unpruned instance of the model the plan was made for")
     return model
 
 
