@@ -41,6 +41,7 @@ from secateurs.calibration.stats import Statistics
 from secateurs.errors import InvalidArgumentError, PlanError, TargetUnreachableError
 from secateurs.graph.analysis import Analysis
 from secateurs.graph.groups import Group
+from secateurs.graph.literals import literal_values
 from secateurs.importance.registry import Criterion, ScoringContext, criterion_name, get_criterion
 from secateurs.plans import GroupRecord, Plan
 
@@ -74,7 +75,7 @@ def build_plan(analysis: Analysis, removed: dict[int, np.ndarray], settings: dic
         if new != old:
             hints.setdefault(path, {})[name] = new[0] if len(new) == 1 else new
             hints_before.setdefault(path, {})[name] = old[0] if len(old) == 1 else old
-    literals = _literal_values(analysis, removed_by_class)
+    literals = literal_values(st, removed_by_class)
     records = [
         GroupRecord(g.id, g.kind, g.name, [(m.fqn, m.dim) for m in g.members], g.n_units, g.unit_size,
                     [int(u) for u in removed.get(g.id, np.zeros(0, dtype=np.int64))], g.exact,
@@ -84,38 +85,6 @@ def build_plan(analysis: Analysis, removed: dict[int, np.ndarray], settings: dic
     shapes = {k: list(v) for k, v in analysis.shapes.items()}
     return Plan(analysis.fingerprint, shapes, keep, hints, records, settings, __version__, hints_before=hints_before,
                 literals=literals)
-
-
-def _literal_values(analysis: Analysis, removed_by_class: dict[int, set[int]]) -> dict[str, dict[str, Any]]:
-    """Node name -> {"op": target, "set": {argument key: value after pruning}, "before": {key: value as written}}
-    (plus "target" when the op must change, split -> split_with_sizes) for the literal sizes that change."""
-    st = analysis.structure
-    by_name = st.coupled.captured.by_name
-
-    def new_size(s: int) -> int:
-        c = int(st.space_class[s])
-        return int(st.class_size[c]) - len(removed_by_class.get(c, ()))
-
-    def old_size(s: int) -> int:
-        return int(st.coupled.rel.sizes[s])
-
-    out: dict[str, dict[str, Any]] = {}
-    for lit in st.coupled.literals:
-        node = by_name[lit.node]
-        kind, _, where = lit.key.partition(".")
-        written = node.args[int(where)] if kind == "args" else node.kwargs[where]
-        plain = written if isinstance(written, (list, tuple)) else [written]
-        if not all(isinstance(v, int) for v in plain):
-            continue  # a size computed in the graph (not a literal): nothing to rewrite, and no JSON for it
-        new = lit.value(new_size, written)
-        if new == lit.value(old_size, written):
-            continue
-        entry = out.setdefault(lit.node, {"op": lit.op, "set": {}, "before": {}})
-        entry["set"][lit.key] = new
-        entry["before"][lit.key] = written
-        if lit.retarget:
-            entry["target"] = lit.retarget
-    return out
 
 
 @dataclass

@@ -18,6 +18,8 @@ import torch
 from torch import nn
 
 from secateurs.calibration.layouts import LAYOUT_ATTR, Layout
+from secateurs.graph.capture import target_name
+from secateurs.graph.literals import op_packet
 
 _LINEAR = Layout(act_dim=-1, weight_in=1, weight_out=0)
 _CONV = Layout(act_dim=1, weight_in=1, weight_out=0)
@@ -48,17 +50,11 @@ LAYER_OPS: dict[str, _LayerOp] = {
 _TAP = "_secateurs_tap"
 
 
-def _packet(target: Any) -> str:
-    if isinstance(target, torch._ops.OpOverload) and target.namespace == "aten":
-        return f"aten.{target._schema.name.split('::')[-1]}"
-    return ""
-
-
 def layer_nodes(gm: torch.fx.GraphModule) -> list[tuple[torch.fx.Node, str, _LayerOp]]:
     """(node, path of the module holding its ``weight``, how it reads) for every layer op of the program."""
     out = []
     for node in gm.graph.nodes:
-        op = LAYER_OPS.get(_packet(node.target)) if node.op == "call_function" else None
+        op = LAYER_OPS.get(op_packet(target_name(node.target))) if node.op == "call_function" else None
         if op is None or len(node.args) <= max(op.weight_arg, op.input_arg):
             continue
         weight = node.args[op.weight_arg]

@@ -142,7 +142,8 @@ def tied_placeholders(model: torch.nn.Module, captured: Captured) -> list[list[s
     return groups
 
 
-def _target_name(target: Any) -> str:
+def target_name(target: Any) -> str:
+    """An fx node target as secateurs names ops: ``aten.linear.default``, ``getitem``, a function's name."""
     if isinstance(target, torch._ops.OpOverload):
         return f"aten.{target.__name__}" if target.namespace == "aten" else str(target)
     if getattr(target, "__name__", None) == "getitem":
@@ -232,7 +233,7 @@ def _flatten_graph(
             OpNode(
                 name,
                 "call",
-                _target_name(node.target),
+                target_name(node.target),
                 _convert(tuple(node.args), rename),
                 _convert(dict(node.kwargs), rename),
                 node_value(node),

@@ -17,6 +17,7 @@ import torch
 import torch.fx
 
 from secateurs.errors import ApplyError
+from secateurs.graph.capture import target_name
 
 #: call_module targets ``ExportedProgram.module()`` adds around the graph (input guards), not layers
 _EXPORT_HELPERS = ("_guards_fn",)
@@ -33,12 +34,6 @@ def is_program_graph(model: torch.nn.Module) -> bool:
                 and node.target is not operator.getitem and not isinstance(node.target, torch._ops.HigherOrderOperator):
             return False
     return True
-
-
-def _op_name(target: Any) -> str:
-    if isinstance(target, torch._ops.OpOverload):
-        return f"aten.{target.__name__}" if target.namespace == "aten" else str(target)
-    return getattr(target, "__name__", str(target))
 
 
 def _resolve_op(name: str) -> Any:
@@ -64,8 +59,8 @@ def rewrite_literals_(gm: torch.fx.GraphModule, literals: dict[str, dict[str, An
         for name, entry in literals.items():
             expected = entry.get("target", entry.get("op")) if reverse else entry.get("op")
             node = nodes.get(name)
-            if node is None or node.op != "call_function" or _op_name(node.target) != expected:
-                found = "no such node" if node is None else f"it runs {_op_name(node.target)}"
+            if node is None or node.op != "call_function" or target_name(node.target) != expected:
+                found = "no such node" if node is None else f"it runs {target_name(node.target)}"
                 raise ApplyError(f"plan rewrites the sizes of graph node {name!r} ({expected}), but this graph "
                                  f"has {found}: the plan was made for another program; make a new plan for this one")
             saved.append((node, node.target, node.args, dict(node.kwargs)))
@@ -125,7 +120,7 @@ class _Checker(torch.fx.Interpreter):
         except Exception as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ApplyError(
-                f"after pruning, graph node {n.name!r} ({_op_name(n.target)}) no longer fits its inputs: {first}. A size "
+                f"after pruning, graph node {n.name!r} ({target_name(n.target)}) no longer fits its inputs: {first}. A size "
                 "written into this op depends on a pruned dimension that secateurs does not know how to rewrite; "
                 "ignore the layers around it (ignore=[...]) or prune the original nn.Module instead of the program"
             ) from exc
