@@ -14,7 +14,7 @@ from torch import nn
 
 import secateurs as sc
 from secateurs.calibration import CalibrationData
-from secateurs.importance.registry import get_criterion, registered_criteria
+from secateurs.scoring.registry import get_criterion, registered_criteria
 
 # the order of the table; criteria registered later (e.g. reconstruction) are appended
 PREFERRED = ("l1", "l2", "fpgm", "lamp", "bn_scale", "random", "taylor", "hessian", "activation", "apoz",

@@ -11,14 +11,14 @@ from secateurs._version import __version__
 from secateurs.errors import SecateursError
 
 if TYPE_CHECKING:
-    from secateurs.algorithms.latency import LatencyTarget
     from secateurs.api import analyze, apply, count, plan, prune, verify
     from secateurs.compensation import compensate
-    from secateurs.family import plan_family
     from secateurs.io import load, save
+    from secateurs.planning.family import plan_family
+    from secateurs.planning.sensitivity import sensitivity
     from secateurs.plans import Plan
     from secateurs.recovery import iterative_prune, recover, regularizers
-    from secateurs.sensitivity_scan import sensitivity
+    from secateurs.selection.latency import LatencyTarget
     from secateurs.sparsity import sparsify_2to4
 
 _LAZY = {
@@ -27,8 +27,8 @@ _LAZY = {
     "recover": "secateurs.recovery", "iterative_prune": "secateurs.recovery", "regularizers": "secateurs.recovery",
     "save": "secateurs.io", "load": "secateurs.io", "sparsify_2to4": "secateurs.sparsity",
     "compensate": "secateurs.compensation",
-    "LatencyTarget": "secateurs.algorithms.latency", "sensitivity": "secateurs.sensitivity_scan",
-    "plan_family": "secateurs.family",
+    "LatencyTarget": "secateurs.selection.latency", "sensitivity": "secateurs.planning.sensitivity",
+    "plan_family": "secateurs.planning.family",
 }
 
 __all__ = ["LatencyTarget", "Plan", "SecateursError", "__version__", "analyze", "apply", "compensate", "count",

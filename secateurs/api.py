@@ -8,19 +8,19 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from torch import nn
 
-from secateurs.algorithms.latency import LatencyTarget
 from secateurs.calibration.collect import LossFn
-from secateurs.counting import graph_macs, param_count, state_bytes
 from secateurs.errors import ApplyError, InvalidArgumentError, VerificationError
 from secateurs.graph.analysis import Analysis
 from secateurs.graph.analysis import analyze as _analyze
 from secateurs.graph.capture import ExampleInputs, capture
-from secateurs.importance.registry import Criterion
-from secateurs.planning import build_plan, make_plan
+from secateurs.graph.counting import graph_macs, param_count, state_bytes
+from secateurs.planning.make import build_plan, make_plan
 from secateurs.plans import Plan
-from secateurs.report import PruneReport
+from secateurs.reporting.prune_report import PruneReport
+from secateurs.scoring.registry import Criterion
+from secateurs.selection.latency import LatencyTarget
 from secateurs.surgery.apply import _snapshot, apply_plan
-from secateurs.verification import (
+from secateurs.verification.oracle import (
     VerifyResult,
     combine,
     compare,
@@ -77,12 +77,12 @@ def plan(
 
     ``drop_layers=N`` also removes N whole residual blocks (decoder layers) chosen by ``layer_importance``
     (``"block_influence"``, default, or ``"angular"``) on the ``calibration`` batches; with no ``ratio``
-    only layers are dropped. See ``secateurs.layers``. ``uniform=True`` keeps every layer the same width (local
+    only layers are dropped. See ``secateurs.depth``. ``uniform=True`` keeps every layer the same width (local
     ranking, the default, so a Hugging Face config can describe the result); ``uniform=False`` lets widths differ
     per layer (global ranking; save with ``sc.save``/``sc.load``).
     """
-    from secateurs.layers.planning import attach, choose_drop, width_request, without_dropped
-    from secateurs.program_limits import refuse_for_program
+    from secateurs.depth.planning import attach, choose_drop, width_request, without_dropped
+    from secateurs.graph.program_limits import refuse_for_program
 
     _no_latency_with_drop(latency, drop_layers)
     refuse_for_program(model, drop_layers=drop_layers)
@@ -128,7 +128,7 @@ def verify(reference: nn.Module | Mapping[str, Any], pruned: nn.Module, plan: Pl
     ``reference`` is the unpruned module or its state dict taken before pruning (cloned), e.g.
     ``before = {k: v.clone() for k, v in model.state_dict().items()}``; ``sc.verify(before, model, plan, x)``.
     """
-    from secateurs.verification import verify as _verify
+    from secateurs.verification.oracle import verify as _verify
 
     return _verify(reference, pruned, plan, example_inputs, tolerance=tolerance, reexport=reexport)
 
@@ -175,7 +175,7 @@ def prune(
     """
     if check not in (True, False, "full"):
         raise InvalidArgumentError(f"check must be True, False or 'full', got {check!r}")
-    from secateurs.layers.planning import attach, without_dropped
+    from secateurs.depth.planning import attach, without_dropped
 
     _no_latency_with_drop(latency, drop_layers)
     scope = _scope(scope, uniform)
@@ -200,14 +200,14 @@ def _width_and_depth(model: nn.Module, ratio: Any, importance: str | Criterion, 
                      compensate: Any) -> tuple[Any, Any, Any]:
     """(width ratio, calibration for the width criterion, layers to drop), checking the compensation request
     before any batch is read."""
-    from secateurs.layers.planning import choose_drop, width_request
-    from secateurs.program_limits import refuse_for_program
+    from secateurs.depth.planning import choose_drop, width_request
+    from secateurs.graph.program_limits import refuse_for_program
 
     refuse_for_program(model, drop_layers=drop_layers, compensate=compensate)
     width_ratio, width_calibration = width_request(drop_layers, ratio, importance, calibration, macs, params)
     if compensate is not None:
         from secateurs.compensation.gather import check_request
-        from secateurs.importance.registry import get_criterion
+        from secateurs.scoring.registry import get_criterion
 
         needs_data = bool(getattr(get_criterion(importance), "needs_data", False))
         check_request(compensate, calibration, read_twice=needs_data or bool(drop_layers))
@@ -271,7 +271,7 @@ def _exact_subset(model: nn.Module, analysis: Analysis, p: Plan, example_inputs:
 
 def count(model: nn.Module, example_inputs: ExampleInputs) -> tuple[int, int]:
     """(MACs of one forward pass on ``example_inputs``, number of parameters)."""
-    from secateurs.counting import count as _count
+    from secateurs.graph.counting import count as _count
 
     return _count(model, example_inputs)
 

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 import secateurs as sc
 from secateurs.errors import SecateursError
 from secateurs.testing.random_arch import random_model
-from secateurs.verification import compare, masked_outputs, run
+from secateurs.verification.oracle import compare, masked_outputs, run
 
 TOLERANCE = 1e-4
 

@@ -178,7 +178,7 @@ def collect(
 
 def _collect_sequential(model: nn.Module, data: CalibrationData, grads: bool, moments: Collection[str], gram: bool,
                         channels: bool) -> Statistics:
-    from secateurs.program_limits import refuse_for_program
+    from secateurs.graph.program_limits import refuse_for_program
 
     refuse_for_program(model, sequential=True)
     if grads:
@@ -233,7 +233,7 @@ def _run_batches(model: nn.Module, data: CalibrationData, loss_fn: LossFn | None
 
 
 def _program_taps(model: nn.Module) -> contextlib.AbstractContextManager[Any]:
-    from secateurs.surgery.graph_literals import is_program_graph
+    from secateurs.graph.program import is_program_graph
 
     if not is_program_graph(model):
         return contextlib.nullcontext()

@@ -63,7 +63,7 @@ class _BlockCall:
 
 
 def find_blocks(model: nn.Module, path: str | None = None) -> tuple[str, nn.ModuleList | nn.Sequential]:
-    """The stack of blocks: the module at ``path``, or the one ``secateurs.layers`` finds (a model's depth adapter,
+    """The stack of blocks: the module at ``path``, or the one ``secateurs.depth`` finds (a model's depth adapter,
     else its longest list of same-type blocks)."""
     if path is not None:
         try:
@@ -75,8 +75,8 @@ def find_blocks(model: nn.Module, path: str | None = None) -> tuple[str, nn.Modu
                 f"blocks={path!r} is a {type(found).__name__}; name a non-empty nn.ModuleList of blocks (e.g. 'model.layers')")
         return path, found
     from secateurs.errors import PlanError
-    from secateurs.layers.locate import container
-    from secateurs.layers.locate import (
+    from secateurs.graph.blocks import container
+    from secateurs.graph.blocks import (
         find_blocks as locate_blocks,  # the one block finder (layer dropping uses it)
     )
 

@@ -18,7 +18,7 @@ def add_calibration_flags(p: argparse.ArgumentParser) -> None:
 
 
 def needs_data(importance: str) -> bool:
-    from secateurs.importance.registry import get_criterion
+    from secateurs.scoring.registry import get_criterion
 
     return bool(getattr(get_criterion(importance), "needs_data", False))
 

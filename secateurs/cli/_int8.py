@@ -30,12 +30,12 @@ def int8_exports(args: argparse.Namespace, model: Any, x: Any, batches: list[Any
     """Quantize a copy of ``model``: ``({"int8" or "int8_static": stats}, quantized model)``; the caller saves the
     model as model.int8.safetensors."""
     if args.int8 == "static":
-        from secateurs.export.static_int8 import quantize_static_int8
+        from secateurs.quantization.static_fx import quantize_static_int8
 
         step(args, f"int8 static quantization ({args.int8_backend}) with {len(batches or [])} calibration batches")
         qmodel, stats = quantize_static_int8(model, x, batches or [], backend=args.int8_backend)
         return {"int8_static": {**stats, "file": "model.int8.safetensors"}}, qmodel
-    from secateurs.export.quantize import quantize_int8
+    from secateurs.quantization.dynamic import quantize_int8
 
     step(args, "int8 dynamic quantization of Linear layers")
     qmodel, stats = quantize_int8(model, x)

@@ -37,7 +37,7 @@ def read_overrides(args: argparse.Namespace) -> tuple[dict[str, float] | None, d
     sensitivity = None
     overrides_path = Path(args.group_overrides) if args.group_overrides else None
     if args.sensitivity:
-        from secateurs.sensitivity_result import SensitivityResult
+        from secateurs.planning.sensitivity_result import SensitivityResult
 
         root = Path(args.sensitivity)
         if not root.is_dir():

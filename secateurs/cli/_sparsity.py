@@ -18,9 +18,9 @@ def sparsify(args: argparse.Namespace, model: Any, x: Any, calibration: Any) -> 
     """Apply the 2:4 masks in place; (SparsityResult, its report section with the output change it caused)."""
     import torch
 
-    from secateurs.export._outputs import flat_tensors
-    from secateurs.export.quantize import fidelity
     from secateurs.graph.capture import normalize_inputs
+    from secateurs.graph.outputs import flat_tensors
+    from secateurs.quantization.dynamic import fidelity
     from secateurs.sparsity import sparsify_2to4
 
     a, kw = normalize_inputs(x)

@@ -37,7 +37,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from secateurs.counting import param_count
+    from secateurs.graph.counting import param_count
     from secateurs.io.saving import load, read_manifest, unpruned_factory
     from secateurs.io.specs import resolve
 

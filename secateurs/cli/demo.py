@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -21,15 +19,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def latency_ms(model: torch.nn.Module, x: torch.Tensor, repeats: int = 15) -> float:
     import torch
 
-    times = []
+    from secateurs.timing import medians, time_ms
+
     with torch.inference_mode():
-        for _ in range(3):
-            model(x)
-        for _ in range(repeats):
-            t = time.perf_counter()
-            model(x)
-            times.append((time.perf_counter() - t) * 1e3)
-    return statistics.median(times)
+        return medians([lambda: time_ms(lambda: model(x))], repeats=repeats, warmup=3)[0]
 
 
 def run(args: argparse.Namespace) -> int:

@@ -101,8 +101,8 @@ def _write_program(model: Any, x: Any, path: Path) -> dict[str, Any]:
     """Write the program to ``path``, load it back through the pickle-free loader and compare its outputs."""
     import torch
 
-    from secateurs.export._outputs import flat_tensors
     from secateurs.graph.capture import normalize_inputs
+    from secateurs.graph.outputs import flat_tensors
     from secateurs.io.atomic import write_bytes
     from secateurs.io.program import load_program, program_bytes
 

@@ -36,7 +36,7 @@ def describe(analysis: Any, macs: int, params: int) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     import secateurs as sc
-    from secateurs.counting import graph_macs, param_count
+    from secateurs.graph.counting import graph_macs, param_count
     from secateurs.reporting.render import fmt
 
     set_threads(args)

@@ -100,8 +100,8 @@ def _uses_data(args: argparse.Namespace, importance: str) -> bool:
 
 def _validate(args: argparse.Namespace, settings: dict[str, Any]) -> None:
     """Check ratio, criterion, rounding and data needs before building the model, so a typo fails in a second."""
-    from secateurs.algorithms.select import resolve_ratio
-    from secateurs.importance.registry import get_criterion
+    from secateurs.scoring.registry import get_criterion
+    from secateurs.selection.select import resolve_ratio
 
     if settings["ratio"] is not None:
         resolve_ratio(settings["ratio"])

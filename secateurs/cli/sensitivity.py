@@ -54,7 +54,7 @@ def _ratios(text: str) -> list[float]:
 def run(args: argparse.Namespace) -> int:
     import secateurs as sc
     from secateurs.io.atomic import atomic_dir, check_target, write_bytes, write_text
-    from secateurs.sensitivity_scan import FIDELITY
+    from secateurs.planning.sensitivity import FIDELITY
 
     set_threads(args)
     out = Path(args.output)

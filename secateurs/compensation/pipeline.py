@@ -15,7 +15,7 @@ from secateurs.compensation.refit import compensate
 from secateurs.compensation.result import CompensationResult
 from secateurs.errors import InvalidArgumentError
 from secateurs.plans import Plan
-from secateurs.verification import has_weights, run
+from secateurs.verification.oracle import has_weights, run
 
 
 @dataclass

@@ -4,6 +4,6 @@ Optional dependencies (onnx, onnxruntime, onnxscript) are imported only when use
 """
 
 from secateurs.export.onnx import export_onnx, onnx_int8
-from secateurs.export.quantize import quantize_int8
+from secateurs.quantization.dynamic import quantize_int8
 
 __all__ = ["export_onnx", "onnx_int8", "quantize_int8"]

@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 from secateurs.errors import InvalidArgumentError, SecateursError, missing_dependency
-from secateurs.export._outputs import flat_tensors
 from secateurs.graph.capture import ExampleInputs, normalize_inputs
+from secateurs.graph.outputs import flat_tensors
 
 EXPORTERS = ("auto", "dynamo", "legacy")
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import statistics
-import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -16,6 +14,7 @@ from torch import nn
 from secateurs.errors import InvalidArgumentError
 from secateurs.export.onnx import _require, parity
 from secateurs.graph.capture import ExampleInputs, normalize_inputs
+from secateurs.timing import medians, time_ms
 
 
 def _feeds(session: Any, batch: Any) -> dict[str, np.ndarray]:
@@ -31,13 +30,7 @@ def ort_latency_ms(path: Path, example_inputs: ExampleInputs, repeats: int = 10,
     opts.intra_op_num_threads = threads or torch.get_num_threads()
     session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     feeds = _feeds(session, example_inputs)
-    times = []
-    for i in range(repeats + 2):
-        start = time.perf_counter()
-        session.run(None, feeds)
-        if i >= 2:
-            times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
+    return medians([lambda: time_ms(lambda: session.run(None, feeds))], repeats=repeats, warmup=2)[0]
 
 
 def onnx_int8_static(src: str | os.PathLike[str], dst: str | os.PathLike[str], model: nn.Module,

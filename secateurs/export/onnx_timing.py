@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import statistics
-import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +11,7 @@ import torch
 from secateurs.export.onnx import _require
 from secateurs.export.onnx_static import _feeds
 from secateurs.graph.capture import ExampleInputs
+from secateurs.timing import medians, time_ms
 
 
 def ort_interleaved_ms(paths: Sequence[Path], example_inputs: ExampleInputs, *, repeats: int = 10, warmup: int = 2,
@@ -23,11 +22,7 @@ def ort_interleaved_ms(paths: Sequence[Path], example_inputs: ExampleInputs, *, 
     opts.intra_op_num_threads = threads or torch.get_num_threads()
     sessions: list[Any] = [ort.InferenceSession(str(p), opts, providers=["CPUExecutionProvider"]) for p in paths]
     feeds = [_feeds(s, example_inputs) for s in sessions]
-    times: list[list[float]] = [[] for _ in paths]
-    for i in range(warmup + repeats):
-        for k, (session, feed) in enumerate(zip(sessions, feeds, strict=True)):
-            start = time.perf_counter()
-            session.run(None, feed)
-            if i >= warmup:
-                times[k].append((time.perf_counter() - start) * 1000)
-    return [statistics.median(t) for t in times]
+    def runner(session: Any, feed: dict[str, Any]) -> Callable[[], float]:
+        return lambda: time_ms(lambda: session.run(None, feed))
+
+    return medians([runner(s, f) for s, f in zip(sessions, feeds, strict=True)], repeats=repeats, warmup=warmup)

@@ -72,10 +72,10 @@ class Analysis:
 
 def analyze(model: torch.nn.Module, example_inputs: ExampleInputs) -> Analysis:
     refuse_sharded(model, "analyze")
-    from secateurs.surgery.registry import load_for
+    from secateurs.plugins import load_integrations
 
     if isinstance(model, torch.nn.Module):  # capture() raises the type error otherwise
-        load_for(model)  # integrations the model uses (Hugging Face) declare rule opt-ins when imported
+        load_integrations(model)  # integrations the model uses (Hugging Face) declare rule opt-ins when imported
     captured = capture(model, example_inputs)
     coupled = couple(captured)
     _freeze_non_persistent(coupled, model)

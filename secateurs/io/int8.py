@@ -17,26 +17,10 @@ import torch
 from torch import nn
 
 from secateurs.errors import FileFormatError
+from secateurs.quantization.dynamic import _dynamic_linear, quantize_dynamic_int8
 
 INT8_WEIGHTS = "model.int8.safetensors"
 _SUFFIXES = ("weight.int8", "weight.scale", "weight.zero_point", "weight.axis", "bias")
-
-
-def _dynamic_linear() -> Any:
-    from torch.ao.nn.quantized.dynamic import Linear
-
-    return Linear
-
-
-def quantize_dynamic_int8(model: nn.Module) -> nn.Module:
-    """``torch.ao`` dynamic int8 quantization of every ``nn.Linear`` (a copy; the deprecation notice is silenced)."""
-    import copy
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        from torch.ao.quantization import quantize_dynamic
-
-        return quantize_dynamic(copy.deepcopy(model).eval(), {nn.Linear}, dtype=torch.qint8)
 
 
 def int8_tensors(qmodel: nn.Module) -> dict[str, torch.Tensor]:

@@ -52,8 +52,8 @@ def _encode(key: str, value: Any, tensors: dict[str, torch.Tensor], meta: dict[s
 
 def encode(qmodel: nn.Module, example_inputs: Any) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """(tensors, metadata) for safetensors; the metadata records dtypes, tuples and quantized dtypes."""
-    from secateurs.export._outputs import flat_tensors
     from secateurs.graph.capture import normalize_inputs
+    from secateurs.graph.outputs import flat_tensors
 
     tensors: dict[str, torch.Tensor] = {}
     meta: dict[str, str] = {}
@@ -97,9 +97,9 @@ def rebuild(float_model: nn.Module, tensors: dict[str, torch.Tensor], metadata: 
             backend: str, source: Any) -> nn.Module:
     """The statically quantized model: FX prepare/convert of ``float_model`` (the pruned architecture), then the
     saved state; its output on ``example_inputs`` must match the one recorded at save time."""
-    from secateurs.export._outputs import flat_tensors
-    from secateurs.export.static_int8 import prepare_convert
     from secateurs.graph.capture import normalize_inputs
+    from secateurs.graph.outputs import flat_tensors
+    from secateurs.quantization.static_fx import prepare_convert
 
     try:
         meta = json.loads(metadata.get("entries", "{}"))

@@ -79,7 +79,7 @@ def save(
 
     ``model_spec`` (e.g. ``"torchvision:resnet18"``) lets :func:`load` rebuild the unpruned model by itself.
     ``extra_files`` (name -> text or bytes) are written into the same atomic directory, e.g. reports.
-    ``int8``: the dynamically quantized model (``secateurs.io.int8.quantize_dynamic_int8``), written to
+    ``int8``: the dynamically quantized model (``secateurs.quantization.dynamic.quantize_dynamic_int8``), written to
     ``model.int8.safetensors``; ``load(directory, int8=True)`` rebuilds it.
     ``sparsity``: the ``SparsityResult`` of ``sparsify_2to4``; its masks go to ``sparsity.safetensors`` and
     :func:`load` re-applies them.

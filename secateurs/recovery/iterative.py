@@ -13,13 +13,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from secateurs.algorithms.select import resolve_ratio
 from secateurs.errors import InvalidArgumentError, VerificationError
 from secateurs.graph.analysis import fingerprint
 from secateurs.graph.capture import ExampleInputs
 from secateurs.plans import Plan
 from secateurs.recovery import checkpoint as ckpt_io
 from secateurs.recovery import distributed as D
+from secateurs.selection.select import resolve_ratio
 
 Ratio = float | Mapping[str, float]
 
@@ -164,7 +164,7 @@ def _prune_step(model: nn.Module, x: ExampleInputs, index: int, ratio: dict[str,
                 tolerance: float) -> tuple[Plan, StepRecord]:
     from secateurs.api import plan as make_plan
     from secateurs.surgery.apply import _snapshot, apply_plan
-    from secateurs.verification import compare, masked_outputs
+    from secateurs.verification.oracle import compare, masked_outputs
 
     plan = make_plan(model, x, ratio=step_ratio, importance=importance, ignore=ignore, round_to=round_to,
                      min_keep=min_keep, seed=seed)

@@ -1,6 +1,6 @@
 """Reports on disk: latency measurement, report.json / report.md / report.html with embedded plots.
 
-``PruneReport`` (the in-memory result of ``prune()``) stays in :mod:`secateurs.report`.
+``PruneReport`` (the in-memory result of ``prune()``) stays in :mod:`secateurs.reporting.prune_report`.
 """
 
 from secateurs.reporting.document import build_report

@@ -9,7 +9,7 @@ import torch
 
 from secateurs._version import __version__
 from secateurs.plans import Plan
-from secateurs.report import PruneReport
+from secateurs.reporting.prune_report import PruneReport
 
 REPORT_FORMAT = 1
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import statistics
-import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -11,6 +10,7 @@ import torch
 from torch import nn
 
 from secateurs.graph.capture import ExampleInputs, normalize_inputs
+from secateurs.timing import interleaved, time_ms, uses_cuda
 
 
 @dataclass
@@ -38,14 +38,10 @@ def _batch_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
 def measure_latency(model: nn.Module, example_inputs: ExampleInputs, *, repeats: int = 10, warmup: int = 2) -> LatencyStats:
     """Median of ``repeats`` timed forward passes under ``torch.inference_mode`` after ``warmup`` untimed ones."""
     args, kwargs = normalize_inputs(example_inputs)
-    times: list[float] = []
+    cuda = uses_cuda(args, kwargs)
     with torch.inference_mode():
-        for _ in range(warmup):
-            model(*args, **kwargs)
-        for _ in range(max(1, repeats)):
-            t = time.perf_counter()
-            model(*args, **kwargs)
-            times.append((time.perf_counter() - t) * 1e3)
+        times = interleaved([lambda: time_ms(lambda: model(*args, **kwargs), cuda=cuda)], repeats=repeats,
+                            warmup=warmup)[0]
     device = next((str(p.device) for p in model.parameters()), "cpu")
     return LatencyStats(statistics.median(times), min(times), max(times), len(times), warmup,
                         torch.get_num_threads(), _batch_of(args, kwargs), device)

@@ -2,28 +2,10 @@
 
 from __future__ import annotations
 
-import io
 from typing import Any
 
-from secateurs.errors import missing_dependency
-
-
-def _pyplot() -> Any:
-    try:
-        import matplotlib
-    except ImportError:
-        raise missing_dependency("matplotlib", "report", "report plots") from None
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _png(fig: Any) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    _pyplot().close(fig)
-    return buf.getvalue()
+from secateurs._plotting import png as _png
+from secateurs._plotting import pyplot as _pyplot
 
 
 def widths_plot(layers: list[dict[str, Any]]) -> bytes:

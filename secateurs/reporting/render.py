@@ -147,7 +147,7 @@ def _sensitivity_markdown(r: dict[str, Any]) -> list[str]:
     sens = r.get("sensitivity")
     if not sens:
         return []
-    from secateurs.sensitivity_result import SensitivityResult
+    from secateurs.planning.sensitivity_result import SensitivityResult
 
     return ["", "## Sensitivity", "", _sensitivity_intro(sens), "", SensitivityResult.from_dict(sens["result"]).to_markdown()]
 
@@ -156,7 +156,7 @@ def _sensitivity_html(r: dict[str, Any], plots: bool) -> list[str]:
     sens = r.get("sensitivity")
     if not sens:
         return []
-    from secateurs.sensitivity_result import SensitivityResult
+    from secateurs.planning.sensitivity_result import SensitivityResult
 
     e = html.escape
     result = SensitivityResult.from_dict(sens["result"])

@@ -16,9 +16,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from secateurs.algorithms.select import IgnoreSpec
 from secateurs.calibration.layouts import layout_for
 from secateurs.errors import ApplyError, InvalidArgumentError, InvalidTypeError
+from secateurs.selection.select import IgnoreSpec
 from secateurs.sparsity.masks import is_n_of_m, n_of_m_mask, zero_fraction
 from secateurs.sparsity.scores import get_method
 
@@ -204,7 +204,7 @@ def sparsify_2to4(
     ``Statistics``). ``ignore``: module paths, globs or types left dense. Layers whose ``in_features`` is
     not a multiple of 4 are skipped and listed in ``result.skipped``. Transactional.
     """
-    from secateurs.program_limits import refuse_for_program
+    from secateurs.graph.program_limits import refuse_for_program
 
     refuse_for_program(model, sparsity=method)
     result = plan_2to4(model, method, calibration=calibration, ignore=ignore)

@@ -11,9 +11,10 @@ from torch import nn
 
 from secateurs.errors import ApplyError, PlanError
 from secateurs.graph.analysis import fingerprint
+from secateurs.graph.program import is_program_graph
 from secateurs.graph.sharded import refuse_sharded
 from secateurs.plans import Plan
-from secateurs.surgery.graph_literals import is_program_graph, rewrite_literals_
+from secateurs.surgery.graph_literals import rewrite_literals_
 from secateurs.surgery.registry import find_handler, load_for
 
 
@@ -86,7 +87,7 @@ def apply_plan(model: nn.Module, plan: Plan) -> nn.Module:
     before = _shapes_before(plan, touched_paths)
     try:
         if plan.dropped_layers:  # first, so config sync in the width handlers sees only the blocks that remain
-            from secateurs.layers.surgery import drop_layers_
+            from secateurs.surgery.blocks import drop_layers_
 
             drop_layers_(model, plan.dropped_layers)
         _slice_tensors(state, owners, plan)

@@ -9,7 +9,6 @@ instead of at the user's first forward.
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Callable
 from typing import Any
 
@@ -18,22 +17,7 @@ import torch.fx
 
 from secateurs.errors import ApplyError
 from secateurs.graph.capture import target_name
-
-#: call_module targets ``ExportedProgram.module()`` adds around the graph (input guards), not layers
-_EXPORT_HELPERS = ("_guards_fn",)
-
-
-def is_program_graph(model: torch.nn.Module) -> bool:
-    """True for a GraphModule of ATen ops (an unlifted exported program), whose sizes are literals."""
-    if not isinstance(model, torch.fx.GraphModule):
-        return False
-    for node in model.graph.nodes:
-        if node.op == "call_method" or (node.op == "call_module" and node.target not in _EXPORT_HELPERS):
-            return False
-        if node.op == "call_function" and not isinstance(node.target, torch._ops.OpOverload) \
-                and node.target is not operator.getitem and not isinstance(node.target, torch._ops.HigherOrderOperator):
-            return False
-    return True
+from secateurs.graph.program import EXPORT_HELPERS
 
 
 def _resolve_op(name: str) -> Any:
@@ -112,7 +96,7 @@ class _Checker(torch.fx.Interpreter):
         self.mode = mode
 
     def run_node(self, n: torch.fx.Node) -> Any:
-        if n.op == "call_module" and n.target in _EXPORT_HELPERS:
+        if n.op == "call_module" and n.target in EXPORT_HELPERS:
             return None
         try:
             with self.mode:

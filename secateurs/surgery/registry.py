@@ -17,14 +17,11 @@ from typing import Any
 
 import torch
 
+from secateurs.plugins import load_integrations
+
 Handler = Callable[[torch.nn.Module, dict[str, Any]], None]
 _HANDLERS: dict[type, Handler] = {}
 _LOADED = False
-_INTEGRATIONS = {
-    "transformers": "secateurs.integrations.hf.handlers",
-    "timm": "secateurs.integrations.timm.handlers",
-    "torchvision": "secateurs.integrations.torchvision.handlers",
-}
 
 
 def register_handler(*types: type) -> Callable[[Handler], Handler]:
@@ -51,10 +48,7 @@ def _load_builtin() -> None:
 def load_for(model: torch.nn.Module) -> None:
     """Register built-in handlers, plus those of integrations the model's modules come from."""
     _load_builtin()
-    roots = {type(m).__module__.split(".")[0] for m in model.modules()}
-    for root, module in _INTEGRATIONS.items():
-        if root in roots:
-            importlib.import_module(module)
+    load_integrations(model)
 
 
 def find_handler(module: torch.nn.Module) -> Handler | None:

@@ -16,9 +16,10 @@ import torch
 from torch import nn
 
 from secateurs.errors import ApplyError, VerificationError
+from secateurs.graph.program import is_program_graph
 from secateurs.plans import Plan
 from secateurs.surgery.apply import _owners
-from secateurs.surgery.graph_literals import is_program_graph, rewrite_literals_
+from secateurs.surgery.graph_literals import rewrite_literals_
 from secateurs.surgery.registry import find_handler, load_for
 
 

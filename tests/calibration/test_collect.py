@@ -11,8 +11,8 @@ from secateurs.calibration import CalibrationData, collect
 from secateurs.calibration.collect import all_reduce_
 from secateurs.errors import InvalidArgumentError, InvalidTypeError
 from secateurs.graph.groups import Member
-from secateurs.importance._common import member_stats
-from secateurs.importance.registry import ScoringContext
+from secateurs.scoring._common import member_stats
+from secateurs.scoring.registry import ScoringContext
 from secateurs.testing.toys import MLP
 
 

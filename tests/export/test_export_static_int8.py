@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from secateurs.errors import InvalidArgumentError
-from secateurs.export.static_int8 import quantize_static_int8
+from secateurs.quantization.static_fx import quantize_static_int8
 from secateurs.testing.models import TinyResNet
 
 

@@ -22,7 +22,7 @@ from secateurs.graph.rules import registered
 from secateurs.graph.structure import build_structure
 from secateurs.testing.fixtures import all_fixtures
 from secateurs.testing.fixtures._check import rule_names_used
-from secateurs.verification import masked_outputs, run
+from secateurs.verification.oracle import masked_outputs, run
 
 FIXTURES = all_fixtures()
 RULES = sorted(registered())

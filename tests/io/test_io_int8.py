@@ -6,8 +6,9 @@ from torch import nn
 
 import secateurs as sc
 from secateurs.errors import FileFormatError
-from secateurs.io.int8 import INT8_WEIGHTS, int8_tensors, load_int8_, quantize_dynamic_int8
+from secateurs.io.int8 import INT8_WEIGHTS, int8_tensors, load_int8_
 from secateurs.io.saving import add_int8, read_manifest
+from secateurs.quantization.dynamic import quantize_dynamic_int8
 from secateurs.testing.toys import MLP as _MLP
 
 
@@ -79,8 +80,8 @@ def test_add_int8_to_an_existing_directory(tmp_path):
 
 @pytest.fixture
 def static_saved(tmp_path):
-    from secateurs.export.static_int8 import quantize_static_int8
     from secateurs.io.inputs import InputSpec
+    from secateurs.quantization.static_fx import quantize_static_int8
     from secateurs.testing.models import ConcatNet
 
     torch.manual_seed(0)
@@ -123,7 +124,7 @@ def test_static_int8_rebuild_that_does_not_reproduce_the_saved_output_is_refused
 
 def test_static_int8_needs_the_example_input_to_be_saved(tmp_path):
     from secateurs.errors import InvalidArgumentError
-    from secateurs.export.static_int8 import quantize_static_int8
+    from secateurs.quantization.static_fx import quantize_static_int8
     from secateurs.testing.models import ConcatNet
 
     model, x = ConcatNet().eval(), torch.randn(1, 3, 16, 16)

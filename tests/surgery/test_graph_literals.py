@@ -7,8 +7,8 @@ import torch
 
 import secateurs as sc
 from secateurs.errors import ApplyError
+from secateurs.graph.program import is_program_graph
 from secateurs.io.program import load_program
-from secateurs.surgery.graph_literals import is_program_graph
 from secateurs.testing.programs import PROGRAM_TOYS, export_toy
 from secateurs.testing.toys import MLP
 

@@ -17,7 +17,7 @@ from secateurs.graph.analysis import fingerprint
 from secateurs.plans import Plan
 from secateurs.surgery.registry import find_handler, registered_handlers
 from secateurs.testing.handler_fixtures import HANDLER_CASES, TESTED_ELSEWHERE, HandlerCase
-from secateurs.verification import masked
+from secateurs.verification.oracle import masked
 
 # Built-in handlers; integration handlers (Hugging Face, timm) register lazily and are covered by the
 # registry-driven family tests under tests/integrations/.

@@ -16,8 +16,8 @@ from typing import Any
 from torch import nn
 from transformers import PreTrainedModel
 
+from secateurs.graph.blocks import DepthAdapter, register_depth_adapter
 from secateurs.integrations.hf._common import families
-from secateurs.layers.locate import DepthAdapter, register_depth_adapter
 
 #: config attributes holding one entry per layer
 PER_LAYER_LISTS = ("layer_types",)
