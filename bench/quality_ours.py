@@ -14,7 +14,7 @@ from torch import nn
 
 import secateurs as sc
 from secateurs.calibration import CalibrationData
-from secateurs.scoring.registry import get_criterion, registered_criteria
+from secateurs.scoring.registry import CRITERIA, get_criterion
 
 # the order of the table; criteria registered later (e.g. reconstruction) are appended
 PREFERRED = ("l1", "l2", "fpgm", "lamp", "bn_scale", "random", "taylor", "hessian", "activation", "apoz",
@@ -52,7 +52,7 @@ def parse_target(text: str) -> Target:
 
 
 def criteria(only: list[str] | None = None) -> list[str]:
-    have = registered_criteria()
+    have = CRITERIA.names()
     names = [c for c in PREFERRED if c in have] + [c for c in have if c not in PREFERRED]
     return [c for c in names if c in only] if only else names
 
@@ -62,10 +62,10 @@ def compensations() -> list[str]:
     if "compensate" not in inspect.signature(sc.prune).parameters:
         return []
     try:
-        from secateurs.compensation import registered_methods
+        from secateurs.compensation import METHODS
     except ImportError:
         return []
-    return [m for m in COMPENSATIONS if m in registered_methods()]
+    return [m for m in COMPENSATIONS if m in METHODS.names()]
 
 
 def needs(criterion: str) -> tuple[bool, bool]:

@@ -8,13 +8,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from torch import nn
 
-from secateurs.calibration.collect import LossFn
+from secateurs.calibration.data import LossFn
 from secateurs.errors import ApplyError, InvalidArgumentError, VerificationError
 from secateurs.graph.analysis import Analysis
 from secateurs.graph.analysis import analyze as _analyze
 from secateurs.graph.capture import ExampleInputs, capture
 from secateurs.graph.counting import graph_macs, param_count, state_bytes
-from secateurs.planning.make import build_plan, make_plan
+from secateurs.planning.build import build_plan
+from secateurs.planning.make import make_plan
 from secateurs.plans import Plan
 from secateurs.reporting.prune_report import PruneReport
 from secateurs.scoring.registry import Criterion
@@ -67,7 +68,7 @@ def plan(
 
     ``ratio`` is the fraction of units removed (per group with ``scope="local"``, of all units of a kind
     with ``scope="global"``; default 0.5). ``macs=`` / ``params=`` instead ask for the fraction KEPT,
-    met within ±5% and checked with ``count``. ``importance`` names a criterion (``registered_criteria()``);
+    met within ±5% and checked with ``count``. ``importance`` names a criterion (``secateurs.scoring.CRITERIA.names()``);
     data criteria read ``calibration`` batches shaped like ``example_inputs`` and, for gradients,
     ``loss_fn(output, batch)``. ``overrides={"pattern": ratio}`` fixes the ratio of matching modules,
     ``max_ratio`` caps the fraction of any group removed, ``normalize`` picks the per-group score

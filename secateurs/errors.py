@@ -55,3 +55,11 @@ def missing_dependency(package: str, extra: str, feature: str) -> MissingDepende
         f"{feature} needs the optional package '{package}'. "
         f"Install it with: pip install 'secateurs[{extra}]'"
     )
+
+
+class DuplicateRegistrationError(SecateursError):
+    """Two different entries were registered under one key of a registry."""
+
+
+class UnknownNameError(InvalidArgumentError):
+    """A name asked of a registry (criterion, method, model spec scheme...) is not registered."""

@@ -38,11 +38,10 @@ def test_handler_failure_restores_model(monkeypatch):
     def boom(module, hints):
         raise RuntimeError("handler exploded")
 
-    monkeypatch.setitem(registry._HANDLERS, Exploding, boom)
     model = UsesExploding().eval()
     before = _state(model)
     p = sc.plan(model, torch.randn(2, 6), ratio=0.5)
-    with pytest.raises(ApplyError, match="restored"):
+    with registry.HANDLERS.replaced(Exploding, boom), pytest.raises(ApplyError, match="restored"):
         sc.apply(model, p)
     assert _same(model, before)
     assert model.a.out_features == 12 and model.b.in_features == 12

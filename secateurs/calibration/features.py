@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from secateurs.registry import Registry
+
 
 @dataclass(frozen=True)
 class FeatureMap:
@@ -53,26 +55,17 @@ class FeatureMap:
         return mat.reshape(like.shape).to(like.dtype)
 
 
-_MAPS: dict[type, Callable[[nn.Module], FeatureMap | None]] = {}
-_BY_NAME: dict[str, Callable[[nn.Module], FeatureMap | None]] = {}
+FEATURE_MAPS: Registry[Callable[[nn.Module], FeatureMap | None]] = Registry("feature map")
 
 
-def register_feature_map(*types: type) -> Callable[[Callable[[nn.Module], FeatureMap | None]], Callable[[nn.Module], FeatureMap | None]]:
-    def add(fn: Callable[[nn.Module], FeatureMap | None]) -> Callable[[nn.Module], FeatureMap | None]:
-        for t in types:
-            _MAPS[t] = fn
-        return fn
-
-    return add
+def register_feature_map(*types: type | str) -> Callable[[Callable[[nn.Module], FeatureMap | None]], Callable[[nn.Module], FeatureMap | None]]:
+    return FEATURE_MAPS.register(*types)
 
 
 def feature_map(module: nn.Module) -> FeatureMap | None:
     """The module's feature map, or None when its type is not a supported consumer layer."""
-    for cls in type(module).__mro__:
-        fn = _MAPS.get(cls) or _BY_NAME.get(f"{cls.__module__}.{cls.__qualname__}")
-        if fn is not None:
-            return fn(module)
-    return None
+    fn = FEATURE_MAPS.for_type(type(module))
+    return None if fn is None else fn(module)
 
 
 def _flat_rows(x: torch.Tensor) -> torch.Tensor:
@@ -84,11 +77,9 @@ def _linear(m: nn.Module) -> FeatureMap:
     return FeatureMap(1, int(m.in_features), 1, 1, _flat_rows, ("flat",))  # type: ignore[arg-type]
 
 
+@register_feature_map("transformers.pytorch_utils.Conv1D")
 def _hf_conv1d(m: nn.Module) -> FeatureMap:
     return FeatureMap(0, int(cast(torch.Tensor, m.weight).shape[0]), 1, 1, _flat_rows, ("flat",))
-
-
-_BY_NAME["transformers.pytorch_utils.Conv1D"] = _hf_conv1d
 
 
 def _padding(m: nn.Conv2d, k: tuple[int, ...]) -> tuple[int, ...] | None:

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from secateurs.registry import Registry
+
 
 @dataclass(frozen=True)
 class Layout:
@@ -20,19 +22,15 @@ class Layout:
     records_input: bool = True  # the first input is a float activation worth recording
 
 
-_LAYOUTS: dict[type, Layout] = {}
+LAYOUTS: Registry[Layout] = Registry("calibration layout")
 #: instance attribute holding the layout of a torch.export program's weight holder (calibration.program_taps)
 LAYOUT_ATTR = "_secateurs_layout"
-_BY_NAME: dict[str, Layout] = {}  # "module.QualName" of classes from optional packages, never imported here
 
 
-def register_layout(*types: type) -> Callable[[Layout], Layout]:
-    def add(layout: Layout) -> Layout:
-        for t in types:
-            _LAYOUTS[t] = layout
-        return layout
-
-    return add
+def register_layout(*types: type | str) -> Callable[[Layout], Layout]:
+    """Register a layout for module classes, or for ``"pkg.mod.QualName"`` of classes of optional packages
+    (never imported here)."""
+    return LAYOUTS.register(*types)
 
 
 register_layout(nn.Linear)(Layout(act_dim=-1, weight_in=1, weight_out=0))
@@ -44,26 +42,15 @@ register_layout(nn.LayerNorm)(Layout(act_dim=-1, weight_in=None, weight_out=0, p
 register_layout(nn.Embedding)(Layout(act_dim=-1, weight_in=None, weight_out=1, records_input=False))
 
 
-def register_layout_by_name(qualified_name: str, layout: Layout) -> None:
-    """Register a layout for a class of an optional package without importing it."""
-    _BY_NAME[qualified_name] = layout
-
-
 # Hugging Face GPT-2 style Conv1D: weight is (in_features, out_features)
-register_layout_by_name("transformers.pytorch_utils.Conv1D", Layout(act_dim=-1, weight_in=0, weight_out=1))
+register_layout("transformers.pytorch_utils.Conv1D")(Layout(act_dim=-1, weight_in=0, weight_out=1))
 
 
 def layout_for(module: nn.Module) -> Layout | None:
     marked = module.__dict__.get(LAYOUT_ATTR)
     if marked is not None:
         return marked  # type: ignore[no-any-return]
-    for cls in type(module).__mro__:
-        if cls in _LAYOUTS:
-            return _LAYOUTS[cls]
-        by_name = _BY_NAME.get(f"{cls.__module__}.{cls.__qualname__}")
-        if by_name is not None:
-            return by_name
-    return None
+    return LAYOUTS.for_type(type(module))
 
 
 def member_side(module: nn.Module, param: str, dim: int) -> str | None:

@@ -24,7 +24,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from secateurs.calibration.collect import CalibrationData, _hooks, _progress, all_reduce_
+from secateurs.calibration.data import CalibrationData, progress
+from secateurs.calibration.hooks import all_reduce_, channel_hooks
 from secateurs.calibration.stats import Statistics
 from secateurs.errors import InvalidArgumentError
 from secateurs.graph.capture import eval_mode, normalize_inputs
@@ -133,7 +134,7 @@ def collect_sequential(model: nn.Module, data: CalibrationData, *, hooks: Hooks 
     ``collect``); hooks that keep per-forward state should reset it when a block starts.
     ``trace``, when given a list, receives a ``BlockStep`` after each block (what was held then).
     """
-    install = hooks or (lambda m, s, b: _hooks(m, s))
+    install = hooks or (lambda m, s, b: channel_hooks(m, s))
     path, blocks = find_blocks(model, data.blocks)
     stats = Statistics()
     with eval_mode(model), torch.no_grad():
@@ -168,7 +169,7 @@ def _capture(model: nn.Module, data: CalibrationData, first: nn.Module) -> tuple
         total = len(data.batches)  # type: ignore[arg-type]
     handle = first.register_forward_pre_hook(stop, with_kwargs=True)
     try:
-        for i, batch in enumerate(_progress(data.batches, data.progress, total)):
+        for i, batch in enumerate(progress(data.batches, data.progress, total)):
             if data.max_batches is not None and i >= data.max_batches:
                 break
             args, kwargs = normalize_inputs(data.inputs(batch) if data.inputs else batch)

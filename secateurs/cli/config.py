@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from secateurs.cli.commands import SUBCOMMANDS
 from secateurs.errors import InvalidArgumentError, missing_dependency
 
 # output plumbing, and the two permissions a file must not grant (replace a directory, run code): typed flags only
@@ -84,8 +85,6 @@ def _toml() -> Any:
 
 
 def _section_values(data: dict[str, Any], section: str, where: str, valid: dict[str, argparse.Action]) -> dict[str, Any]:
-    from secateurs.cli.main import SUBCOMMANDS
-
     out: dict[str, Any] = {}
     for key, value in data.items():
         if key in SUBCOMMANDS and isinstance(value, dict) and key not in valid:
@@ -106,8 +105,6 @@ def _unknown(key: str, section: str, where: str, valid: dict[str, argparse.Actio
 
 
 def _parse_set(items: list[str], section: str, valid: dict[str, argparse.Action]) -> dict[str, Any]:
-    from secateurs.cli.main import SUBCOMMANDS
-
     out: dict[str, Any] = {}
     for item in items:
         key, eq, value = item.partition("=")

@@ -10,12 +10,10 @@ import sys
 import warnings
 from collections.abc import Sequence
 
+from secateurs.cli.commands import SUBCOMMANDS
 from secateurs.cli.config import apply_config
 from secateurs.errors import SecateursError
 
-# subcommand -> module in secateurs.cli ("inspection" so no file shadows the stdlib ``inspect``)
-SUBCOMMANDS = {"demo": "demo", "inspect": "inspection", "prune": "prune", "report": "report", "bench": "bench",
-               "export": "export", "sensitivity": "sensitivity"}
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -13,7 +13,7 @@ DEFAULT_RIDGE = 1e-3
 
 @dataclass(frozen=True)
 class Compensation:
-    """``method``: ``"lstsq"`` or ``"bias"`` (``registered_methods()``); ``ridge``: least-squares damping as a
+    """``method``: ``"lstsq"`` or ``"bias"`` (``METHODS.names()``); ``ridge``: least-squares damping as a
     fraction of the mean diagonal; ``add_bias=False`` never creates a bias on a layer without one."""
 
     method: str = "lstsq"

@@ -8,7 +8,8 @@ from typing import Any
 
 from torch import nn
 
-from secateurs.calibration.collect import CalibrationData, collect
+from secateurs.calibration.collect import collect
+from secateurs.calibration.data import CalibrationData
 from secateurs.calibration.stats import Statistics
 from secateurs.compensation.config import Compensation, as_compensation
 from secateurs.compensation.consumers import Consumer, find_consumers

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -12,6 +11,7 @@ import torch
 from secateurs.calibration.moments import Moments
 from secateurs.compensation.consumers import Consumer
 from secateurs.errors import InvalidArgumentError
+from secateurs.registry import Registry
 
 
 @dataclass
@@ -33,33 +33,13 @@ class Method(Protocol):
     def fit(self, c: Consumer, m: Moments, *, ridge: float, with_bias: bool) -> Fit: ...
 
 
-_METHODS: dict[str, Callable[[], Method]] = {}
-_MODULES = ("secateurs.compensation.bias", "secateurs.compensation.lstsq")
-
-
-def register_method(name: str) -> Callable[[Callable[[], Method]], Callable[[], Method]]:
-    def deco(factory: Callable[[], Method]) -> Callable[[], Method]:
-        if name in _METHODS:
-            raise RuntimeError(f"compensation method {name!r} registered twice")
-        _METHODS[name] = factory
-        return factory
-
-    return deco
-
-
-def _load() -> None:
-    for mod in _MODULES:
-        importlib.import_module(mod)
-
-
-def registered_methods() -> list[str]:
-    _load()
-    return sorted(_METHODS)
+METHODS: Registry[Callable[[], Method]] = Registry(
+    "compensation method", modules=("secateurs.compensation.bias", "secateurs.compensation.lstsq"))
+register_method = METHODS.register
 
 
 def get_method(name: object) -> Method:
-    _load()
-    if not isinstance(name, str) or name not in _METHODS:
-        raise InvalidArgumentError(f"compensate must be one of {', '.join(repr(k) for k in sorted(_METHODS))} "
+    if not isinstance(name, str) or name not in METHODS:
+        raise InvalidArgumentError(f"compensate must be one of {', '.join(repr(k) for k in METHODS.names())} "
                                    f"or None, got {name!r}")
-    return _METHODS[name]()
+    return METHODS.get(name)()

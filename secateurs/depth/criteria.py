@@ -26,9 +26,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from secateurs.calibration.collect import CalibrationData, _forward, _progress, as_calibration
+from secateurs.calibration.data import CalibrationData, as_calibration, forward_batch, progress
 from secateurs.errors import InvalidArgumentError, PlanError
 from secateurs.graph.capture import eval_mode
+from secateurs.registry import Registry
 
 
 @dataclass
@@ -47,27 +48,12 @@ class _Sums:
 
 
 Selector = Callable[[nn.Module, list[nn.Module], CalibrationData, int], LayerScores]
-_CRITERIA: dict[str, Selector] = {}
-
-
-def register_layer_criterion(name: str) -> Callable[[Selector], Selector]:
-    def deco(fn: Selector) -> Selector:
-        if name in _CRITERIA:
-            raise RuntimeError(f"layer criterion {name!r} registered twice")
-        _CRITERIA[name] = fn
-        return fn
-
-    return deco
-
-
-def layer_criteria() -> list[str]:
-    return sorted(_CRITERIA)
+LAYER_CRITERIA: Registry[Selector] = Registry("layer_importance")
+register_layer_criterion = LAYER_CRITERIA.register
 
 
 def get_layer_criterion(name: str) -> Selector:
-    if name not in _CRITERIA:
-        raise InvalidArgumentError(f"unknown layer_importance {name!r}; use one of {', '.join(layer_criteria())}")
-    return _CRITERIA[name]
+    return LAYER_CRITERIA.get(name)
 
 
 def _hidden_in(args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor | None:
@@ -137,12 +123,12 @@ def _run(model: nn.Module, data: CalibrationData, blocks: list[nn.Module],
             record(current[0], i, x, y)
 
         with _block_hooks(blocks, on_block):
-            for k, batch in enumerate(_progress(data.batches, data.progress, total)):
+            for k, batch in enumerate(progress(data.batches, data.progress, total)):
                 if data.max_batches is not None and k >= data.max_batches:
                     break
                 current[0] = data.inputs(batch) if data.inputs else batch
                 before = list(calls)
-                _forward(model, data, batch, k)
+                forward_batch(model, data, batch, k)
                 if any(c - b != 1 for c, b in zip(calls, before, strict=True)):
                     raise PlanError(f"calibration batch {k} ran the blocks {[c - b for c, b in zip(calls, before, strict=True)]} "
                                     "times each; layer dropping needs every block to run exactly once per forward")

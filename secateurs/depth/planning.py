@@ -7,7 +7,7 @@ from typing import Any
 
 from torch import nn
 
-from secateurs.depth.criteria import get_layer_criterion, layer_criteria, score_layers
+from secateurs.depth.criteria import LAYER_CRITERIA, get_layer_criterion, score_layers
 from secateurs.errors import InvalidArgumentError, InvalidTypeError
 from secateurs.graph.analysis import Analysis
 from secateurs.graph.blocks import container, find_blocks
@@ -31,7 +31,7 @@ def check_drop_args(drop_layers: Any, layer_importance: str | None, calibration:
         raise InvalidArgumentError(
             f"drop_layers={drop_layers} with layer_importance={name!r} needs calibration data: pass calibration=<iterable "
             f"of batches shaped like example_inputs> (e.g. [{{'input_ids': ids}}]); layer criteria are "
-            f"{', '.join(layer_criteria())}")
+            f"{', '.join(LAYER_CRITERIA.names())}")
     return name
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from secateurs.errors import InvalidArgumentError, PlanError
+from secateurs.registry import Registry
 
 
 def _no_config_change(model: nn.Module, container: str, kept: list[int]) -> None:
@@ -29,30 +30,15 @@ class DepthAdapter:
     note: str = ""
 
 
-_ADAPTERS: dict[type, DepthAdapter] = {}
-
-
-def register_depth_adapter(*types: type) -> Callable[[DepthAdapter], DepthAdapter]:
-    """Register ``adapter`` for models of ``types`` (found through the MRO, like surgery handlers)."""
-
-    def deco(adapter: DepthAdapter) -> DepthAdapter:
-        for t in types:
-            if t in _ADAPTERS and _ADAPTERS[t] is not adapter:
-                raise RuntimeError(f"depth adapter for {t.__qualname__} registered twice")
-            _ADAPTERS[t] = adapter
-        return adapter
-
-    return deco
+ADAPTERS: Registry[DepthAdapter] = Registry("depth adapter")
+register_depth_adapter = ADAPTERS.register
 
 
 def adapter_for(model: nn.Module) -> DepthAdapter | None:
     from secateurs.plugins import load_integrations
 
     load_integrations(model)  # integrations (Hugging Face) register their adapters when the model uses them
-    for cls in type(model).__mro__:
-        if cls in _ADAPTERS:
-            return _ADAPTERS[cls]
-    return None
+    return ADAPTERS.for_type(type(model))
 
 
 def _is_block_list(m: nn.Module) -> bool:

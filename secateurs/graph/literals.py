@@ -15,12 +15,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from secateurs.graph.capture import Captured, OpNode
-
-if TYPE_CHECKING:
-    from secateurs.graph.structure import Structure
+from secateurs.registry import Registry
 
 Term = tuple[int, int] | None
 
@@ -64,25 +62,13 @@ class FindContext:
 
 
 Finder = Callable[[OpNode, FindContext], list[Literal]]
-_FINDERS: dict[str, Finder] = {}
-
-
-def finds(*ops: str) -> Callable[[Finder], Finder]:
-    def deco(fn: Finder) -> Finder:
-        for op in ops:
-            _FINDERS[op] = fn
-        return fn
-
-    return deco
+FINDERS: Registry[Finder] = Registry("literal finder")
+finds = FINDERS.register
 
 
 def finder_for(op: str) -> Finder | None:
     """The finder registered for an op name with or without its overload (``aten.view.default``)."""
-    return _FINDERS.get(op_packet(op)) or _FINDERS.get(op)
-
-
-def registered_finders() -> dict[str, Finder]:
-    return dict(_FINDERS)
+    return FINDERS.find(op_packet(op)) or FINDERS.find(op)
 
 
 def op_packet(target: str) -> str:
@@ -220,34 +206,3 @@ def find_literals(captured: Captured, spaces: Spaces, node_hints: Sequence[tuple
         if finder is not None:
             found.extend(finder(node, ctx))
     return found
-
-
-def literal_values(st: Structure, removed_by_class: dict[int, set[int]]) -> dict[str, dict[str, Any]]:
-    """Node name -> {"op": target, "set": {argument key: value after pruning}, "before": {key: value as written}}
-    (plus "target" when the op must change, split -> split_with_sizes) for the literal sizes that change."""
-    by_name = st.coupled.captured.by_name
-
-    def new_size(s: int) -> int:
-        c = int(st.space_class[s])
-        return int(st.class_size[c]) - len(removed_by_class.get(c, ()))
-
-    def old_size(s: int) -> int:
-        return int(st.coupled.rel.sizes[s])
-
-    out: dict[str, dict[str, Any]] = {}
-    for lit in st.coupled.literals:
-        node = by_name[lit.node]
-        kind, _, where = lit.key.partition(".")
-        written = node.args[int(where)] if kind == "args" else node.kwargs[where]
-        plain = written if isinstance(written, (list, tuple)) else [written]
-        if not all(isinstance(v, int) for v in plain):
-            continue  # a size computed in the graph (not a literal): nothing to rewrite, and no JSON for it
-        new = lit.value(new_size, written)
-        if new == lit.value(old_size, written):
-            continue
-        entry = out.setdefault(lit.node, {"op": lit.op, "set": {}, "before": {}})
-        entry["set"][lit.key] = new
-        entry["before"][lit.key] = written
-        if lit.retarget:
-            entry["target"] = lit.retarget
-    return out

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from secateurs.calibration.collect import LossFn
+from secateurs.calibration.data import LossFn
 from secateurs.errors import InvalidArgumentError, InvalidTypeError, PlanError
 from secateurs.graph.analysis import Analysis, analyze
 from secateurs.graph.capture import ExampleInputs
@@ -115,7 +115,8 @@ def plan_family(
 def _nested(model: nn.Module, analysis: Analysis, larger: Plan, plan: Plan, metric: str, value: Any,
             example_inputs: ExampleInputs) -> Plan:
     """``plan`` made a superset of ``larger`` group by group (re-checked against its target when changed)."""
-    from secateurs.planning.make import _within, build_plan, measure_kept
+    from secateurs.planning.build import build_plan
+    from secateurs.planning.make import _within, measure_kept
 
     before = {g.id: set(g.removed) for g in larger.groups}
     if all(before.get(g.id, set()) <= set(g.removed) for g in plan.groups):

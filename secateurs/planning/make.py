@@ -12,14 +12,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from secateurs._version import __version__
-from secateurs.calibration.collect import LossFn, collect
+from secateurs.calibration.collect import collect
+from secateurs.calibration.data import LossFn
 from secateurs.calibration.stats import Statistics
 from secateurs.errors import InvalidArgumentError, PlanError, TargetUnreachableError
 from secateurs.graph.analysis import Analysis
 from secateurs.graph.groups import Group
-from secateurs.graph.literals import literal_values
-from secateurs.plans import GroupRecord, Plan
+from secateurs.planning.build import build_plan
+from secateurs.plans import Plan
 from secateurs.scoring.registry import Criterion, ScoringContext, criterion_name, get_criterion
 from secateurs.selection.cost import CostModel
 from secateurs.selection.latency import LatencyTarget, as_latency_target, search_latency
@@ -46,45 +46,6 @@ from secateurs.selection.select import (
 )
 
 SCOPES = ("local", "global")
-
-
-def build_plan(analysis: Analysis, removed: dict[int, np.ndarray], settings: dict[str, Any]) -> Plan:
-    """Turn per-group removed units into kept indices for every parameter and buffer they touch."""
-    st = analysis.structure
-    removed_by_class: dict[int, set[int]] = {}
-    for g in analysis.groups:
-        units = removed.get(g.id)
-        if units is None or len(units) == 0:
-            continue
-        for c, idx in g.unit_index.items():
-            removed_by_class.setdefault(c, set()).update(idx[units].ravel().tolist())
-    keep: dict[str, dict[int, list[int]]] = {}
-    for c, gone in removed_by_class.items():
-        size = int(st.class_size[c])
-        if len(gone) >= size:
-            raise PlanError(f"plan would remove every unit of a dimension of size {size}; lower the ratio")
-        kept = sorted(set(range(size)) - gone)
-        for fqn, dim in st.class_params.get(c, []):
-            keep.setdefault(fqn, {})[dim] = kept
-    hints: dict[str, dict[str, Any]] = {}
-    hints_before: dict[str, dict[str, Any]] = {}
-    for path, name, spaces in st.coupled.rel.hints:
-        classes = [int(st.space_class[s]) for s in spaces]
-        new = [int(st.class_size[c]) - len(removed_by_class.get(c, ())) for c in classes]
-        old = [int(st.class_size[c]) for c in classes]
-        if new != old:
-            hints.setdefault(path, {})[name] = new[0] if len(new) == 1 else new
-            hints_before.setdefault(path, {})[name] = old[0] if len(old) == 1 else old
-    literals = literal_values(st, removed_by_class)
-    records = [
-        GroupRecord(g.id, g.kind, g.name, [(m.fqn, m.dim) for m in g.members], g.n_units, g.unit_size,
-                    [int(u) for u in removed.get(g.id, np.zeros(0, dtype=np.int64))], g.exact,
-                    g.inexact_reasons[0] if g.inexact_reasons else "")
-        for g in analysis.groups
-    ]
-    shapes = {k: list(v) for k, v in analysis.shapes.items()}
-    return Plan(analysis.fingerprint, shapes, keep, hints, records, settings, __version__, hints_before=hints_before,
-                literals=literals)
 
 
 @dataclass

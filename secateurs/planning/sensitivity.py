@@ -18,12 +18,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from secateurs.calibration.collect import LossFn
+from secateurs.calibration.data import LossFn
 from secateurs.errors import InvalidArgumentError, InvalidTypeError
 from secateurs.graph.analysis import Analysis, analyze
 from secateurs.graph.capture import ExampleInputs, eval_mode, normalize_inputs
 from secateurs.graph.groups import Group
-from secateurs.planning.make import _score, _statistics, build_plan
+from secateurs.planning.build import build_plan
+from secateurs.planning.make import _score, _statistics
 from secateurs.planning.sensitivity_result import SensitivityResult, SensitivityRow
 from secateurs.scoring.registry import Criterion, ScoringContext, criterion_name, get_criterion
 from secateurs.selection.cost import CostModel

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -11,8 +9,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 import torch
 
-from secateurs.errors import InvalidArgumentError, InvalidTypeError
+from secateurs.errors import InvalidTypeError
 from secateurs.graph.groups import Group
+from secateurs.registry import Registry
 
 if TYPE_CHECKING:
     from secateurs.calibration.stats import Statistics
@@ -61,34 +60,9 @@ class Criterion(Protocol):
     def scores(self, group: Group, ctx: ScoringContext) -> np.ndarray: ...
 
 
-_CRITERIA: dict[str, Callable[[], Criterion]] = {}
-_LOADED = False
-
-
-def register_criterion(name: str) -> Callable[[Callable[[], Criterion]], Callable[[], Criterion]]:
-    def deco(factory: Callable[[], Criterion]) -> Callable[[], Criterion]:
-        if name in _CRITERIA:
-            raise RuntimeError(f"criterion {name!r} registered twice")
-        _CRITERIA[name] = factory
-        return factory
-
-    return deco
-
-
-def _load() -> None:
-    global _LOADED
-    if not _LOADED:
-        import secateurs.scoring as pkg
-
-        for info in pkgutil.iter_modules(pkg.__path__):
-            if info.name not in ("registry",) and not info.name.startswith("_"):
-                importlib.import_module(f"secateurs.scoring.{info.name}")
-        _LOADED = True
-
-
-def registered_criteria() -> list[str]:
-    _load()
-    return sorted(_CRITERIA)
+CRITERIA: Registry[Callable[[], Criterion]] = Registry("importance criterion", package="secateurs.scoring",
+                                                     skip=("registry", "score"))
+register_criterion = CRITERIA.register
 
 
 def get_criterion(spec: str | Criterion) -> Criterion:
@@ -96,10 +70,7 @@ def get_criterion(spec: str | Criterion) -> Criterion:
         if not hasattr(spec, "scores"):
             raise InvalidTypeError(f"importance must be a criterion name or an object with .scores(), got {type(spec).__name__}")
         return spec
-    _load()
-    if spec not in _CRITERIA:
-        raise InvalidArgumentError(f"unknown importance criterion {spec!r}; choose one of {', '.join(sorted(_CRITERIA))}")
-    return _CRITERIA[spec]()
+    return CRITERIA.get(spec)()
 
 
 def criterion_name(criterion: Criterion) -> str:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from secateurs.errors import InvalidArgumentError
+from secateurs.registry import Registry
 
 if TYPE_CHECKING:
     from secateurs.calibration.stats import Statistics
@@ -26,25 +27,19 @@ class _Method:
         self.needs_data = needs_data
 
 
-_METHODS: dict[str, _Method] = {}
+METHODS: Registry[_Method] = Registry("2:4 sparsity method")
 
 
 def register_method(name: str, *, needs_data: bool = False) -> Callable[[ScoreFn], ScoreFn]:
     def add(fn: ScoreFn) -> ScoreFn:
-        _METHODS[name] = _Method(fn, needs_data)
+        METHODS.add(name, _Method(fn, needs_data))
         return fn
 
     return add
 
 
-def methods() -> list[str]:
-    return sorted(_METHODS)
-
-
 def get_method(name: str) -> _Method:
-    if name not in _METHODS:
-        raise InvalidArgumentError(f"unknown 2:4 sparsity method {name!r}; use one of {', '.join(methods())}")
-    return _METHODS[name]
+    return METHODS.get(name)
 
 
 @register_method("magnitude")

@@ -2,7 +2,7 @@
 
 A case says how to build the module and its input, which indices of its input and output channels
 survive, the plan ``keep``/``hints`` that express that, and the attributes the handler must refresh.
-``tests/surgery/test_handler_registry.py`` is generated from ``registered_handlers()`` and fails
+``tests/surgery/test_handler_registry.py`` is generated from ``HANDLERS.entries()`` and fails
 for a handler type without a case here.
 """
 

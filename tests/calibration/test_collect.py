@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from secateurs.calibration import CalibrationData, collect
-from secateurs.calibration.collect import all_reduce_
+from secateurs.calibration.hooks import all_reduce_
 from secateurs.errors import InvalidArgumentError, InvalidTypeError
 from secateurs.graph.groups import Member
 from secateurs.scoring._common import member_stats

@@ -5,7 +5,8 @@ import sys
 import pytest
 import torch
 
-from secateurs.cli.main import SUBCOMMANDS, build_parser, main
+from secateurs.cli.commands import SUBCOMMANDS
+from secateurs.cli.main import build_parser, main
 
 SPEC = "secateurs.testing.models:TinyViT"  # same model as the pruned_dir fixture
 SHAPE = "1,3,16,16"

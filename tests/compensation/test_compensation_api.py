@@ -11,7 +11,7 @@ from torch import nn
 
 import secateurs as sc
 from secateurs.calibration import collect
-from secateurs.compensation import Compensation, gather, registered_methods
+from secateurs.compensation import METHODS, Compensation, gather
 from secateurs.compensation.lstsq import LeastSquares
 from secateurs.errors import ApplyError, InvalidArgumentError
 from secateurs.testing.models import ConcatNet, TinyResNet
@@ -37,7 +37,7 @@ def fresh(name: str) -> tuple[nn.Module, list[torch.Tensor]]:
 
 
 def test_registered_methods() -> None:
-    assert registered_methods() == ["bias", "lstsq"]
+    assert METHODS.names() == ["bias", "lstsq"]
 
 
 @pytest.mark.parametrize("method", ["bias", "lstsq"])

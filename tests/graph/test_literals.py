@@ -4,14 +4,14 @@ import pytest
 import torch
 
 import secateurs as sc
-from secateurs.graph.literals import Literal, finder_for, registered_finders
+from secateurs.graph.literals import FINDERS, Literal, finder_for
 from secateurs.io.program import load_program, save_program
 from secateurs.plans import Plan
 from secateurs.testing.programs import PROGRAM_TOYS, export_toy
 
 
 def test_every_literal_finder_has_a_program_toy():
-    for op, finder in registered_finders().items():
+    for op, finder in FINDERS.entries().items():
         covered = op in PROGRAM_TOYS or any(finder_for(t) is finder for t in PROGRAM_TOYS)
         assert covered, f"literal finder for {op} has no toy in secateurs.testing.programs.PROGRAM_TOYS"
 

@@ -46,7 +46,7 @@ def test_activation_statistics_of_a_program_equal_the_eager_ones(pair):
 
 
 def test_moments_criteria_and_sequential_calibration_are_refused(pair):
-    from secateurs.calibration.collect import CalibrationData
+    from secateurs.calibration.data import CalibrationData
 
     _, program, x, batches = pair
     with pytest.raises(InvalidArgumentError, match="input features of nn.Linear/Conv modules"):

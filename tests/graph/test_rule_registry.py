@@ -18,25 +18,25 @@ import secateurs as sc
 from secateurs.graph.capture import from_exported
 from secateurs.graph.couple import couple
 from secateurs.graph.groups import find_groups
-from secateurs.graph.rules import registered
+from secateurs.graph.rules import RULES
 from secateurs.graph.structure import build_structure
 from secateurs.testing.fixtures import all_fixtures
 from secateurs.testing.fixtures._check import rule_names_used
 from secateurs.verification.oracle import masked_outputs, run
 
 FIXTURES = all_fixtures()
-RULES = sorted(registered())
+RULE_NAMES = sorted(RULES.entries())
 
 
 def test_every_registered_rule_has_a_fixture():
-    missing = sorted(set(RULES) - set(FIXTURES))
+    missing = sorted(set(RULE_NAMES) - set(FIXTURES))
     assert not missing, (
         f"{len(missing)} registered op rules have no fixture in secateurs/testing/fixtures/: {', '.join(missing)}"
     )
 
 
 def test_every_fixture_names_a_registered_rule():
-    stale = sorted(set(FIXTURES) - set(RULES))
+    stale = sorted(set(FIXTURES) - set(RULE_NAMES))
     assert not stale, f"fixtures for op names no rule is registered under: {', '.join(stale)}"
 
 
@@ -75,7 +75,7 @@ def _check_dynamic(op: str, fx) -> None:
     )
 
 
-@pytest.mark.parametrize("op", [_params(op) for op in RULES])
+@pytest.mark.parametrize("op", [_params(op) for op in RULE_NAMES])
 def test_rule_fixture(op: str):
     fx = FIXTURES.get(op)
     if fx is None:

@@ -92,8 +92,8 @@ def test_heads_family_is_nested() -> None:
 
 
 def test_a_plan_that_is_not_nested_is_repaired_by_union() -> None:
+    from secateurs.planning.build import build_plan
     from secateurs.planning.family import _nested
-    from secateurs.planning.make import build_plan
 
     model, x = ConvBN(width=8).eval(), torch.randn(1, 3, 8, 8)
     analysis = sc.analyze(model, x)

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 import secateurs as sc
 from secateurs.calibration import collect
-from secateurs.scoring import get_criterion, registered_criteria
+from secateurs.scoring import CRITERIA, get_criterion
 from secateurs.scoring.lamp import lamp_scores
 from secateurs.scoring.registry import ScoringContext
 from secateurs.scoring.taylor import Taylor
@@ -231,14 +231,14 @@ CASES: dict[str, Callable[[], None]] = {
 }
 
 
-@pytest.mark.parametrize("name", registered_criteria())
+@pytest.mark.parametrize("name", CRITERIA.names())
 def test_criterion_known_answer(name: str) -> None:
     if name not in CASES:
         pytest.fail(f"criterion {name!r} is registered but has no known-answer case in {__file__}")
     CASES[name]()
 
 
-@pytest.mark.parametrize("name", registered_criteria())
+@pytest.mark.parametrize("name", CRITERIA.names())
 @pytest.mark.parametrize("factory,shape", [(ConvBN, (2, 3, 8, 8)), (MultiHeadAttention, (2, 5, 16))])
 def test_every_criterion_plans_and_prunes(name: str, factory, shape) -> None:
     model = factory().eval()

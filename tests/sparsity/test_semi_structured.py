@@ -86,7 +86,7 @@ def test_apply_is_all_or_nothing():
 
 
 def test_unknown_method():
-    with pytest.raises(InvalidArgumentError, match="magnitude, wanda"):
+    with pytest.raises(InvalidArgumentError, match="'magnitude', 'wanda'"):
         sparsify_2to4(MLP(), "best")
 
 

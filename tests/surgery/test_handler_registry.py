@@ -15,13 +15,14 @@ import torch
 import secateurs as sc
 from secateurs.graph.analysis import fingerprint
 from secateurs.plans import Plan
-from secateurs.surgery.registry import find_handler, registered_handlers
+from secateurs.surgery.registry import HANDLERS as REGISTRY
+from secateurs.surgery.registry import find_handler
 from secateurs.testing.handler_fixtures import HANDLER_CASES, TESTED_ELSEWHERE, HandlerCase
 from secateurs.verification.oracle import masked
 
 # Built-in handlers; integration handlers (Hugging Face, timm) register lazily and are covered by the
 # registry-driven family tests under tests/integrations/.
-HANDLERS = {t: fn for t, fn in registered_handlers().items() if fn.__module__.startswith("secateurs.surgery.handlers")}
+HANDLERS = {t: fn for t, fn in REGISTRY.entries().items() if fn.__module__.startswith("secateurs.surgery.handlers")}
 
 
 def test_every_registered_handler_type_has_a_case():

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from secateurs.errors import ApplyError
+from secateurs.registry import Registry
 
 #: canonical width names, in the order they are written to the config
 WIDTHS = ("hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads", "head_dim")
@@ -57,19 +58,13 @@ class Family:
     extra_fields: Callable[[nn.Module], dict[str, int]] | None = None  # other config attributes, read from modules
 
 
-_FAMILIES: dict[str, Family] = {}
+FAMILIES: Registry[Family] = Registry("Hugging Face family")
 
 
 def register_family(family: Family) -> Family:
     for t in family.model_types:
-        if t in _FAMILIES:
-            raise RuntimeError(f"Hugging Face family for model_type {t!r} registered twice")
-        _FAMILIES[t] = family
+        FAMILIES.add(t, family)
     return family
-
-
-def families() -> dict[str, Family]:
-    return dict(_FAMILIES)
 
 
 def split_heads(width: int, head_dim: int, where: Any, what: str) -> int:
@@ -105,7 +100,7 @@ def widths(model: nn.Module, family: Family) -> dict[str, list[int]]:
 def sync_config_(model: nn.Module) -> None:
     """Write the uniform widths of ``model`` into ``model.config``; warn about those it cannot express."""
     config = getattr(model, "config", None)
-    family = _FAMILIES.get(getattr(config, "model_type", ""))
+    family = FAMILIES.find(getattr(config, "model_type", ""))
     if config is None:
         return
     if family is None:

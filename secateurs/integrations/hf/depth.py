@@ -17,7 +17,7 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from secateurs.graph.blocks import DepthAdapter, register_depth_adapter
-from secateurs.integrations.hf._common import families
+from secateurs.integrations.hf._common import FAMILIES
 
 #: config attributes holding one entry per layer
 PER_LAYER_LISTS = ("layer_types",)
@@ -32,7 +32,7 @@ def _base_path(model: Any) -> str:
 
 
 def find(model: nn.Module) -> str | None:
-    family = families().get(getattr(getattr(model, "config", None), "model_type", ""))
+    family = FAMILIES.find(getattr(getattr(model, "config", None), "model_type", ""))
     if family is None or not family.layers:
         return None
     base = _base_path(model)

@@ -21,10 +21,10 @@ from secateurs.testing.hf import FFN, GQA_TYPES, HEADS, HIDDEN, KV_HEADS, TINY, 
 
 pytest.importorskip("transformers")
 from secateurs.integrations.hf import handlers  # noqa: E402,F401  (registers the families)
-from secateurs.integrations.hf._common import families, widths  # noqa: E402
+from secateurs.integrations.hf._common import FAMILIES, widths  # noqa: E402
 
 MODEL_TYPES = sorted(TINY)
-DERIVED = {t for t, f in families().items() if f.derived_head_dim}
+DERIVED = {t for t, f in FAMILIES.entries().items() if f.derived_head_dim}
 
 
 @dataclass
@@ -57,7 +57,7 @@ def prune_copy(model_type: str, ratio: Any, ignore: Any = None, reexport: bool =
 
 
 def layer_widths(model_type: str, model: torch.nn.Module) -> dict[str, set[int]]:
-    return {k: set(v) for k, v in widths(model, families()[model_type]).items()}
+    return {k: set(v) for k, v in widths(model, FAMILIES.entries()[model_type]).items()}
 
 
 def check_config_rebuilds(model: torch.nn.Module) -> None:
@@ -77,7 +77,7 @@ def check_generate(model: torch.nn.Module, inputs: dict[str, Any]) -> None:
 
 
 def test_every_registered_family_has_a_tiny_model():
-    assert set(families()) <= set(TINY), f"add a tiny model to secateurs.testing.hf.TINY for {set(families()) - set(TINY)}"
+    assert set(FAMILIES.entries()) <= set(TINY), f"add a tiny model to secateurs.testing.hf.TINY for {set(FAMILIES.entries()) - set(TINY)}"
 
 
 @pytest.mark.parametrize("model_type", MODEL_TYPES)
@@ -127,7 +127,7 @@ def test_ffn_only(model_type):
     kept = FFN - int(0.3 * FFN)
     w = layer_widths(model_type, model)
     assert w["intermediate_size"] == {kept} and w["hidden_size"] == {HIDDEN}
-    intermediate = families()[model_type].config_fields["intermediate_size"]
+    intermediate = FAMILIES.entries()[model_type].config_fields["intermediate_size"]
     assert getattr(model.config, intermediate) == kept
     check_config_rebuilds(model)
     if c.tiny.decoder:
@@ -143,7 +143,7 @@ def test_hidden_and_ffn(model_type):
     hidden = 48  # 64 - 19, rounded to a multiple of 8 (stock configs want hidden_size % num_attention_heads == 0)
     w = layer_widths(model_type, model)
     assert w["hidden_size"] == {hidden}
-    fields = families()[model_type].config_fields
+    fields = FAMILIES.entries()[model_type].config_fields
     assert getattr(model.config, fields["hidden_size"]) == hidden
     for m in model.modules():
         if isinstance(m, torch.nn.LayerNorm):

@@ -15,10 +15,10 @@ from secateurs.testing.hf import ENCODERS, FFN, HEADS, HIDDEN, KV_HEADS, TINY, t
 
 transformers = pytest.importorskip("transformers")
 from secateurs.integrations.hf import handlers  # noqa: E402,F401
-from secateurs.integrations.hf._common import families  # noqa: E402
+from secateurs.integrations.hf._common import FAMILIES  # noqa: E402
 
 DECODERS = sorted(set(TINY) - set(ENCODERS))
-EXPRESSIBLE_HEADS = [t for t in DECODERS if not families()[t].derived_head_dim]
+EXPRESSIBLE_HEADS = [t for t in DECODERS if not FAMILIES.entries()[t].derived_head_dim]
 
 
 def reload_same(model, inputs, tmp_path):
@@ -57,7 +57,7 @@ def test_ffn_and_hidden_reload_with_stock_class(model_type, tmp_path):
         warnings.simplefilter("error", UserWarning)
         sc.prune(t.model, t.inputs, ratio={"channels": 0.25}, round_to=16)
     reloaded = reload_same(t.model, t.inputs, tmp_path)
-    hidden = families()[model_type].config_fields["hidden_size"]
+    hidden = FAMILIES.entries()[model_type].config_fields["hidden_size"]
     assert getattr(reloaded.config, hidden) == 48
 
 

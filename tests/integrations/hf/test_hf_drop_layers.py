@@ -13,12 +13,12 @@ from secateurs.testing.hf import TINY, tiny, token_batches
 
 transformers = pytest.importorskip("transformers")
 from secateurs.integrations.hf import handlers  # noqa: E402,F401  (registers the families)
-from secateurs.integrations.hf._common import families  # noqa: E402
+from secateurs.integrations.hf._common import FAMILIES  # noqa: E402
 
 
 def layer_list(model):
     base = model.base_model
-    path = families()[model.config.model_type].layers
+    path = FAMILIES.entries()[model.config.model_type].layers
     return base.get_submodule(path)
 
 
@@ -31,7 +31,7 @@ def check_generate(model, ids):
 
 
 def test_every_family_names_its_layer_list():
-    for model_type, family in families().items():
+    for model_type, family in FAMILIES.entries().items():
         assert family.layers, f"family {model_type!r} does not name its layer list (Family.layers)"
 
 

@@ -72,9 +72,9 @@ def _olmo():
 
 
 def test_model_type_without_adapter_prunes_with_a_note(tmp_path):
-    from secateurs.integrations.hf._common import families
+    from secateurs.integrations.hf._common import FAMILIES
 
-    assert "olmo" not in families()
+    assert "olmo" not in FAMILIES.entries()
     model = _olmo()
     inputs = {"input_ids": token_batches(1)[0]["input_ids"], "use_cache": False}
     with pytest.warns(UserWarning, match="no secateurs adapter for model_type 'olmo'.*config is not rewritten"):
