@@ -13,13 +13,15 @@ from secateurs.errors import SecateursError
 if TYPE_CHECKING:
     from secateurs.api import analyze, apply, count, plan, prune, verify
     from secateurs.compensation import compensate
+    from secateurs.config import CriterionSpec, PruneConfig
     from secateurs.io import load, save
     from secateurs.planning.family import plan_family
     from secateurs.planning.sensitivity import sensitivity
     from secateurs.plans import Plan
     from secateurs.recovery import iterative_prune, recover, regularizers
-    from secateurs.selection.latency import LatencyTarget
+    from secateurs.scoring.score import score
     from secateurs.sparsity import sparsify_2to4
+    from secateurs.targets import Budget, LatencyTarget, Ratio
 
 _LAZY = {
     "analyze": "secateurs.api", "plan": "secateurs.api", "apply": "secateurs.api", "verify": "secateurs.api",
@@ -27,12 +29,13 @@ _LAZY = {
     "recover": "secateurs.recovery", "iterative_prune": "secateurs.recovery", "regularizers": "secateurs.recovery",
     "save": "secateurs.io", "load": "secateurs.io", "sparsify_2to4": "secateurs.sparsity",
     "compensate": "secateurs.compensation",
-    "LatencyTarget": "secateurs.selection.latency", "sensitivity": "secateurs.planning.sensitivity",
+    "LatencyTarget": "secateurs.targets", "Ratio": "secateurs.targets", "Budget": "secateurs.targets", "PruneConfig": "secateurs.config", "CriterionSpec": "secateurs.config",
+    "score": "secateurs.scoring.score", "sensitivity": "secateurs.planning.sensitivity",
     "plan_family": "secateurs.planning.family",
 }
 
-__all__ = ["LatencyTarget", "Plan", "SecateursError", "__version__", "analyze", "apply", "compensate", "count",
-           "iterative_prune", "load", "plan", "plan_family", "prune", "recover", "regularizers", "save", "sensitivity",
+__all__ = ["Budget", "CriterionSpec", "LatencyTarget", "Plan", "PruneConfig", "Ratio", "SecateursError", "__version__", "analyze", "apply", "compensate", "count",
+           "iterative_prune", "load", "plan", "plan_family", "prune", "recover", "regularizers", "save", "score", "sensitivity",
            "sparsify_2to4", "verify"]
 
 

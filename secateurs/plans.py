@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from secateurs._version import __version__
+from secateurs.config import PruneConfig
 from secateurs.errors import FileFormatError
 
 FORMAT = 1
@@ -41,6 +42,8 @@ class Plan:
     # graph node -> {"op": target, "args.N"/"kwargs.NAME": value after pruning}: sizes written into the ops of an
     # exported program (view shapes, split sizes); surgery rewrites them when the model is such a graph
     literals: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # the options the plan was made with: ``sc.plan(model, x, plan.config)`` on the same weights makes it again
+    config: PruneConfig | None = None
 
     @property
     def exact(self) -> bool:
@@ -76,8 +79,9 @@ class Plan:
         return {new: v for k, v in out.items() if (new := self.renamed(k)) is not None}
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        d = asdict(replace(self, config=None))
         d["keep"] = {k: {str(dim): idx for dim, idx in v.items()} for k, v in self.keep.items()}
+        d["config"] = None if self.config is None else self.config.to_dict()
         return d
 
     def to_json(self, indent: int | None = None) -> str:
@@ -109,8 +113,9 @@ class Plan:
                 settings=dict(d.get("settings", {})),
                 version=str(d.get("version", "")),
                 dropped_layers={str(k): [int(i) for i in v] for k, v in (d.get("dropped_layers") or {}).items()},
+                config=None if d.get("config") is None else PruneConfig.from_dict(d["config"]),
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError) as exc:  # InvalidArgumentError of the config included
             raise FileFormatError(f"plan JSON is missing or has malformed fields: {exc}") from exc
         plan.validate()
         return plan

@@ -18,11 +18,13 @@ from secateurs.cli._common import (
     set_threads,
     step,
 )
+from secateurs.cli._config_flags import TARGET_FLAGS, add_prune_flags, build_config, config_options
 from secateurs.cli._int8 import add_int8_flag, check_int8, int8_exports
 from secateurs.cli._measure import add_latency_flags, batch_sizes, fit_static_batch, measure
 from secateurs.cli._overrides import add_overrides_flags, read_overrides
 from secateurs.cli._sparsity import add_sparsity_flags, sparsify
 from secateurs.cli.config import add_config_flags
+from secateurs.config import PruneConfig
 from secateurs.errors import InvalidArgumentError
 
 
@@ -30,31 +32,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("prune", help="prune a model and save it (safetensors + plan) with report.json/md/html")
     add_model_flags(p)
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="directory to write (must not exist unless --force)")
-    p.add_argument("--ratio", default=None,
-                   help="fraction of units removed per group (default 0.5): 0.3, or per unit kind: channels=0.3,heads=0.25")
-    p.add_argument("--macs", type=float, default=None, help="instead of --ratio: fraction of MACs KEPT, e.g. 0.5")
-    p.add_argument("--params", type=float, default=None, help="instead of --ratio: fraction of parameters KEPT")
-    p.add_argument("--scope", choices=("local", "global"), default="local",
-                   help="rank units per group (local, default) or across groups of a kind (global)")
-    p.add_argument("--max-ratio", type=float, default=None, help="remove at most this fraction of any group")
-    p.add_argument("--importance", default="l2", help="importance criterion (default l2)")
-    p.add_argument("--ignore", action="append", default=[], metavar="PATTERN",
-                   help="module path or glob never pruned (repeatable), e.g. --ignore fc --ignore 'layer3.*'")
-    p.add_argument("--round-to", type=int, default=1, help="keep a multiple of this many channels per group")
-    p.add_argument("--min-keep", type=int, default=1, help="never keep fewer units per group")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--tolerance", type=float, default=1e-4, help="verification tolerance (relative error)")
+    add_prune_flags(p)
     p.add_argument("--dry-run", action="store_true", help="only plan: write DIR/plan.json, leave weights alone")
     p.add_argument("--force", action="store_true", help="replace DIR if it exists")
     p.add_argument("--no-bench", action="store_true", help="skip the latency measurement")
-    p.add_argument("--latency", type=float, default=None,
-                   help="instead of --ratio: fraction of measured latency KEPT on this machine, e.g. 0.5 (±10%%)")
-    p.add_argument("--compensate", choices=("bias", "lstsq"), default=None,
-                   help="refit the layers that read pruned channels from --calibration (FLAP bias or least squares)")
-    p.add_argument("--drop-layers", type=int, default=None, metavar="N",
-                   help="also remove N whole residual blocks (decoder layers), scored on --calibration")
-    p.add_argument("--layer-importance", choices=("block_influence", "angular"), default=None,
-                   help="how --drop-layers scores blocks (default block_influence)")
     add_int8_flag(p, "also quantize a copy to int8 and put its fidelity and latency in the report: dynamic (default; "
                      "Linear layers) or static (convs and Linear, needs --calibration)")
     add_overrides_flags(p)
@@ -66,62 +47,36 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
-def parse_ratio(text: Any) -> float | dict[str, float] | None:
-    if text is None:
-        return None
-    if isinstance(text, (int, float, dict)) and not isinstance(text, bool):  # from --config
-        return text
-    text = str(text)
-    try:
-        if "=" not in text:
-            return float(text)
-        out = {}
-        for item in text.split(","):
-            kind, _, value = item.partition("=")
-            out[kind.strip()] = float(value)
-        return out
-    except ValueError:
-        raise InvalidArgumentError(f"--ratio must be a number like 0.3 or kind=value pairs like channels=0.3,heads=0.25, "
-                                   f"got {text!r}") from None
-
-
-def _settings(args: argparse.Namespace) -> dict[str, Any]:
-    ignore = [args.ignore] if isinstance(args.ignore, str) else list(args.ignore)
-    return {"ratio": parse_ratio(args.ratio), "importance": args.importance, "ignore": ignore or None,
-            "round_to": args.round_to, "min_keep": args.min_keep, "seed": args.seed, "scope": args.scope,
-            "macs": args.macs, "params": args.params, "max_ratio": args.max_ratio, "latency": args.latency,
-            "drop_layers": args.drop_layers, "layer_importance": args.layer_importance}
-
-
-def _uses_data(args: argparse.Namespace, importance: str) -> bool:
+def _uses_data(config: PruneConfig) -> bool:
     """Whether sc.prune reads the calibration batches: the criterion, compensation or layer dropping."""
-    return needs_data(importance) or bool(args.compensate) or bool(args.drop_layers)
+    return needs_data(config.importance) or config.compensate is not None or bool(config.drop_layers)
 
 
-def _validate(args: argparse.Namespace, settings: dict[str, Any]) -> None:
-    """Check ratio, criterion, rounding and data needs before building the model, so a typo fails in a second."""
-    from secateurs.scoring.registry import get_criterion
-    from secateurs.selection.select import resolve_ratio
+def _validate(args: argparse.Namespace, config: PruneConfig) -> None:
+    """Check the request before building the model, so a typo fails in a second."""
+    from secateurs.compensation.config import as_compensation
+    from secateurs.depth.criteria import get_layer_criterion
+    from secateurs.scoring.registry import criterion_name, get_criterion
 
-    if settings["ratio"] is not None:
-        resolve_ratio(settings["ratio"])
-    criterion = get_criterion(settings["importance"])
-    for key in ("round_to", "min_keep"):
-        if settings[key] < 1:
-            raise InvalidArgumentError(f"--{key.replace('_', '-')} must be a positive integer, got {settings[key]}")
+    criterion = get_criterion(config.importance)
+    name = criterion_name(criterion)
     if getattr(criterion, "needs_grads", False):
-        raise InvalidArgumentError(f"importance {settings['importance']!r} needs gradients of a training loss, which "
+        raise InvalidArgumentError(f"importance {name!r} needs gradients of a training loss, which "
                                    "needs labels the command line cannot supply; use the Python API "
                                    "(secateurs.prune(..., calibration=loader, loss_fn=...)) or a data criterion such as wanda")
-    if args.drop_layers is not None and args.drop_layers < 1:
-        raise InvalidArgumentError(f"--drop-layers must be a positive integer, got {args.drop_layers}")
-    for flag, value in (("--compensate", args.compensate), ("--drop-layers", args.drop_layers)):
+    if config.compensate is not None:
+        as_compensation(config.compensate)
+    if config.layer_importance is not None:
+        get_layer_criterion(config.layer_importance)
+    if config.drop_layers is not None and config.drop_layers < 1:
+        raise InvalidArgumentError(f"--drop-layers must be a positive integer, got {config.drop_layers}")
+    for flag, value in (("--compensate", config.compensate), ("--drop-layers", config.drop_layers)):
         if value and not args.calibration:
             raise InvalidArgumentError(f"{flag} needs calibration data: pass --calibration DIR (images), FILE.txt "
                                        "(text) or synthetic (random inputs)")
     wants_data = getattr(criterion, "needs_data", False) or args.sparsity_2to4 == "wanda"
     if wants_data and not args.calibration:
-        what = f"importance {settings['importance']!r}" if getattr(criterion, "needs_data", False) else "--sparsity-2to4 wanda"
+        what = f"importance {name!r}" if getattr(criterion, "needs_data", False) else "--sparsity-2to4 wanda"
         raise InvalidArgumentError(f"{what} needs calibration data: pass --calibration DIR (images), FILE.txt (text) "
                                    "or synthetic (random inputs, meaningless scores)")
     if args.calibration_batches < 1:
@@ -133,27 +88,33 @@ def _validate(args: argparse.Namespace, settings: dict[str, Any]) -> None:
     check_int8(args)
 
 
-def _calibration(args: argparse.Namespace, source: Any, spec: Any, settings: dict[str, Any]) -> Any:
+def _calibration(args: argparse.Namespace, source: Any, spec: Any, config: PruneConfig) -> Any:
     """The calibration batches for the criterion (None when it reads no data)."""
     if not args.calibration:
         return None
     step(args, f"loading calibration data ({args.calibration})")
     calibration = build_calibration(args, source.spec, spec)
-    if not _uses_data(args, settings["importance"]) and args.sparsity_2to4 != "wanda" and args.int8 != "static":
+    if not _uses_data(config) and args.sparsity_2to4 != "wanda" and args.int8 != "static":
         import warnings
 
-        warnings.warn(f"--calibration is not used by importance {settings['importance']!r}", stacklevel=2)
+        warnings.warn(f"--calibration is not used by importance {_name(config)!r}", stacklevel=2)
     return calibration
 
 
-def _dry_run(args: argparse.Namespace, model: Any, spec: Any, out: Path, settings: dict[str, Any], source: Any) -> int:
+def _name(config: PruneConfig) -> str:
+    from secateurs.scoring.registry import criterion_name, get_criterion
+
+    return criterion_name(get_criterion(config.importance))
+
+
+def _dry_run(args: argparse.Namespace, model: Any, spec: Any, out: Path, config: PruneConfig, source: Any) -> int:
     import secateurs as sc
     from secateurs.io.atomic import atomic_dir, write_text
 
     step(args, "planning (dry run: the model is not changed)")
-    calibration = _calibration(args, source, spec, settings)
-    batches = calibration.batches if calibration and (needs_data(settings["importance"]) or args.drop_layers) else None
-    plan = sc.plan(model, spec.make(), calibration=batches, **settings)
+    calibration = _calibration(args, source, spec, config)
+    batches = calibration.batches if calibration and (needs_data(config.importance) or config.drop_layers) else None
+    plan = sc.plan(model, spec.make(), config, calibration=batches)
     with atomic_dir(out, args.force) as tmp:
         write_text(tmp / "plan.json", plan.to_json(indent=1))
     pruned = sum(1 for g in plan.groups if g.removed)
@@ -164,14 +125,17 @@ def _dry_run(args: argparse.Namespace, model: Any, spec: Any, out: Path, setting
     return 0
 
 
-def _request(args: argparse.Namespace) -> tuple[dict[str, Any], Any]:
-    """The settings for sc.prune and the sensitivity section of the report, checked before anything is built."""
-    settings = _settings(args)
-    settings["overrides"], sensitivity_doc = read_overrides(args)
-    if settings["overrides"] and settings["ratio"] is None and not any(settings[k] for k in ("macs", "params", "latency")):
-        settings["ratio"] = 0.0  # only the groups the overrides name are pruned
-    _validate(args, settings)
-    return settings, sensitivity_doc
+def _request(args: argparse.Namespace) -> tuple[PruneConfig, Any]:
+    """The PruneConfig and the sensitivity section of the report, checked before anything is built."""
+    options = config_options(args)
+    overrides, sensitivity_doc = read_overrides(args)
+    if overrides:
+        options["overrides"] = overrides
+        if not any(k in options for k in TARGET_FLAGS):
+            options["ratio"] = 0.0  # only the groups the overrides name are pruned
+    config = build_config(options)
+    _validate(args, config)
+    return config, sensitivity_doc
 
 
 def run(args: argparse.Namespace) -> int:
@@ -184,14 +148,14 @@ def run(args: argparse.Namespace) -> int:
     set_threads(args)
     out = Path(args.output)
     check_target(out, args.force)  # fail before any slow work
-    settings, sensitivity_doc = _request(args)
+    config, sensitivity_doc = _request(args)
     sizes = [] if args.no_bench or args.dry_run else batch_sizes(args)
     source, model, spec = load_model(args)
     if args.dry_run:
-        return _dry_run(args, model, spec, out, settings, source)
+        return _dry_run(args, model, spec, out, config, source)
     base_fp = fingerprint(model)
     sizes, batch_note = fit_static_batch(sizes, model, source.spec)
-    calibration = _calibration(args, source, spec, settings)
+    calibration = _calibration(args, source, spec, config)
     batches = calibration.batches if calibration else None
     before = {}
     if sizes:
@@ -199,8 +163,7 @@ def run(args: argparse.Namespace) -> int:
         before = measure(model, spec, sizes, args.repeats, is_quiet(args))
     step(args, "planning, pruning and verifying")
     x = spec.make()
-    result = sc.prune(model, x, tolerance=args.tolerance, compensate=args.compensate,
-                      calibration=batches if _uses_data(args, args.importance) else None, **settings)
+    result = sc.prune(model, x, config, calibration=batches if _uses_data(config) else None)
     sparsity, sparsity_doc = None, None
     if args.sparsity_2to4:
         step(args, f"2:4 sparsity of Linear weights ({args.sparsity_2to4})")

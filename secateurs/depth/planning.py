@@ -7,6 +7,7 @@ from typing import Any
 
 from torch import nn
 
+from secateurs.config import PruneConfig
 from secateurs.depth.criteria import LAYER_CRITERIA, get_layer_criterion, score_layers
 from secateurs.errors import InvalidArgumentError, InvalidTypeError
 from secateurs.graph.analysis import Analysis
@@ -93,19 +94,11 @@ def attach(plan: Plan, choice: DropChoice | None) -> Plan:
     return plan
 
 
-def width_request(drop_layers: Any, ratio: Any, importance: Any, calibration: Any, macs: float | None,
-                  params: float | None) -> tuple[Any, Any]:
-    """(ratio, calibration) for the width part of a plan that may also drop layers.
-
-    With ``drop_layers`` and no width request, nothing is removed in width (ratio 0, not the default 0.5);
-    the calibration batches go to the width criterion only when it reads data.
-    """
-    if not drop_layers:
-        return ratio, calibration
-    if macs is not None or params is not None:
-        raise InvalidArgumentError("drop_layers= cannot be combined with a macs=/params= budget yet (the budget "
-                                   "solver does not count dropped blocks); pass ratio= for the width part")
+def width_calibration(config: PruneConfig, calibration: Any) -> Any:
+    """The calibration batches for the width criterion of a plan that also drops layers: given only when that
+    criterion reads data (the batches are for the layer criterion otherwise)."""
+    if not config.drop_layers:
+        return calibration
     from secateurs.scoring.registry import get_criterion
 
-    needs_data = bool(getattr(get_criterion(importance), "needs_data", False))
-    return (0.0 if ratio is None else ratio), (calibration if needs_data else None)
+    return calibration if getattr(get_criterion(config.importance), "needs_data", False) else None

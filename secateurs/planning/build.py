@@ -7,13 +7,15 @@ from typing import Any
 import numpy as np
 
 from secateurs._version import __version__
+from secateurs.config import PruneConfig
 from secateurs.errors import PlanError
 from secateurs.graph.analysis import Analysis
 from secateurs.graph.structure import Structure
 from secateurs.plans import GroupRecord, Plan
 
 
-def build_plan(analysis: Analysis, removed: dict[int, np.ndarray], settings: dict[str, Any]) -> Plan:
+def build_plan(analysis: Analysis, removed: dict[int, np.ndarray], settings: dict[str, Any],
+               config: PruneConfig | None = None) -> Plan:
     """Turn per-group removed units into kept indices for every parameter and buffer they touch."""
     st = analysis.structure
     removed_by_class: dict[int, set[int]] = {}
@@ -49,7 +51,7 @@ def build_plan(analysis: Analysis, removed: dict[int, np.ndarray], settings: dic
     ]
     shapes = {k: list(v) for k, v in analysis.shapes.items()}
     return Plan(analysis.fingerprint, shapes, keep, hints, records, settings, __version__, hints_before=hints_before,
-                literals=literals)
+                literals=literals, config=config)
 
 
 def literal_values(st: Structure, removed_by_class: dict[int, set[int]]) -> dict[str, dict[str, Any]]:

@@ -10,6 +10,7 @@ the plans are nested by construction; ``plan_family`` still checks it and repair
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,12 +18,17 @@ import numpy as np
 from torch import nn
 
 from secateurs.calibration.data import LossFn
+from secateurs.config import PruneConfig
 from secateurs.errors import InvalidArgumentError, InvalidTypeError, PlanError
 from secateurs.graph.analysis import Analysis, analyze
 from secateurs.graph.capture import ExampleInputs
 from secateurs.graph.groups import Group
+from secateurs.planning.build import build_plan
+from secateurs.planning.make import make_plan
+from secateurs.planning.targets import measure_kept, within
 from secateurs.plans import Plan
 from secateurs.scoring.registry import Criterion, ScoringContext, criterion_name, get_criterion
+from secateurs.targets import LatencyTarget
 
 _METRICS = ("macs", "params", "ratio")
 
@@ -76,35 +82,36 @@ def _strength(metric: str, value: Any) -> float:
 def plan_family(
     model: nn.Module,
     example_inputs: ExampleInputs,
+    config: PruneConfig | None = None,
     *,
     macs: Sequence[float] | None = None,
     params: Sequence[float] | None = None,
     ratio: Sequence[float] | None = None,
-    importance: str | Criterion = "l2",
-    scope: str = "global",
     calibration: Any = None,
     loss_fn: LossFn | None = None,
     analysis: Analysis | None = None,
-    **plan_options: Any,
+    **options: Any,
 ) -> list[Plan]:
     """One plan per value of ``macs`` (or ``params``, fractions kept) or ``ratio`` (fractions removed), in the
     order given, from one scoring pass. Each smaller plan removes, in every group, a superset of the units
-    a larger one removes. Other keywords (``ignore``, ``round_to``, ``min_keep``, ``max_ratio``,
-    ``overrides``, ``normalize``, ``seed``) are those of ``sc.plan``; ``scope`` defaults to ``"global"``."""
-    from secateurs.planning.make import make_plan
-
+    a larger one removes. ``config`` and the other keywords are those of ``sc.plan`` (its target is replaced by
+    each value); ``scope`` defaults to ``"global"`` here."""
     metric, values = _targets(macs, params, ratio)
-    if "latency" in plan_options:
+    if "latency" in options or isinstance(getattr(config, "target", None), LatencyTarget):
         raise InvalidArgumentError("plan_family does not take latency targets yet: use macs=[...] and time the plans")
+    if config is None and "scope" not in options and "uniform" not in options:
+        options["scope"] = "global"
+    base = PruneConfig.build(config, **options)
     analysis = analysis or analyze(model, example_inputs)
-    criterion = _ScoredOnce(get_criterion(importance))
+    criterion = _ScoredOnce(get_criterion(base.importance))
     order = sorted(range(len(values)), key=lambda i: _strength(metric, values[i]))
     plans: dict[int, Plan] = {}
     previous: Plan | None = None
     for i in order:
         stats = criterion.stats if criterion.stats is not None else calibration  # collected once, by the first plan
-        plan = make_plan(model, analysis, importance=criterion, scope=scope, calibration=stats, loss_fn=loss_fn,
-                         example_inputs=example_inputs, **{metric: values[i]}, **plan_options)
+        cfg = PruneConfig.build(base, target=None, importance=criterion, **{metric: values[i]})
+        plan = make_plan(model, analysis, cfg, calibration=stats, loss_fn=loss_fn, example_inputs=example_inputs)
+        plan.config = dataclasses.replace(cfg, importance=base.importance)
         if previous is not None:
             plan = _nested(model, analysis, previous, plan, metric, values[i], example_inputs)
         plan.settings["family"] = {"metric": metric, "values": values, "index": i}
@@ -115,18 +122,15 @@ def plan_family(
 def _nested(model: nn.Module, analysis: Analysis, larger: Plan, plan: Plan, metric: str, value: Any,
             example_inputs: ExampleInputs) -> Plan:
     """``plan`` made a superset of ``larger`` group by group (re-checked against its target when changed)."""
-    from secateurs.planning.build import build_plan
-    from secateurs.planning.make import _within, measure_kept
-
     before = {g.id: set(g.removed) for g in larger.groups}
     if all(before.get(g.id, set()) <= set(g.removed) for g in plan.groups):
         return plan
     removed = {g.id: np.array(sorted(before.get(g.id, set()) | set(g.removed)), dtype=np.int64) for g in plan.groups}
-    repaired = build_plan(analysis, removed, dict(plan.settings))
+    repaired = build_plan(analysis, removed, dict(plan.settings), plan.config)
     if metric != "ratio":
         achieved = measure_kept(model, repaired, example_inputs)
         repaired.settings["achieved"] = achieved
-        if not _within(achieved, {metric: float(value)}):
+        if not within(achieved, {metric: float(value)}):
             raise PlanError(f"plan_family: the plan for {metric}={value} is not nested in the larger one, and the "
                             f"nested version keeps {metric}={achieved[metric]:.3f}, outside ±5%; space the values "
                             "further apart or use scope='global'")

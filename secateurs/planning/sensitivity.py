@@ -19,14 +19,15 @@ import torch
 from torch import nn
 
 from secateurs.calibration.data import LossFn
+from secateurs.config import PruneConfig
 from secateurs.errors import InvalidArgumentError, InvalidTypeError
 from secateurs.graph.analysis import Analysis, analyze
 from secateurs.graph.capture import ExampleInputs, eval_mode, normalize_inputs
 from secateurs.graph.groups import Group
 from secateurs.planning.build import build_plan
-from secateurs.planning.make import _score, _statistics
 from secateurs.planning.sensitivity_result import SensitivityResult, SensitivityRow
-from secateurs.scoring.registry import Criterion, ScoringContext, criterion_name, get_criterion
+from secateurs.scoring.registry import Criterion, criterion_name, get_criterion
+from secateurs.scoring.score import score
 from secateurs.selection.cost import CostModel
 from secateurs.selection.overlap import prefer_finest
 from secateurs.selection.overrides import GROUP_KEY
@@ -163,38 +164,36 @@ def sensitivity(
         raise InvalidArgumentError("sensitivity evaluates pruned copies, so the model needs weights: it is on the "
                                    "meta device; load the weights first")
     analysis = analysis or analyze(model, example_inputs)
-    criterion = get_criterion(importance)
     metric, description = (metric_fn, getattr(metric_fn, "__name__", type(metric_fn).__name__)) if metric_fn \
         else (output_fidelity(model, example_inputs), FIDELITY)
     targets = _targets(analysis, model, groups, ignore)
     all_groups = list({g.id: g for t in targets for g in t.groups}.values())
-    stats = _statistics(criterion, model, calibration, loss_fn, all_groups) if all_groups else None
-    ctx = ScoringContext(model, dict(model.state_dict(keep_vars=True)), seed, stats=stats)
-    scores = _score(criterion, all_groups, ctx)
+    scores = score(model, all_groups, importance, calibration=calibration, loss_fn=loss_fn, seed=seed).by_group
     limits = Limits(round_to, min_keep)
     cost = CostModel(analysis, model)
     baseline = float(metric(model))
-    settings = {"importance": criterion_name(criterion), "seed": seed, "round_to": round_to, "min_keep": min_keep}
+    config = PruneConfig(importance=importance, seed=seed, round_to=round_to, min_keep=min_keep)
+    settings = {"importance": criterion_name(get_criterion(importance))}
     rows: list[SensitivityRow] = []
     for target in _progress(targets, progress):
         for r in ratio_list:
             counts = {g.id: limits.rounded(g, math.floor(r * g.n_units + 1e-9), capped=False) for g in target.groups}
-            row = _evaluate(model, analysis, target, r, counts, scores, metric, baseline, cost, settings)
+            row = _evaluate(model, analysis, target, r, counts, scores, metric, baseline, cost, settings, config)
             row.drop = (baseline - row.metric) if higher_is_better else (row.metric - baseline)
             rows.append(row)
-    return SensitivityResult(baseline, ratio_list, rows, description, higher_is_better, criterion_name(criterion))
+    return SensitivityResult(baseline, ratio_list, rows, description, higher_is_better, settings["importance"])
 
 
 def _evaluate(model: nn.Module, analysis: Analysis, target: _Target, ratio: float, counts: dict[int, int],
               scores: dict[int, np.ndarray], metric: MetricFn, baseline: float, cost: CostModel,
-              settings: dict[str, Any]) -> SensitivityRow:
+              settings: dict[str, Any], config: PruneConfig) -> SensitivityRow:
     removed = {gid: select_lowest(scores[gid], n) for gid, n in counts.items() if n > 0}
     n_removed = sum(len(v) for v in removed.values())
     kept = cost.kept(counts, target.groups)
     value = baseline
     if n_removed:
         pruned = copy.deepcopy(model)
-        apply_plan(pruned, build_plan(analysis, removed, dict(settings)))
+        apply_plan(pruned, build_plan(analysis, removed, dict(settings), config))
         value = float(metric(pruned))
         del pruned
     units = sum(g.n_units for g in target.groups)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -9,7 +10,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 import torch
 
-from secateurs.errors import InvalidTypeError
+from secateurs.config import CriterionSpec
+from secateurs.errors import InvalidArgumentError, InvalidTypeError
 from secateurs.graph.groups import Group
 from secateurs.registry import Registry
 
@@ -65,7 +67,20 @@ CRITERIA: Registry[Callable[[], Criterion]] = Registry("importance criterion", p
 register_criterion = CRITERIA.register
 
 
-def get_criterion(spec: str | Criterion) -> Criterion:
+def get_criterion(spec: str | CriterionSpec | Criterion) -> Criterion:
+    """A criterion from its registry name, a ``CriterionSpec`` (name + fields, as config files write it), or an
+    object with ``.scores()`` (returned as it is)."""
+    if isinstance(spec, CriterionSpec):
+        built = CRITERIA.get(spec.name)()
+        if not spec.options:
+            return built
+        if not dataclasses.is_dataclass(built):
+            raise InvalidArgumentError(f"criterion {spec.name!r} takes no options, got {dict(spec.options)}")
+        known = {f.name for f in dataclasses.fields(built) if f.init}
+        unknown = sorted(set(spec.options) - known)
+        if unknown:
+            raise InvalidArgumentError(f"criterion {spec.name!r} has no options {unknown}; it has {sorted(known)}")
+        return dataclasses.replace(built, **spec.options)  # type: ignore[type-var]
     if not isinstance(spec, str):
         if not hasattr(spec, "scores"):
             raise InvalidTypeError(f"importance must be a criterion name or an object with .scores(), got {type(spec).__name__}")

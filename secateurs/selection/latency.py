@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from secateurs.errors import InvalidArgumentError, InvalidTypeError, TargetUnreachableError
+from secateurs.errors import TargetUnreachableError
 from secateurs.graph.capture import eval_mode, normalize_inputs
 from secateurs.plans import Plan
 from secateurs.selection.timing import (
@@ -29,53 +29,9 @@ from secateurs.selection.timing import (
     torch_threads,
     wall_clock_ms,
 )
+from secateurs.targets import LatencyTarget
 
 Counts = dict[int, int]
-
-
-@dataclass(frozen=True)
-class LatencyTarget:
-    """``latency=LatencyTarget(0.5, threads=1)``: keep ``fraction`` of the measured latency of the unpruned
-    model, within ``tolerance`` (relative). ``batch`` repeats/cuts the example batch for timing; ``threads``
-    sets torch's intra-op threads while timing (default: unchanged); ``device`` the device timed on
-    (default: the model's; cpu for a meta-device model, which is timed with random weights).
-    ``timer(model, args, kwargs) -> float`` times one forward pass (default: wall clock, ms);
-    ``max_probes`` bounds the number of pruned copies timed."""
-
-    fraction: float
-    batch: int | None = None
-    threads: int | None = None
-    repeats: int = 7
-    warmup: int = 2
-    device: str | None = None
-    timer: Timer | None = field(default=None, compare=False)
-    tolerance: float = 0.10
-    max_probes: int = 10
-
-    def __post_init__(self) -> None:
-        f = self.fraction
-        if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0.0 < float(f) <= 1.0:
-            raise InvalidArgumentError(f"latency must be the fraction of measured latency KEPT, in (0, 1], got {f!r}")
-        for name in ("batch", "threads"):
-            v = getattr(self, name)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-                raise InvalidArgumentError(f"LatencyTarget.{name} must be a positive integer or None, got {v!r}")
-        for name, low in (("repeats", 1), ("warmup", 0), ("max_probes", 1)):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < low:
-                raise InvalidArgumentError(f"LatencyTarget.{name} must be an integer >= {low}, got {v!r}")
-        if not 0.0 < self.tolerance < 1.0:
-            raise InvalidArgumentError(f"LatencyTarget.tolerance must be in (0, 1), got {self.tolerance!r}")
-        if self.timer is not None and not callable(self.timer):
-            raise InvalidTypeError("LatencyTarget.timer must be callable as timer(model, args, kwargs) -> float")
-
-
-def as_latency_target(value: float | LatencyTarget | None) -> LatencyTarget | None:
-    if value is None or isinstance(value, LatencyTarget):
-        return value
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InvalidTypeError(f"latency must be a fraction kept (float) or a LatencyTarget, got {type(value).__name__}")
-    return LatencyTarget(float(value))
 
 
 @dataclass

@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from secateurs.config import NORMALIZERS
 from secateurs.errors import InvalidArgumentError
-
-NORMALIZERS = ("mean", "max", "standardize", "none")
 
 
 def check_normalize(how: str) -> str:

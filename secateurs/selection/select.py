@@ -10,16 +10,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from secateurs.errors import InvalidArgumentError, InvalidTypeError
+from secateurs.errors import InvalidTypeError
 from secateurs.graph.groups import Group
+from secateurs.targets import CHANNEL_ROLES, DEFAULT_KINDS, KINDS, resolve_ratio
 
-DEFAULT_KINDS = ("channels", "heads")
-#: channel groups split by role: ``hidden`` = on a residual stream (summed with another activation; in a
-#: transformer the hidden size through embeddings, norms and every block), ``ffn`` = every other channels group
-#: (FFN intermediate neurons; inside-block channels of a CNN). ``channels`` covers both.
-CHANNEL_ROLES = ("ffn", "hidden")
-KINDS = ("channels", "heads", "query_heads", "head_dim", *CHANNEL_ROLES)
-
+__all__ = ["CHANNEL_ROLES", "DEFAULT_KINDS", "KINDS", "IgnoreSpec", "Limits", "group_is_ignored", "ratio_for",
+           "ratio_key", "resolve_ratio", "select_lowest"]
 
 def ratio_key(group: Group, ratios: Mapping[str, float]) -> str:
     """The key of ``ratios`` that applies to ``group``: its kind, or for channels its role when that is given."""
@@ -33,19 +29,6 @@ def ratio_key(group: Group, ratios: Mapping[str, float]) -> str:
 
 def ratio_for(group: Group, ratios: Mapping[str, float]) -> float:
     return float(ratios.get(ratio_key(group, ratios), 0.0))
-
-
-def resolve_ratio(ratio: float | Mapping[str, float]) -> dict[str, float]:
-    """A float applies to channels and heads; a dict names unit kinds explicitly."""
-    if isinstance(ratio, bool) or not isinstance(ratio, (int, float, Mapping)):
-        raise InvalidTypeError(f"ratio must be a float or a dict of unit kind -> float, got {type(ratio).__name__}")
-    items = dict.fromkeys(DEFAULT_KINDS, float(ratio)) if isinstance(ratio, (int, float)) else dict(ratio)
-    for kind, r in items.items():
-        if kind not in KINDS:
-            raise InvalidArgumentError(f"unknown unit kind {kind!r} in ratio; use one of {', '.join(KINDS)}")
-        if not isinstance(r, (int, float)) or isinstance(r, bool) or not 0.0 <= float(r) < 1.0:
-            raise InvalidArgumentError(f"ratio for {kind!r} must be a number in [0, 1) (the fraction removed), got {r!r}")
-    return {k: float(v) for k, v in items.items()}
 
 
 @dataclass(frozen=True)

@@ -8,18 +8,18 @@ from __future__ import annotations
 
 import copy
 import functools
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
 from secateurs.plans import Plan
+from secateurs.targets import Timer
 from secateurs.timing import medians, time_ms, torch_threads, uses_cuda
 
 __all__ = ["interleaved_medians", "model_device", "real_inputs", "runnable_copy", "torch_threads", "wall_clock_ms"]
 
-Timer = Callable[[nn.Module, tuple[Any, ...], dict[str, Any]], float]
 
 
 def wall_clock_ms(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> float:

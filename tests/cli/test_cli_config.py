@@ -14,8 +14,8 @@ def _run(capsys, argv):
     return rc, capsys.readouterr().err
 
 
-def _settings(out):
-    return json.loads((out / "plan.json").read_text())["settings"]
+def _config(out):
+    return json.loads((out / "plan.json").read_text())["config"]
 
 
 def _dry(tmp_path, name, *extra):
@@ -35,8 +35,8 @@ def test_config_file_formats(tmp_path, capsys, name, text):
     out, argv = _dry(tmp_path, "o", "--config", str(cfg))
     rc, err = _run(capsys, argv)
     assert rc == 0, err
-    s = _settings(out)
-    assert s["ratio"]["channels"] == 0.25 and s["ignore"] == ["head"] and s["round_to"] == 2
+    c = _config(out)
+    assert c["target"] == {"kind": "ratio", "value": 0.25} and c["ignore"] == ["head"] and c["round_to"] == 2
 
 
 def test_set_overrides_file_and_flags_win(tmp_path, capsys):
@@ -46,26 +46,12 @@ def test_set_overrides_file_and_flags_win(tmp_path, capsys):
                      "--set", "prune.importance=l1", "--importance", "fpgm", "--set", "scope=global", "--round", "1")
     rc, err = _run(capsys, argv)
     assert rc == 0, err
-    s = _settings(out)
-    assert s["ratio"]["channels"] == 0.5  # --set beats the file
-    assert s["min_keep"] == 3 and isinstance(s["min_keep"], int)  # typed from text
-    assert s["importance"] == "fpgm"  # a typed flag beats --set and the file
-    assert s["round_to"] == 1  # typed (as an abbreviation), even though 1 is the default
-    assert s["scope"] == "global"
-
-
-def test_every_prune_option_is_an_api_keyword():
-    import inspect
-
-    import secateurs as sc
-    from secateurs.cli.config import options
-    from secateurs.cli.main import build_parser
-
-    build_parser()
-    api = set(inspect.signature(sc.prune).parameters)
-    pruning = {"ratio", "importance", "ignore", "round_to", "min_keep", "seed", "tolerance", "scope", "macs", "params",
-               "max_ratio", "latency", "compensate", "drop_layers", "layer_importance"}
-    assert pruning <= set(options("prune")) and pruning <= api
+    c = _config(out)
+    assert c["target"]["value"] == 0.5  # --set beats the file
+    assert c["min_keep"] == 3 and isinstance(c["min_keep"], int)  # typed from text
+    assert c["importance"] == "fpgm"  # a typed flag beats --set and the file
+    assert c["round_to"] == 1  # typed (as an abbreviation), even though 1 is the default
+    assert c["scope"] == "global"
 
 
 @pytest.mark.parametrize("extra,match", [

@@ -35,8 +35,8 @@ def _one_error_line(err):
     (["bench", "{tmp}/missing"], "unknown model spec"),
     (["prune", SPEC, "--input-shape", SHAPE, "-o", "{tmp}/o", "--macs", "0.001", "--no-bench"], "cannot be reached"),
     (["prune", SPEC, "--input-shape", SHAPE, "-o", "{tmp}/o", "--macs", "1.5", "--no-bench"], "fraction of macs KEPT"),
-    (["prune", SPEC, "--input-shape", SHAPE, "-o", "{tmp}/o", "--macs", "0.5", "--ratio", "0.3", "--no-bench"], "not both"),
-    (["prune", SPEC, "--input-shape", SHAPE, "-o", "{tmp}/o", "--max-ratio", "2", "--no-bench"], "max_ratio must be"),
+    (["prune", SPEC, "--input-shape", SHAPE, "-o", "{tmp}/o", "--macs", "0.5", "--ratio", "0.3", "--no-bench"], "pass one target"),
+    (["prune", SPEC, "--input-shape", SHAPE, "-o", "{tmp}/o", "--max-ratio", "2", "--no-bench"], "--max-ratio must be"),
     (["prune", SPEC, "--input-shape", SHAPE, "-o", "{tmp}/o", "--importance", "wanda", "--calibration", "{tmp}/nowhere"],
      "does not exist"),
     (["inspect", "file:{tmp}/model.pt2"], "not a torch.export archive"),
@@ -117,9 +117,9 @@ def test_prune_config_file(tmp_path, capsys):
     rc, err = _err(capsys, ["prune", SPEC, "--input-shape", SHAPE, "-o", str(out), "--dry-run", "--config", str(cfg),
                             "--importance", "l1", "--quiet"])
     assert rc == 0, err
-    settings = json.loads((out / "plan.json").read_text())["settings"]
-    assert settings["ratio"]["channels"] == 0.25 and settings["ignore"] == ["head"] and settings["round_to"] == 2
-    assert settings["importance"] == "l1"  # the command line wins over the file's default
+    config = json.loads((out / "plan.json").read_text())["config"]
+    assert config["target"]["value"] == 0.25 and config["ignore"] == ["head"] and config["round_to"] == 2
+    assert config["importance"] == "l1"  # the command line wins over the file's default
     cfg.write_text(json.dumps({"ratio": 0.25, "colour": "red"}))
     rc, err = _err(capsys, ["prune", SPEC, "--input-shape", SHAPE, "-o", str(tmp_path / "x"), "--config", str(cfg)])
     assert rc == 2 and "colour" in _one_error_line(err)

@@ -67,7 +67,7 @@ def test_scores_are_computed_once_per_group() -> None:
 
 
 def test_calibration_is_collected_once(monkeypatch) -> None:
-    import secateurs.planning.make as planning
+    import secateurs.scoring.score as planning
 
     calls: list[int] = []
     real = planning.collect

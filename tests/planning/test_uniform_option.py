@@ -18,7 +18,7 @@ def test_uniform_switches_between_local_and_global():
     a = sc.analyze(model, x)
     uniform = sc.plan(model, x, ratio=0.5, uniform=True, analysis=a)
     free = sc.plan(model, x, ratio=0.5, uniform=False, analysis=a)
-    assert uniform.settings["scope"] == "local" and free.settings["scope"] == "global"
+    assert uniform.config.scope == "local" and free.config.scope == "global"
     assert len(_widths(uniform)) == 1  # every 32-wide group keeps 16
     assert sc.plan(model, x, ratio=0.5, scope="global", analysis=a).groups == free.groups
 

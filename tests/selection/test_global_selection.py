@@ -39,13 +39,13 @@ def test_global_takes_units_where_they_matter_least() -> None:
     assert removed(p) == {"fc1": 8, "fc2": 0}
     fc1 = next(g for g in p.groups if g.name.startswith("fc1"))
     assert fc1.removed == list(range(0, 16, 2))
-    assert p.settings["scope"] == "global" and p.settings["normalize"] == "mean"
+    assert p.config.scope == "global" and p.settings["normalize"] == "mean"
 
 
 def test_max_ratio_caps_each_group() -> None:
     p = sc.plan(skewed(), X, ratio=0.25, scope="global", max_ratio=0.25)
     assert removed(p) == {"fc1": 4, "fc2": 4}
-    assert p.settings["max_ratio"] == 0.25
+    assert p.config.max_ratio == 0.25
 
 
 def test_min_keep_and_round_to_in_global_scope() -> None:
@@ -61,7 +61,7 @@ def test_overrides_fix_the_ratio_of_matching_modules() -> None:
     got = removed(p)
     assert got["fc1"] == 12  # fixed by the override, outside the global pool
     assert got["fc2"] == 4  # the pool now holds only fc2's group: a quarter of it
-    assert p.settings["overrides"] == {"fc1": 0.75}
+    assert p.config.overrides == {"fc1": 0.75}
     assert removed(sc.plan(skewed(), X, ratio=0.5, overrides={"fc3": 0.0})) == {"fc1": 8, "fc2": 0}
 
 

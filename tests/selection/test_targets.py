@@ -48,7 +48,7 @@ def test_targets_are_met_within_five_percent(scope: str, metric: str) -> None:
     achieved = dict(zip(("macs", "params"), kept_fraction(model, plan, x), strict=True))[metric]
     assert achieved == pytest.approx(0.5, rel=0.05)
     assert plan.settings["achieved"][metric] == pytest.approx(achieved)
-    assert plan.settings["targets"] == {metric: 0.5} and plan.settings["ratio"] is None
+    assert plan.settings["targets"] == {metric: 0.5} and plan.settings["ratios"] is None
 
 
 def test_two_targets_keep_both_at_or_below_budget() -> None:
