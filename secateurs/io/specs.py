@@ -17,6 +17,7 @@ from torch import nn
 
 from secateurs.errors import InvalidArgumentError, missing_dependency
 from secateurs.io.inputs import InputSpec
+from secateurs.registry import Registry
 
 SPEC_HELP = "torchvision:NAME, timm:NAME, hf:LOCAL_DIR, file:SAVED_DIR, file:PROGRAM.pt2 or module.path:factory"
 
@@ -32,6 +33,11 @@ class ModelSource:
     saved_dir: Path | None = None  # for file: specs, the secateurs directory
 
 
+#: ``prefix`` of ``prefix:rest`` -> ``resolver(rest, trust_code)``; ``file:`` lives in ``io/saved_specs.py`` (it reads
+#: secateurs directories, which record the spec of their unpruned model in turn)
+SCHEMES: Registry[Callable[[str, bool], ModelSource]] = Registry("model spec scheme", modules=("secateurs.io.saved_specs",))
+
+
 def _import_optional(module: str, package: str, extra: str, feature: str) -> Any:
     try:
         return importlib.import_module(module)
@@ -45,7 +51,8 @@ def _unknown(kind: str, name: str, known: list[str]) -> InvalidArgumentError:
     return InvalidArgumentError(f"unknown {kind} model {name!r}{hint}")
 
 
-def _torchvision(name: str) -> ModelSource:
+@SCHEMES.register("torchvision")
+def _torchvision(name: str, trust_code: bool = False) -> ModelSource:
     tv = _import_optional("torchvision.models", "torchvision", "vision", f"model spec 'torchvision:{name}'")
     known = tv.list_models()
     if name not in known:
@@ -54,7 +61,8 @@ def _torchvision(name: str) -> ModelSource:
                        InputSpec(shape=(1, 3, 224, 224)))
 
 
-def _timm(name: str) -> ModelSource:
+@SCHEMES.register("timm")
+def _timm(name: str, trust_code: bool = False) -> ModelSource:
     timm = _import_optional("timm", "timm", "vision", f"model spec 'timm:{name}'")
     if not timm.is_model(name):
         raise _unknown("timm", name, timm.list_models())
@@ -63,7 +71,8 @@ def _timm(name: str) -> ModelSource:
                        InputSpec(shape=(1, *[int(s) for s in size])))
 
 
-def _hf(path: str) -> ModelSource:
+@SCHEMES.register("hf")
+def _hf(path: str, trust_code: bool = False) -> ModelSource:
     root = Path(path).expanduser().absolute()
     if not (root / "config.json").is_file():
         raise InvalidArgumentError(f"hf:{path} is not a local Hugging Face model directory (no config.json); "
@@ -88,31 +97,6 @@ def _hf(path: str) -> ModelSource:
     return ModelSource(f"hf:{root}", "hf", build, InputSpec(seq_len=128, vocab_size=vocab))
 
 
-def _file(path: str, trust_code: bool) -> ModelSource:
-    from secateurs.io.saving import load, read_manifest
-
-    root = Path(path).expanduser().absolute()
-    if root.suffix == ".pt2":
-        return _program(root)
-    manifest = read_manifest(root)
-    default = InputSpec.from_dict(manifest["input"]) if manifest.get("input") else None
-    return ModelSource(f"file:{root}", "file", lambda: load(root, trust_code=trust_code), default, saved_dir=root)
-
-
-def _program(path: Path) -> ModelSource:
-    """A ``.pt2`` program: loaded now (its recorded example inputs give the default input and the fixed batch);
-    the first ``build()`` returns that module, later ones load the file again."""
-    from secateurs.io.program import load_program
-
-    program = load_program(path)
-    unused = [program.module]
-
-    def build() -> nn.Module:
-        return unused.pop() if unused else load_program(path).module
-
-    return ModelSource(f"file:{path}", "program", build, program.input_spec())
-
-
 def _factory(module: str, attr: str, spec: str) -> ModelSource:
     try:
         mod = importlib.import_module(module)
@@ -135,7 +119,7 @@ def _factory(module: str, attr: str, spec: str) -> ModelSource:
 
 def imports_code(spec: str) -> bool:
     """True for ``module.path:factory`` specs (arbitrary Python), False for the named model zoos and saved dirs."""
-    return ":" in spec and spec.partition(":")[0] not in ("torchvision", "timm", "hf", "file")
+    return ":" in spec and spec.partition(":")[0] not in SCHEMES
 
 
 def resolve(spec: str, *, trust_code: bool = False) -> ModelSource:
@@ -146,16 +130,14 @@ def resolve(spec: str, *, trust_code: bool = False) -> ModelSource:
     """
     if not isinstance(spec, str) or ":" not in spec:
         if isinstance(spec, str) and os.path.isfile(os.path.join(spec, "manifest.json")):
-            return _file(spec, trust_code)
+            return SCHEMES.get("file")(spec, trust_code)
         raise InvalidArgumentError(f"unknown model spec {spec!r}: use {SPEC_HELP}")
     prefix, _, rest = spec.partition(":")
     if not rest:
         raise InvalidArgumentError(f"model spec {spec!r} names nothing after {prefix + ':'!r}: use {SPEC_HELP}")
-    if prefix == "file":
-        return _file(rest, trust_code)
-    handlers = {"torchvision": _torchvision, "timm": _timm, "hf": _hf}
-    if prefix in handlers:
-        return handlers[prefix](rest)
+    scheme = SCHEMES.find(prefix)
+    if scheme is not None:
+        return scheme(rest, trust_code)
     if all(part.isidentifier() for part in prefix.split(".")) and rest.isidentifier():
         return _factory(prefix, rest, spec)
     raise InvalidArgumentError(f"unknown model spec {spec!r}: use {SPEC_HELP}")
