@@ -1,0 +1,179 @@
+"""Generated from the registries: every registry has a contract, and every entry of it is checked.
+
+A registry is found through ``Registry.instances()`` after importing every module of the package (and the
+integrations), so a new registry without a contract here fails ``test_every_registry_has_a_contract``, and a
+new entry of a registry is checked the day it is registered. Registries whose entries are checked by their
+own generated test file are delegated to it (the file must iterate that registry).
+"""
+
+from __future__ import annotations
+
+import importlib
+import pathlib
+import pkgutil
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import secateurs
+from secateurs.registry import Registry, key_name
+from secateurs.testing.registry_cases import DEPTH_CASES, MODULE_CASES
+
+TESTS = pathlib.Path(__file__).parent
+
+
+def _import_everything() -> None:
+    for info in pkgutil.walk_packages(secateurs.__path__, "secateurs."):
+        if ".testing.assets" not in info.name and not info.name.endswith("__main__"):
+            importlib.import_module(info.name)
+    for reg in Registry.instances():
+        reg.entries()  # built-in modules load
+
+
+_import_everything()
+REGISTRIES = {r.what: r for r in Registry.instances()}
+
+#: registry -> (test file that parametrizes over it, the expression it iterates)
+DELEGATED = {
+    "coupling rule": ("graph/test_rule_registry.py", "RULES.entries()"),
+    "literal finder": ("graph/test_literals.py", "FINDERS.entries()"),
+    "surgery handler": ("surgery/test_handler_registry.py", "REGISTRY.entries()"),
+    "importance criterion": ("scoring/test_criteria.py", "CRITERIA.names()"),
+    "Hugging Face family": ("integrations/hf/test_families.py", "FAMILIES.entries()"),
+}
+
+
+def _cases(what: str) -> list[Any]:
+    return [pytest.param(k, id=key_name(k)) for k in REGISTRIES[what].entries()]
+
+
+def test_every_registry_has_a_contract():
+    checked = set(DELEGATED) | {name.removeprefix("test_").replace("_", " ") for name in globals()
+                                if name.startswith("test_entry_")} | set(CONTRACT_NAMES)
+    missing = sorted(set(REGISTRIES) - checked)
+    assert not missing, f"registries without a contract test in tests/test_registries.py: {missing}"
+
+
+@pytest.mark.parametrize("what", sorted(DELEGATED))
+def test_delegated_registries_are_iterated_by_their_test_file(what):
+    path, expression = DELEGATED[what]
+    assert expression in (TESTS / path).read_text(), f"{path} must parametrize over {expression}"
+    assert REGISTRIES[what].entries(), f"registry {what!r} is empty"
+
+
+# -- contracts of the other registries ----------------------------------------------------------------------------
+CONTRACT_NAMES = {"calibration layout", "feature map", "depth adapter", "compensation method", "2:4 sparsity method",
+                  "layer_importance", "model spec scheme"}
+
+
+def _case(key: Any) -> Any:
+    case = MODULE_CASES.get(key) or MODULE_CASES.get(key_name(key) if isinstance(key, type) else key)
+    assert case is not None, f"add a case for {key_name(key)} to secateurs.testing.registry_cases.MODULE_CASES"
+    return case
+
+
+@pytest.mark.parametrize("key", _cases("calibration layout"))
+def test_layout_dims_index_the_channels_the_module_reads_and_writes(key):
+    layout = REGISTRIES["calibration layout"].entries()[key]
+    case = _case(key)
+    module, x = case.make(), case.inputs()
+    y = module(x)
+    weight = module.weight
+    if layout.weight_out is not None:
+        assert y.shape[layout.act_dim] == weight.shape[layout.weight_out]
+    if layout.weight_in is not None:
+        assert x.shape[layout.act_dim] == weight.shape[layout.weight_in] * getattr(module, "groups", 1)
+
+
+@pytest.mark.parametrize("key", _cases("feature map"))
+def test_feature_rows_times_the_weight_matrix_give_the_output(key):
+    fn = REGISTRIES["feature map"].entries()[key]
+    case = _case(key)
+    module, x = case.make(), case.inputs()
+    fmap = fn(module)
+    assert fmap is not None and fmap.rows is not None
+    rows = fmap.rows(x)
+    assert rows.shape[1] == fmap.size
+    out = rows @ fmap.matrix(module.weight).t()
+    if getattr(module, "bias", None) is not None:
+        out = out + module.bias.detach().to(torch.float64)
+    y = module(x).detach().to(torch.float64)
+    y = y.movedim(1, -1) if isinstance(module, nn.Conv1d | nn.Conv2d) else y
+    torch.testing.assert_close(out, y.reshape(-1, y.shape[-1]), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("key", _cases("depth adapter"))
+def test_depth_adapter_finds_the_block_list(key):
+    adapter = REGISTRIES["depth adapter"].entries()[key]
+    make = DEPTH_CASES.get(key_name(key) if isinstance(key, type) else key)
+    assert make is not None, f"add a case for {key_name(key)} to secateurs.testing.registry_cases.DEPTH_CASES"
+    model, path = make()
+    assert adapter.find(model) == path
+    blocks = model.get_submodule(path)
+    assert isinstance(blocks, nn.ModuleList) and len(blocks) >= 2
+
+
+@pytest.mark.parametrize("key", _cases("compensation method"))
+def test_compensation_method_lowers_the_output_error(key):
+    from secateurs.testing.toys import MLP
+
+    torch.manual_seed(0)
+    model = MLP().eval()
+    x = torch.randn(8, model.fc1.in_features)
+    batches = [torch.randn(16, model.fc1.in_features) for _ in range(4)]
+    report = secateurs.prune(model, x, ratio=0.5, importance="l2", calibration=batches, compensate=key)
+    c = report.compensation
+    assert c is not None and c.error_after <= c.error_before + 1e-9
+
+
+@pytest.mark.parametrize("key", _cases("2:4 sparsity method"))
+def test_sparsity_method_masks_every_linear_two_of_four(key):
+    from secateurs.sparsity import is_n_of_m, sparsify_2to4
+    from secateurs.testing.toys import MLP
+
+    torch.manual_seed(0)
+    model = MLP().eval()
+    method = REGISTRIES["2:4 sparsity method"].entries()[key]
+    batches = [torch.randn(4, model.fc1.in_features)] if method.needs_data else None
+    sparsify_2to4(model, key, calibration=batches)
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear) and m.in_features % 4 == 0]
+    assert linears and all(is_n_of_m(m.weight != 0, 2, 4) for m in linears)
+
+
+@pytest.mark.parametrize("key", _cases("layer_importance"))
+def test_layer_criterion_drops_valid_blocks(key):
+    from secateurs.depth.criteria import score_layers
+    from secateurs.testing.hf import tiny, token_batches
+
+    model = tiny("llama", layers=4).model
+    blocks = list(model.model.layers)
+    result = score_layers(model, blocks, token_batches(2), 1, key)
+    assert len(result.drop) == 1 and 0 <= result.drop[0] < len(blocks)
+    assert np.isfinite(result.scores).all()
+
+
+@pytest.mark.parametrize("key", _cases("model spec scheme"))
+def test_model_spec_scheme_resolves_an_example(key, tmp_path):
+    from secateurs.io.specs import resolve
+
+    examples = {"torchvision": "torchvision:resnet18", "timm": "timm:resnet18", "hf": None, "file": None}
+    assert key in examples, f"add an example spec for scheme {key!r}"
+    spec = examples[key]
+    if key == "hf":
+        from secateurs.testing.hf import tiny
+
+        tiny("llama").model.save_pretrained(tmp_path)
+        spec = f"hf:{tmp_path}"
+    if key == "file":
+        from secateurs.testing.models import TinyResNet
+
+        model = TinyResNet().eval()
+        x = torch.randn(1, 3, 32, 32)
+        report = secateurs.prune(model, x, ratio=0.25)
+        secateurs.save(model, report.plan, tmp_path / "saved", model_spec="secateurs.testing.models:TinyResNet")
+        spec = f"file:{tmp_path / 'saved'}"
+    source = resolve(spec, trust_code=True)
+    assert source.spec.startswith(f"{key}:") and isinstance(source.build(), nn.Module)
