@@ -65,7 +65,7 @@ def test_delegated_registries_are_iterated_by_their_test_file(what):
 
 
 # -- contracts of the other registries ----------------------------------------------------------------------------
-CONTRACT_NAMES = {"calibration layout", "feature map", "depth adapter", "compensation method", "2:4 sparsity method",
+CONTRACT_NAMES = {"compute op", "calibration layout", "feature map", "depth adapter", "compensation method", "2:4 sparsity method",
                   "layer_importance", "model spec scheme"}
 
 
@@ -177,3 +177,53 @@ def test_model_spec_scheme_resolves_an_example(key, tmp_path):
         spec = f"file:{tmp_path / 'saved'}"
     source = resolve(spec, trust_code=True)
     assert source.spec.startswith(f"{key}:") and isinstance(source.build(), nn.Module)
+
+
+@pytest.mark.parametrize("key", _cases("compute op"))
+def test_op_table_entry_counts_macs_as_torch_does_and_names_the_layer_weight(key):
+    """MACs from the table equal half of torch's FlopCounterMode FLOPs for the op (norms: one per output element);
+    a layer entry's weight argument is a parameter and its input an activation."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from secateurs.graph.capture import capture
+    from secateurs.graph.counting import node_macs
+    from secateurs.graph.ops import OUT
+    from secateurs.testing.fixtures import all_fixtures
+
+    info = REGISTRIES["compute op"].entries()[key]
+    fixture = all_fixtures().get(key)
+    assert fixture is not None, f"no op fixture for {key} in secateurs.testing.fixtures"
+    model, x = fixture.make().eval(), fixture.inputs()
+    args = x if isinstance(x, tuple) else (x,)
+    cap = capture(model, args)
+    nodes = [n for n in cap.nodes if n.kind == "call" and n.target.rsplit(".", 1)[0] == key]
+    assert nodes, f"the fixture of {key} does not run it"
+    if info.terms is not None or info.count is not None:
+        ours = sum(node_macs(cap, n) for n in nodes)
+        is_norm = info.terms is not None and info.terms(nodes[0]) == [[(OUT, slice(None))]]
+        if is_norm:
+            value = nodes[0].value[0] if isinstance(nodes[0].value, (list, tuple)) else nodes[0].value
+            assert ours == sum(int(n.value[0].numel() if isinstance(n.value, (list, tuple)) else n.value.numel())
+                               for n in nodes) and value is not None
+        else:
+            others = sum(node_macs(cap, n) for n in cap.nodes if n.kind == "call" and n not in nodes
+                         and (i := REGISTRIES["compute op"].find(n.target.rsplit(".", 1)[0])) is not None
+                         and i.terms is not None and i.terms(n) != [[(OUT, slice(None))]])
+            with FlopCounterMode(display=False) as counter, torch.no_grad():
+                model(*args)
+            flops = counter.get_total_flops()
+            if key == "aten.scaled_dot_product_attention" and flops == 2 * others:
+                flops += 2 * sum(_sdpa_macs(cap, n) for n in nodes)  # the CPU kernel is not counted by torch
+            assert ours + others == flops // 2, (ours, others, flops)
+    if info.layer is not None:
+        node = nodes[0]
+        weight = node.args[info.layer.weight_arg]
+        assert getattr(weight, "name", None) in cap.state_inputs, f"{key}: argument {info.layer.weight_arg} is no weight"
+        act = node.args[info.layer.input_arg]
+        assert getattr(act, "name", None) not in cap.state_inputs, f"{key}: argument {info.layer.input_arg} is a weight"
+
+
+def _sdpa_macs(cap: Any, n: Any) -> int:
+    """q @ k^T and attn @ v: batch·heads·L·S·(E + Ev), from the captured shapes."""
+    q, k, v = (cap.by_name[a.name].value.shape for a in n.args[:3])
+    return int(np.prod(q[:-1])) * k[-2] * (q[-1] + v[-1])

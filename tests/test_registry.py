@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 from torch import nn
 
-from secateurs.errors import DuplicateRegistrationError, InvalidArgumentError, SecateursError, UnknownNameError
+from secateurs.errors import (
+    DuplicateRegistrationError,
+    InvalidArgumentError,
+    SecateursError,
+    UnknownNameError,
+)
 from secateurs.registry import Registry, key_name
 
 

@@ -6,20 +6,13 @@ One small registry, found through the class MRO, so supporting a new layer type 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from torch import nn
 
+from secateurs.graph.ops import CONV, CONV_T, CONV_T_LAST, EMBEDDING, LINEAR, NORM_C, NORM_LAST, Layout
 from secateurs.registry import Registry
 
-
-@dataclass(frozen=True)
-class Layout:
-    act_dim: int  # channel dim of the input and output activations
-    weight_in: int | None  # weight dim indexing input channels (None: the layer has no input-channel weight dim)
-    weight_out: int | None  # weight dim indexing output channels
-    per_channel: bool = False  # weight/bias are one value per channel (norm layers)
-    records_input: bool = True  # the first input is a float activation worth recording
+__all__ = ["LAYOUTS", "Layout", "layout_for", "register_layout"]
 
 
 LAYOUTS: Registry[Layout] = Registry("calibration layout")
@@ -33,17 +26,16 @@ def register_layout(*types: type | str) -> Callable[[Layout], Layout]:
     return LAYOUTS.register(*types)
 
 
-register_layout(nn.Linear)(Layout(act_dim=-1, weight_in=1, weight_out=0))
-register_layout(nn.Conv1d, nn.Conv2d, nn.Conv3d)(Layout(act_dim=1, weight_in=1, weight_out=0))
-register_layout(nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)(Layout(act_dim=1, weight_in=0, weight_out=1))
-register_layout(nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm)(
-    Layout(act_dim=1, weight_in=None, weight_out=0, per_channel=True))
-register_layout(nn.LayerNorm)(Layout(act_dim=-1, weight_in=None, weight_out=0, per_channel=True))
-register_layout(nn.Embedding)(Layout(act_dim=-1, weight_in=None, weight_out=1, records_input=False))
+register_layout(nn.Linear)(LINEAR)
+register_layout(nn.Conv1d, nn.Conv2d, nn.Conv3d)(CONV)
+register_layout(nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)(CONV_T)
+register_layout(nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm)(NORM_C)
+register_layout(nn.LayerNorm)(NORM_LAST)
+register_layout(nn.Embedding)(EMBEDDING)
 
 
 # Hugging Face GPT-2 style Conv1D: weight is (in_features, out_features)
-register_layout("transformers.pytorch_utils.Conv1D")(Layout(act_dim=-1, weight_in=0, weight_out=1))
+register_layout("transformers.pytorch_utils.Conv1D")(CONV_T_LAST)
 
 
 def layout_for(module: nn.Module) -> Layout | None:

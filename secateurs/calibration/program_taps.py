@@ -11,50 +11,24 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from secateurs.calibration.layouts import LAYOUT_ATTR, Layout
+from secateurs.calibration.layouts import LAYOUT_ATTR
 from secateurs.graph.capture import target_name
-from secateurs.graph.literals import op_packet
+from secateurs.graph.ops import LayerRead, op_info
 
-_LINEAR = Layout(act_dim=-1, weight_in=1, weight_out=0)
-_CONV = Layout(act_dim=1, weight_in=1, weight_out=0)
-_CONV_T = Layout(act_dim=1, weight_in=0, weight_out=1)
-_NORM_C = Layout(act_dim=1, weight_in=None, weight_out=0, per_channel=True)
-_NORM_LAST = Layout(act_dim=-1, weight_in=None, weight_out=0, per_channel=True)
-_EMBEDDING = Layout(act_dim=-1, weight_in=None, weight_out=1, records_input=False)
-
-
-@dataclass(frozen=True)
-class _LayerOp:
-    weight_arg: int  # which argument is the weight
-    input_arg: int  # which argument is the activation (the module's first input)
-    layout: Layout
-
-
-#: op packet -> how it reads as a layer; the same layouts the eager modules register in calibration.layouts
-LAYER_OPS: dict[str, _LayerOp] = {
-    "aten.linear": _LayerOp(1, 0, _LINEAR),
-    **{f"aten.conv{n}d": _LayerOp(1, 0, _CONV) for n in (1, 2, 3)},
-    **{f"aten.conv_transpose{n}d": _LayerOp(1, 0, _CONV_T) for n in (1, 2, 3)},
-    "aten.layer_norm": _LayerOp(2, 0, _NORM_LAST),
-    "aten.group_norm": _LayerOp(2, 0, _NORM_C),
-    "aten.batch_norm": _LayerOp(1, 0, _NORM_C),
-    "aten._native_batch_norm_legit_no_training": _LayerOp(1, 0, _NORM_C),
-    "aten.embedding": _LayerOp(0, 1, _EMBEDDING),
-}
 _TAP = "_secateurs_tap"
 
 
-def layer_nodes(gm: torch.fx.GraphModule) -> list[tuple[torch.fx.Node, str, _LayerOp]]:
+def layer_nodes(gm: torch.fx.GraphModule) -> list[tuple[torch.fx.Node, str, LayerRead]]:
     """(node, path of the module holding its ``weight``, how it reads) for every layer op of the program."""
     out = []
     for node in gm.graph.nodes:
-        op = LAYER_OPS.get(op_packet(target_name(node.target))) if node.op == "call_function" else None
+        info = op_info(target_name(node.target)) if node.op == "call_function" else None
+        op = info.layer if info is not None else None
         if op is None or len(node.args) <= max(op.weight_arg, op.input_arg):
             continue
         weight = node.args[op.weight_arg]

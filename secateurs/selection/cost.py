@@ -10,7 +10,7 @@ is exact for those ops when units of one class come from one group; ops the mode
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,56 +22,27 @@ from secateurs.graph.capture import OpNode, Ref
 from secateurs.graph.counting import graph_macs
 from secateurs.graph.couple import CoupledGraph
 from secateurs.graph.groups import Group
+from secateurs.graph.ops import OUT, op_info
 
-Term = list[int]  # spaces whose sizes multiply into one MAC term
 
-
-def _spaces(cg: CoupledGraph, ref: Any, k: int = 0) -> list[int]:
-    name = ref.name if isinstance(ref, Ref) else ref
+def _spaces(cg: CoupledGraph, node: OpNode, ref: Any) -> list[int]:
+    name = node.name if ref == OUT else ref.name if isinstance(ref, Ref) else ref
     out = cg.spaces.get(name, [])
-    return list(out[k]) if len(out) > k else []
+    return list(out[0]) if out else []
 
 
-def _out(cg: CoupledGraph, n: OpNode) -> list[int]:
-    return _spaces(cg, n.name, 0)
-
-
-def _conv(cg: CoupledGraph, n: OpNode) -> list[Term]:
-    return [_out(cg, n) + _spaces(cg, n.args[1])[1:]]
-
-
-def _conv_t(cg: CoupledGraph, n: OpNode) -> list[Term]:
-    return [_spaces(cg, n.args[0]) + _spaces(cg, n.args[1])[1:]]
-
-
-def _linear(cg: CoupledGraph, n: OpNode) -> list[Term]:
-    return [_out(cg, n) + _spaces(cg, n.args[0])[-1:]]
-
-
-def _matmul(cg: CoupledGraph, n: OpNode) -> list[Term]:
-    a = n.args[1] if n.target.startswith(("aten.addmm", "aten.baddbmm")) else n.args[0]
-    return [_out(cg, n) + _spaces(cg, a)[-1:]]
-
-
-def _sdpa(cg: CoupledGraph, n: OpNode) -> list[Term]:
-    q, k, out = _spaces(cg, n.args[0]), _spaces(cg, n.args[1]), _out(cg, n)
-    if not q or not k or not out:
+def _terms(cg: CoupledGraph, n: OpNode) -> list[list[int]]:
+    """The op's MAC terms (``graph.ops``) as lists of index spaces."""
+    info = op_info(n.target)
+    if info is None or info.terms is None:
         return []
-    return [q[:-1] + k[-2:-1] + q[-1:], out[:-1] + k[-2:-1] + out[-1:]]
-
-
-def _norm(cg: CoupledGraph, n: OpNode) -> list[Term]:
-    return [_out(cg, n)]
-
-
-_TERMS: dict[str, Callable[[CoupledGraph, OpNode], list[Term]]] = {
-    "aten.conv1d": _conv, "aten.conv2d": _conv, "aten.conv3d": _conv, "aten.convolution": _conv,
-    "aten.conv_transpose1d": _conv_t, "aten.conv_transpose2d": _conv_t, "aten.conv_transpose3d": _conv_t,
-    "aten.linear": _linear, "aten.addmm": _matmul, "aten.mm": _matmul, "aten.bmm": _matmul,
-    "aten.matmul": _matmul, "aten.baddbmm": _matmul, "aten.scaled_dot_product_attention": _sdpa,
-    "aten.batch_norm": _norm, "aten.layer_norm": _norm, "aten.group_norm": _norm, "aten.rms_norm": _norm,
-    "aten.instance_norm": _norm,
-}
+    out = []
+    for term in info.terms(n):
+        spaces = [_spaces(cg, n, ref) for ref, _ in term]
+        if any(not s for s in spaces):
+            continue
+        out.append([s for sp, (_, dims) in zip(spaces, term, strict=True) for s in sp[dims]])
+    return out
 
 
 @dataclass
@@ -104,9 +75,7 @@ class CostModel:
         for n in cg.captured.nodes:
             if n.kind != "call":
                 continue
-            packet = n.target.rsplit(".", 1)[0] if n.target.count(".") >= 2 else n.target
-            fn = _TERMS.get(packet)
-            for term in fn(cg, n) if fn else []:
+            for term in _terms(cg, n):
                 mac_terms.append((float(np.prod([sizes[s] for s in term])), [int(st.space_class[s]) for s in term]))
         mac_total = float(graph_macs(cg.captured))
         self.macs_poly = _Poly.build(mac_terms, mac_total - sum(b for b, _ in mac_terms), pad)

@@ -10,9 +10,10 @@ import torch
 import torch.nn.functional as F
 
 import secateurs as sc
-from secateurs.depth import DepthAdapter, register_depth_adapter
+from secateurs.depth import DepthAdapter
 from secateurs.depth.reference import bypassed
 from secateurs.errors import ApplyError, InvalidArgumentError, InvalidTypeError, PlanError
+from secateurs.graph.blocks import ADAPTERS
 from secateurs.testing.residual import ResidualStack
 
 
@@ -144,17 +145,15 @@ def _boom(model, container, kept):
     raise RuntimeError("adapter failed")
 
 
-register_depth_adapter(_Failing)(DepthAdapter(lambda m: "blocks", _boom))
-
-
 def test_apply_is_transactional_when_depth_surgery_fails():
     torch.manual_seed(0)
     model = _Failing().eval()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     out = model(X)
-    p = sc.plan(model, X, ratio={"channels": 0.25}, drop_layers=1, calibration=batches())
-    with pytest.raises(ApplyError, match="adapter failed"):
-        sc.apply(model, p)
+    with ADAPTERS.replaced(_Failing, DepthAdapter(lambda m: "blocks", _boom)):
+        p = sc.plan(model, X, ratio={"channels": 0.25}, drop_layers=1, calibration=batches())
+        with pytest.raises(ApplyError, match="adapter failed"):
+            sc.apply(model, p)
     assert len(model.blocks) == 4 and set(model.state_dict()) == set(before)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     with torch.no_grad():
