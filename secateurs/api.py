@@ -22,7 +22,7 @@ from secateurs.planning.make import make_plan
 from secateurs.plans import Plan
 from secateurs.reporting.prune_report import PruneReport
 from secateurs.scoring.registry import get_criterion
-from secateurs.surgery.apply import _snapshot, apply_plan
+from secateurs.surgery.apply import apply_plan, snapshot_modules
 from secateurs.verification.oracle import (
     VerifyResult,
     combine,
@@ -135,7 +135,7 @@ def _apply_verified(model: nn.Module, analysis: Analysis, p: Plan, example_input
     can_run = has_weights(model)
     subset_result = _exact_subset(model, analysis, p, example_inputs, check, tolerance) if check and can_run else None
     reference = masked_outputs(model, p, example_inputs) if check and can_run else None
-    undo = _snapshot(list(model.modules()))
+    undo = snapshot_modules(list(model.modules()))
     apply_plan(model, p)
     result = None
     notes: list[str] = []

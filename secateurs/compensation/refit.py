@@ -15,7 +15,7 @@ from secateurs.compensation.new_bias import add_bias_, unsaved_note
 from secateurs.compensation.result import CompensationResult
 from secateurs.errors import ApplyError, InvalidArgumentError, InvalidTypeError
 from secateurs.plans import Plan
-from secateurs.surgery.apply import _snapshot
+from secateurs.surgery.apply import snapshot_modules
 
 
 def _check_pruned(model: nn.Module, c: Consumer) -> nn.Module:
@@ -80,7 +80,7 @@ def compensate(model: nn.Module, plan: Plan, statistics: ConsumerStatistics, *, 
         raise InvalidArgumentError(f"ridge must be a finite number >= 0, got {ridge!r}")
     modules = [(c, _check_pruned(model, c)) for c in statistics.consumers]
     result = CompensationResult(name, [], notes=list(statistics.notes))
-    undo = _snapshot(list(model.modules()))
+    undo = snapshot_modules(list(model.modules()))
     unsaved: list[str] = []
     try:
         with torch.no_grad():

@@ -56,7 +56,7 @@ def get_layer_criterion(name: str) -> Selector:
     return LAYER_CRITERIA.get(name)
 
 
-def _hidden_in(args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor | None:
+def hidden_in(args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor | None:
     x = args[0] if args else kwargs.get("hidden_states", next(iter(kwargs.values()), None))
     return x if isinstance(x, torch.Tensor) else None
 
@@ -93,7 +93,7 @@ def _block_hooks(blocks: list[nn.Module], record: Callable[[int, torch.Tensor, t
     handles = []
     for i, block in enumerate(blocks):
         def hook(mod: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any, i: int = i) -> None:
-            x, y = _hidden_in(args, kwargs), first_tensor(out)
+            x, y = hidden_in(args, kwargs), first_tensor(out)
             if x is None or y is None or x.shape != y.shape:
                 raise PlanError(
                     f"block {i} ({type(mod).__name__}) maps {None if x is None else tuple(x.shape)} to "

@@ -13,12 +13,12 @@ from typing import Any
 
 from torch import nn
 
-from secateurs.depth.criteria import _hidden_in
+from secateurs.depth.criteria import hidden_in
 from secateurs.graph.blocks import container
 
 
 def _passthrough(mod: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> Any:
-    x = _hidden_in(args, kwargs)
+    x = hidden_in(args, kwargs)
     if x is None:
         return out
     if isinstance(out, tuple):

@@ -21,7 +21,7 @@ class ExportError(SecateursError):
     """The model could not be exported, or the export does not reproduce the PyTorch outputs."""
 
 
-def _require(module: str, feature: str) -> Any:
+def require_package(module: str, feature: str) -> Any:
     import importlib
 
     try:
@@ -41,7 +41,7 @@ def _export(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], pat
     names = _input_names(args, kwargs)
     dynamic = static_batch(model) is None  # a program exported at a fixed batch keeps it
     if exporter == "dynamo":
-        _require("onnxscript", "ONNX export with the dynamo exporter")
+        require_package("onnxscript", "ONNX export with the dynamo exporter")
         batch = torch.export.Dim("batch", min=1, max=4096)
         shapes = tuple({0: batch} if isinstance(a, torch.Tensor) else None for a in args) if args else None
         kw_shapes = {k: {0: batch} if isinstance(v, torch.Tensor) else None for k, v in kwargs.items()} if kwargs else None
@@ -56,7 +56,7 @@ def _export(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], pat
 
 
 def _ort_run(path: Path, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[np.ndarray]:
-    ort = _require("onnxruntime", "checking the ONNX export")
+    ort = require_package("onnxruntime", "checking the ONNX export")
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     values = [a for a in args if isinstance(a, torch.Tensor)] + [v for v in kwargs.values() if isinstance(v, torch.Tensor)]
     feeds = {i.name: v.detach().cpu().numpy() for i, v in zip(session.get_inputs(), values, strict=False)}
@@ -97,7 +97,7 @@ def export_onnx(
     """
     if exporter not in EXPORTERS:
         raise InvalidArgumentError(f"exporter must be one of {EXPORTERS}, got {exporter!r}")
-    _require("onnx", "ONNX export")
+    require_package("onnx", "ONNX export")
     path = Path(path)
     args, kwargs = normalize_inputs(example_inputs)
     model = model.eval()
@@ -123,7 +123,7 @@ def export_onnx(
 
 
 def _opset(path: Path) -> int | None:
-    onnx = _require("onnx", "ONNX export")
+    onnx = require_package("onnx", "ONNX export")
     m = onnx.load(str(path), load_external_data=False)
     return next((int(o.version) for o in m.opset_import if o.domain in ("", "ai.onnx")), None)
 
@@ -131,7 +131,7 @@ def _opset(path: Path) -> int | None:
 def onnx_int8(src: str | os.PathLike[str], dst: str | os.PathLike[str], model: nn.Module,
               example_inputs: ExampleInputs) -> dict[str, Any]:
     """Dynamic int8 quantization of an exported ONNX file (weights int8) with onnxruntime; fidelity vs PyTorch fp32."""
-    _require("onnxruntime", "int8 ONNX quantization")
+    require_package("onnxruntime", "int8 ONNX quantization")
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)

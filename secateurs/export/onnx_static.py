@@ -12,12 +12,12 @@ import torch
 from torch import nn
 
 from secateurs.errors import InvalidArgumentError
-from secateurs.export.onnx import _require, parity
+from secateurs.export.onnx import parity, require_package
 from secateurs.graph.capture import ExampleInputs, normalize_inputs
 from secateurs.timing import medians, time_ms
 
 
-def _feeds(session: Any, batch: Any) -> dict[str, np.ndarray]:
+def ort_feeds(session: Any, batch: Any) -> dict[str, np.ndarray]:
     args, kwargs = normalize_inputs(batch)
     values = [a for a in args if isinstance(a, torch.Tensor)] + [v for v in kwargs.values() if isinstance(v, torch.Tensor)]
     return {i.name: v.detach().cpu().numpy() for i, v in zip(session.get_inputs(), values, strict=False)}
@@ -25,11 +25,11 @@ def _feeds(session: Any, batch: Any) -> dict[str, np.ndarray]:
 
 def ort_latency_ms(path: Path, example_inputs: ExampleInputs, repeats: int = 10, threads: int | None = None) -> float:
     """Median onnxruntime latency (ms) of one run on ``example_inputs``, CPU provider, after 2 warm-up runs."""
-    ort = _require("onnxruntime", "ONNX latency")
+    ort = require_package("onnxruntime", "ONNX latency")
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads or torch.get_num_threads()
     session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    feeds = _feeds(session, example_inputs)
+    feeds = ort_feeds(session, example_inputs)
     return medians([lambda: time_ms(lambda: session.run(None, feeds))], repeats=repeats, warmup=2)[0]
 
 
@@ -40,11 +40,11 @@ def onnx_int8_static(src: str | os.PathLike[str], dst: str | os.PathLike[str], m
     Returns the file, its size, the max abs difference to the fp32 PyTorch ``model`` and the median
     onnxruntime latency of both ONNX files on ``example_inputs``.
     """
-    ort = _require("onnxruntime", "int8 static ONNX quantization")
+    ort = require_package("onnxruntime", "int8 static ONNX quantization")
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     session = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"])
-    feeds = [_feeds(session, b) for b in calibration]
+    feeds = [ort_feeds(session, b) for b in calibration]
     if not feeds:
         raise InvalidArgumentError("int8 static ONNX quantization needs at least one calibration batch")
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import torch
 
-from secateurs.export.onnx import _require
-from secateurs.export.onnx_static import _feeds
+from secateurs.export.onnx import require_package
+from secateurs.export.onnx_static import ort_feeds
 from secateurs.graph.capture import ExampleInputs
 from secateurs.timing import medians, time_ms
 
@@ -17,11 +17,11 @@ from secateurs.timing import medians, time_ms
 def ort_interleaved_ms(paths: Sequence[Path], example_inputs: ExampleInputs, *, repeats: int = 10, warmup: int = 2,
                        threads: int | None = None) -> list[float]:
     """Median ms per run of each file (CPU provider, ``threads`` intra-op threads), runs alternating between files."""
-    ort = _require("onnxruntime", "ONNX latency")
+    ort = require_package("onnxruntime", "ONNX latency")
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads or torch.get_num_threads()
     sessions: list[Any] = [ort.InferenceSession(str(p), opts, providers=["CPUExecutionProvider"]) for p in paths]
-    feeds = [_feeds(s, example_inputs) for s in sessions]
+    feeds = [ort_feeds(s, example_inputs) for s in sessions]
     def runner(session: Any, feed: dict[str, Any]) -> Callable[[], float]:
         return lambda: time_ms(lambda: session.run(None, feed))
 

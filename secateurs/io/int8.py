@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from secateurs.errors import FileFormatError
-from secateurs.quantization.dynamic import _dynamic_linear, quantize_dynamic_int8
+from secateurs.quantization.dynamic import dynamic_linear, quantize_dynamic_int8
 
 INT8_WEIGHTS = "model.int8.safetensors"
 _SUFFIXES = ("weight.int8", "weight.scale", "weight.zero_point", "weight.axis", "bias")
@@ -25,7 +25,7 @@ _SUFFIXES = ("weight.int8", "weight.scale", "weight.zero_point", "weight.axis", 
 
 def int8_tensors(qmodel: nn.Module) -> dict[str, torch.Tensor]:
     """The tensors of a dynamically quantized model, as plain (safetensors-friendly) tensors."""
-    linear = _dynamic_linear()
+    linear = dynamic_linear()
     out: dict[str, torch.Tensor] = {}
     for path, m in qmodel.named_modules():
         if not isinstance(m, linear):
@@ -60,7 +60,7 @@ def _qweight(tensors: dict[str, torch.Tensor], p: str) -> torch.Tensor:
 def load_int8_(float_model: nn.Module, tensors: dict[str, torch.Tensor], source: Any) -> nn.Module:
     """Quantize ``float_model`` (the pruned architecture) and write ``tensors`` (from :func:`int8_tensors`) into it."""
     qmodel = quantize_dynamic_int8(float_model)
-    linear = _dynamic_linear()
+    linear = dynamic_linear()
     expected: set[str] = set()
     for path, m in qmodel.named_modules():
         if isinstance(m, linear):

@@ -14,7 +14,7 @@ from secateurs.graph.capture import ExampleInputs, normalize_inputs
 from secateurs.graph.outputs import flat_tensors
 
 
-def _dynamic_linear() -> Any:
+def dynamic_linear() -> Any:
     from torch.ao.nn.quantized.dynamic import Linear
 
     return Linear

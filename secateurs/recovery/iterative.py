@@ -163,14 +163,14 @@ def _prune_step(model: nn.Module, x: ExampleInputs, index: int, ratio: dict[str,
                 importance: Any, ignore: Any, round_to: int, min_keep: int, seed: int, check: bool,
                 tolerance: float) -> tuple[Plan, StepRecord]:
     from secateurs.api import plan as make_plan
-    from secateurs.surgery.apply import _snapshot, apply_plan
+    from secateurs.surgery.apply import apply_plan, snapshot_modules
     from secateurs.verification.oracle import compare, masked_outputs
 
     plan = make_plan(model, x, ratio=step_ratio, importance=importance, ignore=ignore, round_to=round_to,
                      min_keep=min_keep, seed=seed)
     D.check_same_plan(plan.to_json(), what=f"plan of step {index}")
     reference = masked_outputs(model, plan, x) if check else None
-    undo = _snapshot(list(model.modules())) if check else None
+    undo = snapshot_modules(list(model.modules())) if check else None
     apply_plan(model, plan)
     message = None
     if reference is not None and undo is not None:

@@ -49,7 +49,7 @@ def check_plan_fits(model: nn.Module, plan: Plan) -> None:
             )
 
 
-def _owners(model: nn.Module) -> dict[int, list[tuple[str, nn.Module, str]]]:
+def tensor_owners(model: nn.Module) -> dict[int, list[tuple[str, nn.Module, str]]]:
     """id(tensor) -> every (fqn, owning module, attribute) it appears under (tied weights share one id)."""
     out: dict[int, list[tuple[str, nn.Module, str]]] = {}
     for path, m in model.named_modules(remove_duplicate=False):
@@ -71,7 +71,7 @@ def apply_plan(model: nn.Module, plan: Plan) -> nn.Module:
     check_plan_fits(model, plan)
     load_for(model)
     state = model.state_dict(keep_vars=True)
-    owners = _owners(model)
+    owners = tensor_owners(model)
     modules = dict(model.named_modules(remove_duplicate=False))
     touched_paths: set[str] = set()
     for fqn in plan.keep:
@@ -83,7 +83,7 @@ def apply_plan(model: nn.Module, plan: Plan) -> nn.Module:
                 touched_paths.add(".".join(parts[:i]))
     touched_paths |= {p for p in plan.hints if p in modules}
     saved_paths = set(modules) if plan.dropped_layers else touched_paths  # dropping renumbers and reconfigures anywhere
-    snapshot = _snapshot([modules[p] for p in saved_paths if p in modules])
+    journal = snapshot_modules([modules[p] for p in saved_paths if p in modules])
     before = _shapes_before(plan, touched_paths)
     try:
         if plan.dropped_layers:  # first, so config sync in the width handlers sees only the blocks that remain
@@ -101,7 +101,7 @@ def apply_plan(model: nn.Module, plan: Plan) -> nn.Module:
         if plan.literals and is_program_graph(model):
             rewrite_literals_(model, plan.literals)  # type: ignore[arg-type]  # last: undoes itself if it fails
     except Exception as exc:
-        snapshot.restore()
+        journal.restore()
         if isinstance(exc, ApplyError):
             raise ApplyError(f"{exc}; the model was restored unchanged") from exc
         raise ApplyError(f"surgery failed ({type(exc).__name__}: {exc}); the model was restored unchanged") from exc
@@ -120,7 +120,7 @@ def _shapes_before(plan: Plan, paths: set[str]) -> dict[str, dict[str, tuple[int
     return out
 
 
-def _snapshot(mods: list[nn.Module]) -> _Snapshot:
+def snapshot_modules(mods: list[nn.Module]) -> _Snapshot:
     saved = {m: (type(m), dict(m.__dict__), dict(m._parameters), dict(m._buffers)) for m in mods}
     configs: dict[int, tuple[Any, dict[str, Any]]] = {}
     for m in mods:

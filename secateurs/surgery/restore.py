@@ -18,7 +18,7 @@ from torch import nn
 from secateurs.errors import ApplyError, VerificationError
 from secateurs.graph.program import is_program_graph
 from secateurs.plans import Plan
-from secateurs.surgery.apply import _owners
+from secateurs.surgery.apply import tensor_owners
 from secateurs.surgery.graph_literals import rewrite_literals_
 from secateurs.surgery.registry import find_handler, load_for
 
@@ -36,7 +36,7 @@ def rebuild_original(pruned: nn.Module, plan: Plan, state: Mapping[str, torch.Te
     reference = copy.deepcopy(pruned)
     load_for(reference)
     current = reference.state_dict(keep_vars=True)
-    owners = _owners(reference)
+    owners = tensor_owners(reference)
     modules = dict(reference.named_modules(remove_duplicate=False))
     touched: set[str] = set()
     shapes_now: dict[str, dict[str, tuple[int, ...]]] = {}

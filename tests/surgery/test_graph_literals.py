@@ -22,7 +22,7 @@ def heads(tmp_path):
     return path, x, sc.plan(load_program(path).module, x, ratio=toy.ratio)
 
 
-def _snapshot(module):
+def snapshot(module):
     return module.code, {k: v.clone() for k, v in module.state_dict().items()}
 
 
@@ -44,7 +44,7 @@ def test_program_graph_detection(heads):
 def test_plan_for_another_program_is_refused_and_nothing_changes(heads):
     path, x, plan = heads
     module = load_program(path).module
-    expected, snap = module(x).detach(), _snapshot(module)
+    expected, snap = module(x).detach(), snapshot(module)
     bad = copy.deepcopy(plan)
     name = next(iter(bad.literals))
     bad.literals["not_a_node"] = bad.literals.pop(name)
@@ -56,7 +56,7 @@ def test_plan_for_another_program_is_refused_and_nothing_changes(heads):
 def test_a_literal_that_no_longer_fits_names_its_node_and_nothing_changes(heads):
     path, x, plan = heads
     module = load_program(path).module
-    expected, snap = module(x).detach(), _snapshot(module)
+    expected, snap = module(x).detach(), snapshot(module)
     bad = copy.deepcopy(plan)
     name, entry = next((n, e) for n, e in bad.literals.items() if e["op"] == "aten.view.default")
     key = next(iter(entry["set"]))
