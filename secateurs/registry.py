@@ -143,6 +143,11 @@ class Registry(Generic[V]):
     def __repr__(self) -> str:
         return f"Registry({self.what!r}, {len(self._entries)} entries)"
 
+    def digest(self) -> str:
+        """Text that changes whenever an entry is added, removed or replaced (caches of derived results key on it)."""
+        return f"{self.what}:" + ",".join(f"{key_name(k)}={id(v)}" for k, v in sorted(
+            self.entries().items(), key=lambda kv: key_name(kv[0])))
+
     @classmethod
     def instances(cls) -> list[Registry[Any]]:
         """Every registry created so far (import the modules that define them first)."""

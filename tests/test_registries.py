@@ -65,7 +65,7 @@ def test_delegated_registries_are_iterated_by_their_test_file(what):
 
 
 # -- contracts of the other registries ----------------------------------------------------------------------------
-CONTRACT_NAMES = {"compute op", "calibration layout", "feature map", "depth adapter", "compensation method", "2:4 sparsity method",
+CONTRACT_NAMES = {"slice-refreshing module", "compute op", "calibration layout", "feature map", "depth adapter", "compensation method", "2:4 sparsity method",
                   "layer_importance", "model spec scheme"}
 
 
@@ -227,3 +227,11 @@ def _sdpa_macs(cap: Any, n: Any) -> int:
     """q @ k^T and attn @ v: batch·heads·L·S·(E + Ev), from the captured shapes."""
     q, k, v = (cap.by_name[a.name].value.shape for a in n.args[:3])
     return int(np.prod(q[:-1])) * k[-2] * (q[-1] + v[-1])
+
+
+@pytest.mark.parametrize("key", _cases("slice-refreshing module"))
+def test_a_slice_refreshing_module_has_a_handler_that_refreshes_its_attributes(key):
+    """Unequal slices are linked only in modules whose forward recomputes the bounds from attributes; a surgery
+    handler must refresh those attributes, so the class has one."""
+    handlers = REGISTRIES["surgery handler"].entries()
+    assert any(isinstance(k, type) and k.__name__ == key for k in handlers), f"no surgery handler for {key}"

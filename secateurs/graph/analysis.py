@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from secateurs.graph.cache import cached
 from secateurs.graph.capture import ExampleInputs, capture
 from secateurs.graph.couple import CoupledGraph, Frozen, couple
 from secateurs.graph.groups import Group, find_groups
@@ -76,6 +77,12 @@ def analyze(model: torch.nn.Module, example_inputs: ExampleInputs) -> Analysis:
 
     if isinstance(model, torch.nn.Module):  # capture() raises the type error otherwise
         load_integrations(model)  # integrations the model uses (Hugging Face) declare rule opt-ins when imported
+    if not isinstance(model, torch.nn.Module):
+        return _analyze(model, example_inputs)
+    return cached(model, example_inputs, lambda: _analyze(model, example_inputs))
+
+
+def _analyze(model: torch.nn.Module, example_inputs: ExampleInputs) -> Analysis:
     captured = capture(model, example_inputs)
     coupled = couple(captured)
     _freeze_non_persistent(coupled, model)

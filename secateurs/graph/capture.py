@@ -50,7 +50,6 @@ class Captured:
     state_kinds: dict[str, str]  # placeholder name -> "parameter" | "buffer" | "constant"
     user_inputs: list[str]
     outputs: list[Any]
-    exported: Any = field(repr=False, default=None)
     aliases: list[list[str]] = field(default_factory=list)  # placeholders that are one tensor (tied weights)
 
 
@@ -177,7 +176,6 @@ def from_exported(ep: Any) -> Captured:
         state_kinds=state_kinds,
         user_inputs=user_inputs,
         outputs=outputs,
-        exported=ep,
     )
 
 

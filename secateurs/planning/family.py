@@ -128,7 +128,7 @@ def _nested(model: nn.Module, analysis: Analysis, larger: Plan, plan: Plan, metr
     removed = {g.id: np.array(sorted(before.get(g.id, set()) | set(g.removed)), dtype=np.int64) for g in plan.groups}
     repaired = build_plan(analysis, removed, dict(plan.settings), plan.config)
     if metric != "ratio":
-        achieved = measure_kept(model, repaired, example_inputs)
+        achieved = measure_kept(model, repaired, example_inputs, analysis)
         repaired.settings["achieved"] = achieved
         if not within(achieved, {metric: float(value)}):
             raise PlanError(f"plan_family: the plan for {metric}={value} is not nested in the larger one, and the "

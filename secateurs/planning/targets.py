@@ -40,7 +40,7 @@ def plan_for_targets(model: torch.nn.Module, analysis: Analysis, req: Request, f
         plan.settings["estimated"] = kept(counts)
         if example_inputs is None:
             return plan
-        achieved = measure_kept(model, plan, example_inputs)
+        achieved = measure_kept(model, plan, example_inputs, analysis)
         plan.settings["achieved"] = achieved
         if within(achieved, req.targets):
             return plan
@@ -84,7 +84,7 @@ def plan_for_latency(model: torch.nn.Module, analysis: Analysis, req: Request, f
         start = 1.0
     plan = search_latency(model, example_inputs, lat, counts_at, finish, start)
     plan.settings["estimated"] = kept(counts_at(plan.settings["strength"]))
-    plan.settings["achieved"].update(measure_kept(model, plan, example_inputs))
+    plan.settings["achieved"].update(measure_kept(model, plan, example_inputs, analysis))
     return plan
 
 
@@ -103,9 +103,11 @@ def meta_copy(model: torch.nn.Module) -> torch.nn.Module:
     return copy.deepcopy(model, memo)
 
 
-def measure_kept(model: torch.nn.Module, plan: Plan, example_inputs: Any) -> dict[str, float]:
-    """Fractions of MACs and parameters a plan keeps, counted with ``count`` on a pruned meta-device copy."""
-    from secateurs.graph.counting import count
+def measure_kept(model: torch.nn.Module, plan: Plan, example_inputs: Any,
+                 analysis: Analysis | None = None) -> dict[str, float]:
+    """Fractions of MACs and parameters a plan keeps, counted with ``count`` on a pruned meta-device copy (the
+    unpruned MACs come from ``analysis``'s capture when given, so only the pruned copy is captured)."""
+    from secateurs.graph.counting import count, graph_macs, param_count
     from secateurs.surgery.apply import apply_plan
 
     def to_meta(x: Any) -> Any:
@@ -119,7 +121,10 @@ def measure_kept(model: torch.nn.Module, plan: Plan, example_inputs: Any) -> dic
 
     inputs = to_meta(example_inputs)
     pruned = meta_copy(model)
-    macs0, params0 = count(pruned, inputs)
+    if analysis is not None:
+        macs0, params0 = graph_macs(analysis.coupled.captured), param_count(model)
+    else:
+        macs0, params0 = count(pruned, inputs)
     apply_plan(pruned, plan)
     macs1, params1 = count(pruned, inputs)
     return {"macs": macs1 / max(macs0, 1), "params": params1 / max(params0, 1)}

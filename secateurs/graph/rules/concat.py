@@ -10,6 +10,7 @@ from secateurs.graph.capture import OpNode, Ref
 from secateurs.graph.context import RuleContext
 from secateurs.graph.rules import register
 from secateurs.graph.rules._common import keep_other_dims, norm_dim
+from secateurs.registry import Registry
 
 
 @register("aten.cat", "aten.concat", "aten.concatenate")
@@ -128,7 +129,7 @@ def slice_(ctx: RuleContext) -> None:
         ctx.mention(xs[d])  # related to ``inner`` by the first sibling slice
         ctx.same(out[d], inner)
         return
-    if tiles and step == 1 and ctx.node.module_type in _REFRESHED_BOUNDS:
+    if tiles and step == 1 and ctx.node.module_type in SLICE_REFRESHERS:
         # unequal pieces (fused q/k/v of GQA) in a module whose forward recomputes the bounds from attributes
         # that its surgery handler refreshes: each piece is its range of the source, element by element
         ctx.link(out[d], np.arange(end - start), xs[d], start + np.arange(end - start))
@@ -139,14 +140,16 @@ def slice_(ctx: RuleContext) -> None:
 
 
 #: class names of modules whose forward computes slice bounds from attributes a surgery handler refreshes
-_REFRESHED_BOUNDS: set[str] = set()
+#: class names (as the graph records them) whose forward recomputes its slice bounds from refreshed attributes
+SLICE_REFRESHERS: Registry[str] = Registry("slice-refreshing module")
 
 
 def refreshes_slice_bounds(*type_names: str) -> None:
     """Declare that modules of these classes recompute the bounds of their slices after pruning (e.g. Phi-3's
     ``qkv[..., :num_heads * head_dim]``), so unequal slices that tile a dimension are linked, not frozen.
     Integrations call this when imported; their surgery handler must refresh the attributes the bounds use."""
-    _REFRESHED_BOUNDS.update(type_names)
+    for name in type_names:
+        SLICE_REFRESHERS.add(name, name)
 
 
 def _sibling_slices(ctx: RuleContext, src: Ref, d: int, ndim: int) -> list[OpNode]:
