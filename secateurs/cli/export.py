@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -51,13 +50,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def _staged(root: Path, name: str, write: Callable[[Path], dict[str, Any]]) -> dict[str, Any]:
     """Run ``write(temp path)``, then rename the file to ``root/name``: a failure leaves no partial file."""
-    tmp = root / f".{name}.tmp"
-    try:
+    from secateurs.io.atomic import staged_file
+
+    with staged_file(root / name) as tmp:
         info = write(tmp)
-        os.replace(tmp, root / name)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     info["file"] = name
     return info
 
@@ -154,6 +150,9 @@ def run(args: argparse.Namespace) -> int:
     set_threads(args)
     root = Path(args.directory)
     manifest = read_manifest(root)
+    from secateurs.io.atomic import check_writable
+
+    check_writable(root / "model.onnx")  # files are written into DIR: a read-only DIR fails before any work
     recorded = InputSpec.from_dict(manifest["input"]) if manifest.get("input") else None
     spec = input_spec(args, recorded)
     step(args, f"loading {root}")

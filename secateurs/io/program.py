@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from secateurs.errors import FileFormatError, InvalidArgumentError
-from secateurs.io.atomic import write_bytes
+from secateurs.io.atomic import staged_file, write_bytes
 from secateurs.io.inputs import InputSpec
 from secateurs.io.pt2_gate import check_archive_bytes, check_graph_targets
 
@@ -206,11 +206,6 @@ def save_program(model: torch.nn.Module, example_inputs: Any, path: str | os.Pat
     """Export ``model`` and write the ``.pt2`` to ``path`` via a temp file and a rename (no partial file on failure)."""
     target = Path(path).absolute()
     data = program_bytes(model, example_inputs)
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    try:
+    with staged_file(target) as tmp:
         write_bytes(tmp, data)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return target

@@ -103,6 +103,9 @@ def save(
     for name in extra_files or {}:
         if name in (WEIGHTS, PLAN, MANIFEST, MASKS, INT8_WEIGHTS) or "/" in name or name.startswith("."):
             raise InvalidArgumentError(f"extra file name {name!r} is reserved or not a plain file name")
+    from secateurs.io.specs import check_not_source
+
+    check_not_source(directory, model_spec)  # replacing the source would leave the saved model without one
     with atomic_dir(directory, overwrite) as tmp:
         save_file(tensors, str(tmp / WEIGHTS), metadata={"format": "secateurs", "version": __version__})
         write_text(tmp / PLAN, plan.to_json(indent=1))
@@ -155,12 +158,13 @@ def write_int8(directory: Path, qmodel: nn.Module, input_spec: InputSpec | None)
 def add_int8(directory: str | os.PathLike[str], qmodel: nn.Module) -> dict[str, Any]:
     """Add ``model.int8.safetensors`` to a saved directory (``secateurs export --int8``): the file and the updated
     manifest are each written to a temp file and renamed, so a failure leaves the directory as it was."""
-    import tempfile
+    from secateurs.io.atomic import marked_temp, recover_stale
 
     root = Path(directory)
     manifest = read_manifest(root)
     spec = InputSpec.from_dict(manifest["input"]) if manifest.get("input") else None
-    staging = Path(tempfile.mkdtemp(prefix=".int8-", dir=root))
+    recover_stale(root)
+    staging = marked_temp(root / INT8_WEIGHTS, directory=True)
     try:
         entry = write_int8(staging, qmodel, spec)
         manifest["int8"] = entry

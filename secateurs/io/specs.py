@@ -88,10 +88,66 @@ def _hf(path: str) -> ModelSource:
     return ModelSource(f"hf:{root}", "hf", build, InputSpec(seq_len=128, vocab_size=vocab))
 
 
+MAX_CHAIN = 32  # saved directories built from saved directories, deeper than any real use
+
+
+def file_source(spec: str) -> Path | None:
+    """The path a ``file:`` spec (or a bare saved-directory path) names, absolute; None for other specs."""
+    if not isinstance(spec, str):
+        return None
+    if spec.startswith("file:") and spec[5:]:
+        return Path(spec[5:]).expanduser().absolute()
+    if ":" not in spec and os.path.isfile(os.path.join(spec, "manifest.json")):
+        return Path(spec).expanduser().absolute()
+    return None
+
+
+def source_chain(spec: str) -> list[Path]:
+    """The ``.pt2`` files and saved directories building ``spec`` reads: a saved directory's manifest names the
+    spec of its unpruned model, which may be another ``file:`` source. ``FileFormatError`` on a loop."""
+    from secateurs.errors import FileFormatError
+    from secateurs.io.saving import read_manifest
+
+    chain: list[Path] = []
+    seen: set[Path] = set()
+    current: Any = spec
+    while (path := file_source(current)) is not None:
+        key = path.resolve()
+        if key in seen:
+            names = " -> ".join(str(p) for p in [*chain, path])
+            raise FileFormatError(f"the model sources form a loop ({names}): a saved directory cannot be built from "
+                                  "itself; re-save it with the original model spec")
+        if len(chain) >= MAX_CHAIN:
+            raise FileFormatError(f"the model sources of {spec!r} chain more than {MAX_CHAIN} saved directories")
+        seen.add(key)
+        chain.append(path)
+        if path.suffix == ".pt2" or not path.is_dir():
+            break
+        try:
+            current = read_manifest(path).get("model_spec")
+        except FileFormatError:
+            break  # loading it reports the problem
+    return chain
+
+
+def check_not_source(output: str | os.PathLike[str], spec: str | None) -> None:
+    """Refuse writing ``output`` when it is, or holds, a source the model spec reads (it would delete it)."""
+    if not spec:
+        return
+    out = Path(output).expanduser().absolute().resolve()
+    for path in source_chain(spec):
+        source = path.resolve()
+        if source == out or out in source.parents:
+            raise InvalidArgumentError(f"output directory {str(output)!r} {'is' if source == out else 'holds'} the "
+                                       f"model source {str(path)!r} (from {spec!r}); writing it would replace what "
+                                       "the saved model is rebuilt from. Choose another output directory")
+
+
 def _file(path: str, trust_code: bool) -> ModelSource:
     from secateurs.io.saving import load, read_manifest
 
     root = Path(path).expanduser().absolute()
+    source_chain(f"file:{root}")  # a manifest naming itself (or a loop) fails here, not with a RecursionError
     if root.suffix == ".pt2":
         return _program(root)
     manifest = read_manifest(root)
