@@ -140,6 +140,19 @@ def _int8(args: argparse.Namespace, root: Path, model: Any, x: Any, calibration:
     return exports
 
 
+def _written(exports: dict[str, Any]) -> list[str]:
+    """The file names recorded in the export entries (``"file": "model.onnx"``, nested for int8 ONNX)."""
+    names, stack = [], [exports]
+    while stack:
+        entry = stack.pop()
+        for key, value in entry.items():
+            if key == "file" and isinstance(value, str):
+                names.append(value)
+            elif isinstance(value, dict):
+                stack.append(value)
+    return sorted(set(names))
+
+
 def run(args: argparse.Namespace) -> int:
     from secateurs.io.inputs import InputSpec
     from secateurs.io.saving import load, read_manifest
@@ -174,6 +187,9 @@ def run(args: argparse.Namespace) -> int:
         doc = read_report(root)
         doc.setdefault("exports", {}).update(exports)
         write_reports(root, doc)
+    from secateurs.io.saving import record_files
+
+    record_files(root, _written(exports))  # the manifest lists a checksum for every file in the directory
     emit_json(args, {"directory": str(root), "exports": exports})
     from secateurs.reporting.render import export_lines
 

@@ -106,7 +106,7 @@ def source_chain(spec: str) -> list[Path]:
     """The ``.pt2`` files and saved directories building ``spec`` reads: a saved directory's manifest names the
     spec of its unpruned model, which may be another ``file:`` source. ``FileFormatError`` on a loop."""
     from secateurs.errors import FileFormatError
-    from secateurs.io.saving import read_manifest
+    from secateurs.io.manifest import read_manifest
 
     chain: list[Path] = []
     seen: set[Path] = set()
