@@ -87,14 +87,17 @@ class Plan:
     def from_json(text: str) -> Plan:
         try:
             d = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise FileFormatError(f"plan is not valid JSON: {exc}") from exc
+        except (json.JSONDecodeError, RecursionError) as exc:
+            raise FileFormatError(f"plan is not valid JSON: {type(exc).__name__}: {str(exc)[:200]}") from None
         return Plan.from_dict(d)
 
     @staticmethod
     def from_dict(d: dict[str, Any]) -> Plan:
         if not isinstance(d, dict) or d.get("format") != FORMAT:
             raise FileFormatError(f"not a secateurs plan of format {FORMAT} (found format {d.get('format') if isinstance(d, dict) else None!r})")
+        from secateurs.plan_checks import check_plan_dict
+
+        check_plan_dict(d)  # the type of every field, named when wrong
         try:
             keep = {k: {int(dim): [int(i) for i in idx] for dim, idx in v.items()} for k, v in d["keep"].items()}
             groups = [GroupRecord(**{**g, "members": [tuple(m) for m in g["members"]]}) for g in d.get("groups", [])]
@@ -110,7 +113,7 @@ class Plan:
                 version=str(d.get("version", "")),
                 dropped_layers={str(k): [int(i) for i in v] for k, v in (d.get("dropped_layers") or {}).items()},
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
             raise FileFormatError(f"plan JSON is missing or has malformed fields: {exc}") from exc
         plan.validate()
         return plan
@@ -136,3 +139,6 @@ class Plan:
                     raise FileFormatError(f"plan dim {d} out of range for {fqn!r} of shape {shape}")
                 if not idx or idx != sorted(set(idx)) or idx[0] < 0 or idx[-1] >= shape[d]:
                     raise FileFormatError(f"plan kept indices for {fqn!r} dim {d} must be sorted, unique, non-empty and < {shape[d]}")
+        from secateurs.plan_checks import check_groups
+
+        check_groups(self)
