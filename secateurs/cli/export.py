@@ -43,7 +43,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="skip timing DIR/model.onnx against the unpruned model's ONNX (onnxruntime, interleaved)")
     p.add_argument("--repeats", type=int, default=10, help="timed onnxruntime runs per file; the median is reported")
     add_trust_flag(p)
-    add_config_flags(p, "export")
+    add_config_flags(p, "export", example="opset=17")
     add_output_flags(p)
     p.set_defaults(run=run)
 
