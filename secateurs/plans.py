@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from secateurs._version import __version__
-from secateurs.errors import FileFormatError
+from secateurs.errors import FileFormatError, InvalidTypeError
 
 FORMAT = 1
 
@@ -85,9 +85,11 @@ class Plan:
 
     @staticmethod
     def from_json(text: str) -> Plan:
+        if not isinstance(text, (str, bytes, bytearray)):
+            raise InvalidTypeError(f"Plan.from_json needs the JSON text, got {type(text).__name__}")
         try:
             d = json.loads(text)
-        except (json.JSONDecodeError, RecursionError) as exc:
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError of bytes
             raise FileFormatError(f"plan is not valid JSON: {type(exc).__name__}: {str(exc)[:200]}") from None
         return Plan.from_dict(d)
 

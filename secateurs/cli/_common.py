@@ -123,7 +123,12 @@ def check_input(model: nn.Module, spec: Any) -> None:
 
     from secateurs.graph.capture import normalize_inputs
 
-    args, kwargs = normalize_inputs(spec.make())
+    try:
+        example = spec.make()
+    except (RuntimeError, MemoryError) as exc:  # e.g. an --input-shape too large to allocate
+        raise InvalidArgumentError(f"cannot build the example input ({spec.describe()}): "
+                                   f"{str(exc).strip().splitlines()[0][:160]}; pass a smaller --input-shape / --seq-len") from None
+    args, kwargs = normalize_inputs(example)
     try:
         with torch.inference_mode():
             model(*args, **kwargs)

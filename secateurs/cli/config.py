@@ -137,8 +137,13 @@ def _is_flag(action: argparse.Action) -> bool:
     return isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction))
 
 
+_STRUCTURED = {"ratio", "batch_sizes"}  # text options whose files may also hold numbers, mappings or lists
+
+
 def _one(action: argparse.Action, value: Any, where: str, from_text: bool) -> Any:
     kind = action.type
+    if kind is None and not from_text and not isinstance(value, str) and action.dest not in _STRUCTURED:
+        raise InvalidArgumentError(f"{where}: expected text, got {value!r:.60}")
     if kind in (int, float):
         if isinstance(value, bool) or not (from_text or isinstance(value, (int, float))):
             raise InvalidArgumentError(f"{where}: expected {'an integer' if kind is int else 'a number'}, got {value!r}")
@@ -171,7 +176,12 @@ def coerce(action: argparse.Action, value: Any, where: str, from_text: bool) -> 
     if isinstance(action, argparse._AppendAction):
         if from_text:
             text = str(value).strip()
-            items = json.loads(text) if text.startswith("[") else [s for s in text.split(",") if s.strip()]
+            try:
+                items = json.loads(text) if text.startswith("[") else [s for s in text.split(",") if s.strip()]
+            except (ValueError, RecursionError):
+                raise InvalidArgumentError(f"{where}: {text!r:.60} is not a JSON list like [\"a\", \"b\"]") from None
+            if not isinstance(items, list):
+                raise InvalidArgumentError(f"{where}: expected a list, got {items!r:.60}")
         else:
             items = value if isinstance(value, list) else [value]
         return [_one(action, v, where, from_text) for v in items]

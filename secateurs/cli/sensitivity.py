@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.output)
     check_output(args.output, args.force, args.model)
     ratios = _ratios(args.ratios)
-    if args.max_drop < 0:
+    if not args.max_drop >= 0:  # NaN too
         raise InvalidArgumentError(f"--max-drop must be >= 0, got {args.max_drop}")
     source, model, spec = load_model(args)
     x = spec.make()

@@ -29,6 +29,8 @@ class InputSpec:
 
     @staticmethod
     def parse_shape(text: str) -> InputSpec:
+        if not isinstance(text, str):
+            raise InvalidArgumentError(f"an input shape is text like 1,3,224,224, got {text!r:.60}")
         parts = [p.strip() for p in text.replace("x", ",").split(",") if p.strip()]
         try:
             shape = tuple(int(p) for p in parts)

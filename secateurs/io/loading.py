@@ -20,14 +20,14 @@ from torch import nn
 from secateurs.errors import FileFormatError, InvalidArgumentError, InvalidTypeError, PlanError
 from secateurs.io.inputs import InputSpec
 from secateurs.io.int8 import INT8_WEIGHTS
-from secateurs.io.manifest import PLAN, WEIGHTS, check_file, check_source, read_manifest
+from secateurs.io.manifest import PLAN, WEIGHTS, as_path, check_file, check_source, read_manifest
 from secateurs.io.masks import MASKS, read_masks_file
 from secateurs.plans import Plan
 
 
 def read_plan(directory: str | os.PathLike[str], manifest: dict[str, Any] | None = None) -> Plan:
     """The plan of a saved directory, checksum-verified and validated."""
-    root = Path(directory)
+    root = as_path(directory, "the saved directory")
     manifest = manifest if manifest is not None else read_manifest(root)
     path = check_file(root, PLAN, manifest)
     try:
@@ -39,7 +39,7 @@ def read_plan(directory: str | os.PathLike[str], manifest: dict[str, Any] | None
 
 def read_masks(directory: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     """The 2:4 masks saved with the model (``{weight FQN: bool mask}``, True = kept); empty when none were saved."""
-    root = Path(directory)
+    root = as_path(directory, "the saved directory")
     manifest = read_manifest(root)
     if not manifest.get("sparsity"):
         return {}
@@ -92,9 +92,12 @@ def load(
     ``module.path:factory`` spec imports and calls Python code named by the file, so it is used only with
     ``trust_code=True``. The weights are loaded with the dtypes they were saved in.
     """
-    root = Path(directory)
+    root = as_path(directory, "load()'s directory")
     if model is not None and model_factory is not None:
         raise InvalidArgumentError("give load() a model_factory or a model, not both")
+    if model_factory is not None and not callable(model_factory):
+        raise InvalidTypeError(f"load()'s model_factory must be a callable returning the unpruned model, got "
+                               f"{type(model_factory).__name__}")
     if model is not None and not isinstance(model, nn.Module):
         raise InvalidTypeError(f"load() needs an nn.Module to rebuild into, got {type(model).__name__}")
     manifest = read_manifest(root)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from secateurs._version import __version__
-from secateurs.errors import FileFormatError
+from secateurs.errors import FileFormatError, InvalidTypeError
 
 MANIFEST_FORMAT = 1
 WEIGHTS = "model.safetensors"
@@ -48,6 +48,13 @@ def plain_name(name: Any) -> bool:
         and "\0" not in name
 
 
+def as_path(value: Any, what: str) -> Path:
+    """``value`` as a Path; ``InvalidTypeError`` naming ``what`` for anything but a string or path."""
+    if not isinstance(value, (str, os.PathLike)):
+        raise InvalidTypeError(f"{what} must be a path (str or os.PathLike), got {type(value).__name__}")
+    return Path(value)
+
+
 def regular_file(path: Path, what: str = "") -> Path:
     """``path`` itself (not a link) must be a regular file."""
     if path.is_symlink():
@@ -71,7 +78,7 @@ def read_json(path: Path, what: str) -> Any:
 
 def read_manifest(directory: str | os.PathLike[str]) -> dict[str, Any]:
     """The manifest of a saved directory, every field checked for its type; ``FileFormatError`` otherwise."""
-    root = Path(directory)
+    root = as_path(directory, "the saved directory")
     if not root.is_dir():
         raise FileFormatError(f"{str(root)!r} is not a directory saved by secateurs.save")
     path = root / MANIFEST
@@ -106,6 +113,14 @@ def _check_maps(path: Path, manifest: dict[str, Any]) -> None:
         entry = manifest.get(key)
         if entry and key == "int8" and entry.get("mode") not in ("dynamic", "static"):
             raise FileFormatError(f"{path}: int8 mode {entry.get('mode')!r} is neither 'dynamic' nor 'static'")
+    if manifest.get("input") is not None:
+        from secateurs.errors import InvalidArgumentError
+        from secateurs.io.inputs import InputSpec
+
+        try:
+            InputSpec.from_dict(manifest["input"])
+        except InvalidArgumentError as exc:
+            raise FileFormatError(f"{path}: field 'input': {exc}") from None
     source = manifest.get("model_source")
     if source is not None and not (isinstance(source.get("path"), str) and isinstance(source.get("sha256"), str)
                                    and _HEX64.fullmatch(source["sha256"])):

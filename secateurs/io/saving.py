@@ -27,6 +27,7 @@ from secateurs.io.manifest import (
     MANIFEST_FORMAT,
     PLAN,
     WEIGHTS,
+    as_path,
     plain_name,
     read_manifest,
     sha256_file,
@@ -100,6 +101,7 @@ def save(
         raise InvalidTypeError(f"save() needs an nn.Module, got {type(model).__name__}")
     if not isinstance(plan, Plan):
         raise InvalidTypeError(f"save() needs a secateurs Plan, got {type(plan).__name__}")
+    _check_save_args(directory, model_spec, input_spec, extra_files)
     from secateurs.io.specs import check_not_source
 
     pruned_fp = fingerprint(model)
@@ -111,7 +113,7 @@ def save(
                             f"plan expects {shape}; save the model the plan was applied to")
     tensors, aliases = _unique_tensors(model)
     for name in extra_files or {}:
-        if name in (WEIGHTS, PLAN, MANIFEST, MASKS, INT8_WEIGHTS) or not plain_name(name):
+        if not isinstance(name, str) or name in (WEIGHTS, PLAN, MANIFEST, MASKS, INT8_WEIGHTS) or not plain_name(name):
             raise InvalidArgumentError(f"extra file name {name!r} is reserved or not a plain file name")
     check_not_source(directory, model_spec)  # replacing the source would leave the saved model without one
     source = source_record(model_spec)
@@ -143,6 +145,18 @@ def save(
             manifest["files"][name] = _sha256(tmp / name)
         write_text(tmp / MANIFEST, json.dumps(manifest, indent=1))
     return Path(directory)
+
+
+def _check_save_args(directory: Any, model_spec: Any, input_spec: Any, extra_files: Any) -> None:
+    as_path(directory, "save()'s directory")
+    if model_spec is not None and not isinstance(model_spec, str):
+        raise InvalidTypeError(f"save()'s model_spec must be a spec string like 'torchvision:resnet18', got "
+                               f"{type(model_spec).__name__}")
+    if input_spec is not None and not isinstance(input_spec, InputSpec):
+        raise InvalidTypeError(f"save()'s input_spec must be an InputSpec, got {type(input_spec).__name__}")
+    if extra_files is not None and (not isinstance(extra_files, Mapping) or not all(
+            isinstance(v, (str, bytes)) for v in extra_files.values())):
+        raise InvalidTypeError("save()'s extra_files must map file names to text or bytes")
 
 
 def write_int8(directory: Path, qmodel: nn.Module, input_spec: InputSpec | None) -> dict[str, Any]:

@@ -178,6 +178,7 @@ def _factory(module: str, attr: str, spec: str) -> ModelSource:
     fn = getattr(mod, attr, None)
     if not callable(fn):
         raise InvalidArgumentError(f"model spec {spec!r}: {module!r} has no callable {attr!r}")
+    _check_no_arguments(fn, spec)
 
     def build() -> nn.Module:
         model = fn()
@@ -187,6 +188,19 @@ def _factory(module: str, attr: str, spec: str) -> ModelSource:
 
     shape = getattr(fn, "example_input_shape", None)
     return ModelSource(spec, "factory", build, InputSpec(shape=tuple(shape)) if shape else None)
+
+
+def _check_no_arguments(fn: Any, spec: str) -> None:
+    """A factory is called with no arguments: one that requires some is refused before it is called."""
+    import inspect
+
+    try:
+        inspect.signature(fn).bind()
+    except TypeError as exc:
+        raise InvalidArgumentError(f"model spec {spec!r} names a callable that needs arguments ({exc}); name a "
+                                   "factory that builds the model with no arguments") from None
+    except ValueError:
+        pass  # no signature (some builtins): called as is
 
 
 def imports_code(spec: str) -> bool:
