@@ -107,6 +107,28 @@ def test_a_load_that_fails_after_the_plan_was_applied_leaves_the_model_as_it_was
     assert model.training
 
 
+def test_weights_of_the_wrong_kind_found_after_apply_leave_the_model_as_it_was(half_saved, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    root, fresh = half_saved
+    bad = tmp_path / "bad"
+    shutil.copytree(root, bad)
+    tensors = load_file(str(bad / "model.safetensors"))
+    tensors["fc.weight"] = tensors["fc.weight"].to(torch.int64)  # same shape, integer: found when assigning
+    save_file(tensors, str(bad / "model.safetensors"))
+    manifest = json.loads((bad / "manifest.json").read_text())
+    manifest.pop("dtypes", None)  # as a manifest written before dtypes were recorded
+    manifest["files"]["model.safetensors"] = _sha256(bad / "model.safetensors")
+    (bad / "manifest.json").write_text(json.dumps(manifest))
+    model = copy.deepcopy(fresh)
+    before = _snapshot(model)
+    with pytest.raises(FileFormatError, match="fc.weight"):
+        sc.load(bad, model=model)
+    _assert_same(model, before)
+
+
 def test_a_load_that_fails_at_the_last_step_leaves_the_model_as_it_was(half_saved, monkeypatch):
     root, fresh = half_saved
     model = copy.deepcopy(fresh)
