@@ -204,3 +204,21 @@ def test_safetensors_headers_are_checked_against_the_file(half_saved, tmp_path, 
     (bad / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(FileFormatError, match=match):
         sc.load(bad, model=copy.deepcopy(fresh))
+
+
+def test_the_file_source_a_manifest_names_is_checked_against_its_recorded_checksum(tmp_path):
+    from secateurs.io.program import load_program
+    from secateurs.testing.programs import PROGRAM_TOYS, export_toy
+
+    toy = PROGRAM_TOYS["aten.conv2d"]
+    source = export_toy(toy.build(), toy.example(), tmp_path / "toy.pt2")
+    program = load_program(source).module
+    plan = sc.prune(program, toy.example(), ratio=toy.ratio).plan
+    sc.save(program, plan, tmp_path / "p", model_spec=f"file:{source}")
+    record = sc.io.read_manifest(tmp_path / "p")["model_source"]
+    assert record == {"path": str(source), "sha256": _sha256(source)}
+    torch.testing.assert_close(sc.load(tmp_path / "p")(toy.example()), program(toy.example()))
+    torch.manual_seed(1)
+    export_toy(toy.build(), toy.example(), source)  # another program at the same path
+    with pytest.raises(FileFormatError, match="changed since this directory was saved"):
+        sc.load(tmp_path / "p")
