@@ -8,7 +8,7 @@ from typing import Any
 
 from secateurs._version import __version__
 from secateurs.config import PruneConfig
-from secateurs.errors import FileFormatError
+from secateurs.errors import FileFormatError, InvalidTypeError
 
 FORMAT = 1
 
@@ -89,16 +89,21 @@ class Plan:
 
     @staticmethod
     def from_json(text: str) -> Plan:
+        if not isinstance(text, (str, bytes, bytearray)):
+            raise InvalidTypeError(f"Plan.from_json needs the JSON text, got {type(text).__name__}")
         try:
             d = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise FileFormatError(f"plan is not valid JSON: {exc}") from exc
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError of bytes
+            raise FileFormatError(f"plan is not valid JSON: {type(exc).__name__}: {str(exc)[:200]}") from None
         return Plan.from_dict(d)
 
     @staticmethod
     def from_dict(d: dict[str, Any]) -> Plan:
         if not isinstance(d, dict) or d.get("format") != FORMAT:
             raise FileFormatError(f"not a secateurs plan of format {FORMAT} (found format {d.get('format') if isinstance(d, dict) else None!r})")
+        from secateurs.plan_checks import check_plan_dict
+
+        check_plan_dict(d)  # the type of every field, named when wrong
         try:
             keep = {k: {int(dim): [int(i) for i in idx] for dim, idx in v.items()} for k, v in d["keep"].items()}
             groups = [GroupRecord(**{**g, "members": [tuple(m) for m in g["members"]]}) for g in d.get("groups", [])]
@@ -115,7 +120,7 @@ class Plan:
                 dropped_layers={str(k): [int(i) for i in v] for k, v in (d.get("dropped_layers") or {}).items()},
                 config=None if d.get("config") is None else PruneConfig.from_dict(d["config"]),
             )
-        except (KeyError, TypeError, ValueError) as exc:  # InvalidArgumentError of the config included
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:  # config errors included
             raise FileFormatError(f"plan JSON is missing or has malformed fields: {exc}") from exc
         plan.validate()
         return plan
@@ -141,3 +146,6 @@ class Plan:
                     raise FileFormatError(f"plan dim {d} out of range for {fqn!r} of shape {shape}")
                 if not idx or idx != sorted(set(idx)) or idx[0] < 0 or idx[-1] >= shape[d]:
                     raise FileFormatError(f"plan kept indices for {fqn!r} dim {d} must be sorted, unique, non-empty and < {shape[d]}")
+        from secateurs.plan_checks import check_groups
+
+        check_groups(self)

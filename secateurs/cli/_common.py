@@ -26,6 +26,21 @@ def add_model_flags(p: argparse.ArgumentParser, what: str = "model") -> None:
     add_trust_flag(p)
 
 
+FORCE_HELP = ("replace DIR if it exists and is a directory secateurs wrote (its manifest.json, plan.json or "
+              "sensitivity.json, and only files secateurs writes); any other existing DIR is refused (exit code 2)")
+OUTPUT_HELP = "directory to write (must not exist unless --force; never the model's own source)"
+
+
+def check_output(output: str, force: bool, model_spec: str | None) -> None:
+    """Before any work: ``output`` can be written (new, or --force on a directory secateurs wrote; its folder
+    writable) and is not, nor holds, a source the model spec reads."""
+    from secateurs.io.atomic import check_target
+    from secateurs.io.specs import check_not_source
+
+    check_target(output, force)
+    check_not_source(output, model_spec)
+
+
 def add_trust_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trust-code", action="store_true",
                    help="allow a saved directory whose manifest names a module.path:factory to import and run it")
@@ -108,7 +123,12 @@ def check_input(model: nn.Module, spec: Any) -> None:
 
     from secateurs.graph.capture import normalize_inputs
 
-    args, kwargs = normalize_inputs(spec.make())
+    try:
+        example = spec.make()
+    except (RuntimeError, MemoryError) as exc:  # e.g. an --input-shape too large to allocate
+        raise InvalidArgumentError(f"cannot build the example input ({spec.describe()}): "
+                                   f"{str(exc).strip().splitlines()[0][:160]}; pass a smaller --input-shape / --seq-len") from None
+    args, kwargs = normalize_inputs(example)
     try:
         with torch.inference_mode():
             model(*args, **kwargs)

@@ -28,8 +28,8 @@ def _read_json(path: Path, what: str) -> Any:
         raise InvalidArgumentError(f"{what} {str(path)!r} does not exist")
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise FileFormatError(f"{what} {str(path)!r} is not valid JSON: {exc}") from None
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise FileFormatError(f"{what} {str(path)!r} is not valid JSON: {str(exc)[:200]}") from None
 
 
 def read_overrides(args: argparse.Namespace) -> tuple[dict[str, float] | None, dict[str, Any] | None]:

@@ -29,7 +29,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_input_flags(p)
     add_trust_flag(p)
     add_latency_flags(p)
-    add_config_flags(p, "bench")
+    add_config_flags(p, "bench", example="repeats=20")
     add_output_flags(p)
     p.set_defaults(run=run)
 

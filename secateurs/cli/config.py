@@ -22,16 +22,24 @@ _NOT_CONFIGURABLE = {"help", "config", "overrides", "json", "quiet", "debug", "r
 _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0"}
 _PARSERS: dict[str, argparse.ArgumentParser] = {}
+_EXAMPLES: dict[str, str] = {}
 
 
-def add_config_flags(p: argparse.ArgumentParser, section: str) -> None:
-    """Give subcommand ``section`` the ``--config FILE`` and ``--set KEY=VALUE`` flags."""
+def add_config_flags(p: argparse.ArgumentParser, section: str, example: str = "ratio=0.3") -> None:
+    """Give subcommand ``section`` the ``--config FILE`` and ``--set KEY=VALUE`` flags; ``example`` is a
+    ``KEY=VALUE`` valid for this subcommand, shown in its help and error messages."""
     p.add_argument("--config", metavar="FILE", help="YAML (.yaml/.yml), TOML (.toml) or JSON file of options; keys are "
                    f"option names with '_' (round_to), at the top level or under a '{section}' table")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help=f"override one option, e.g. --set {section}.ratio=0.3 (repeatable; wins over --config)")
+                   help=f"override one option, e.g. --set {section}.{example} (repeatable; wins over --config)")
     p.set_defaults(config_section=section)
     _PARSERS[section] = p
+    _EXAMPLES[section] = example
+
+
+def set_example(section: str) -> str:
+    """The ``--set`` example shown in ``section``'s help (``prune.ratio=0.3``)."""
+    return f"{section}.{_EXAMPLES.get(section, 'KEY=VALUE')}"
 
 
 def options(section: str) -> dict[str, argparse.Action]:
@@ -110,7 +118,7 @@ def _parse_set(items: list[str], section: str, valid: dict[str, argparse.Action]
         key, eq, value = item.partition("=")
         key = key.strip().replace("-", "_")
         if not eq or not key:
-            raise InvalidArgumentError(f"--set {item!r}: expected KEY=VALUE, e.g. --set {section}.ratio=0.3")
+            raise InvalidArgumentError(f"--set {item!r}: expected KEY=VALUE, e.g. --set {set_example(section)}")
         head, dot, rest = key.partition(".")
         if dot:
             if head != section:
@@ -126,8 +134,13 @@ def _is_flag(action: argparse.Action) -> bool:
     return isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction))
 
 
+_STRUCTURED = {"ratio", "batch_sizes"}  # text options whose files may also hold numbers, mappings or lists
+
+
 def _one(action: argparse.Action, value: Any, where: str, from_text: bool) -> Any:
     kind = action.type
+    if kind is None and not from_text and not isinstance(value, str) and action.dest not in _STRUCTURED:
+        raise InvalidArgumentError(f"{where}: expected text, got {value!r:.60}")
     if kind in (int, float):
         if isinstance(value, bool) or not (from_text or isinstance(value, (int, float))):
             raise InvalidArgumentError(f"{where}: expected {'an integer' if kind is int else 'a number'}, got {value!r}")
@@ -160,7 +173,12 @@ def coerce(action: argparse.Action, value: Any, where: str, from_text: bool) -> 
     if isinstance(action, argparse._AppendAction):
         if from_text:
             text = str(value).strip()
-            items = json.loads(text) if text.startswith("[") else [s for s in text.split(",") if s.strip()]
+            try:
+                items = json.loads(text) if text.startswith("[") else [s for s in text.split(",") if s.strip()]
+            except (ValueError, RecursionError):
+                raise InvalidArgumentError(f"{where}: {text!r:.60} is not a JSON list like [\"a\", \"b\"]") from None
+            if not isinstance(items, list):
+                raise InvalidArgumentError(f"{where}: expected a list, got {items!r:.60}")
         else:
             items = value if isinstance(value, list) else [value]
         return [_one(action, v, where, from_text) for v in items]

@@ -29,10 +29,11 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     import secateurs as sc
+    from secateurs.cli._common import set_threads
     from secateurs.testing.models import TinyResNet
 
     torch.manual_seed(0)
-    torch.set_num_threads(args.threads)
+    set_threads(args)
     model = TinyResNet(num_classes=10, width=64).eval()
     x = torch.randn(8, 3, 64, 64)
     before = latency_ms(model, x)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -44,20 +43,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="skip timing DIR/model.onnx against the unpruned model's ONNX (onnxruntime, interleaved)")
     p.add_argument("--repeats", type=int, default=10, help="timed onnxruntime runs per file; the median is reported")
     add_trust_flag(p)
-    add_config_flags(p, "export")
+    add_config_flags(p, "export", example="opset=17")
     add_output_flags(p)
     p.set_defaults(run=run)
 
 
 def _staged(root: Path, name: str, write: Callable[[Path], dict[str, Any]]) -> dict[str, Any]:
     """Run ``write(temp path)``, then rename the file to ``root/name``: a failure leaves no partial file."""
-    tmp = root / f".{name}.tmp"
-    try:
+    from secateurs.io.atomic import staged_file
+
+    with staged_file(root / name) as tmp:
         info = write(tmp)
-        os.replace(tmp, root / name)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     info["file"] = name
     return info
 
@@ -144,6 +140,19 @@ def _int8(args: argparse.Namespace, root: Path, model: Any, x: Any, calibration:
     return exports
 
 
+def _written(exports: dict[str, Any]) -> list[str]:
+    """The file names recorded in the export entries (``"file": "model.onnx"``, nested for int8 ONNX)."""
+    names, stack = [], [exports]
+    while stack:
+        entry = stack.pop()
+        for key, value in entry.items():
+            if key == "file" and isinstance(value, str):
+                names.append(value)
+            elif isinstance(value, dict):
+                stack.append(value)
+    return sorted(set(names))
+
+
 def run(args: argparse.Namespace) -> int:
     from secateurs.io.inputs import InputSpec
     from secateurs.io.saving import load, read_manifest
@@ -154,6 +163,9 @@ def run(args: argparse.Namespace) -> int:
     set_threads(args)
     root = Path(args.directory)
     manifest = read_manifest(root)
+    from secateurs.io.atomic import check_writable
+
+    check_writable(root / "model.onnx")  # files are written into DIR: a read-only DIR fails before any work
     recorded = InputSpec.from_dict(manifest["input"]) if manifest.get("input") else None
     spec = input_spec(args, recorded)
     step(args, f"loading {root}")
@@ -175,6 +187,9 @@ def run(args: argparse.Namespace) -> int:
         doc = read_report(root)
         doc.setdefault("exports", {}).update(exports)
         write_reports(root, doc)
+    from secateurs.io.saving import record_files
+
+    record_files(root, _written(exports))  # the manifest lists a checksum for every file in the directory
     emit_json(args, {"directory": str(root), "exports": exports})
     from secateurs.reporting.render import export_lines
 

@@ -9,8 +9,11 @@ from typing import Any
 
 from secateurs.cli._calibration import add_calibration_flags, build_calibration, needs_data
 from secateurs.cli._common import (
+    FORCE_HELP,
+    OUTPUT_HELP,
     add_model_flags,
     add_output_flags,
+    check_output,
     emit_json,
     is_quiet,
     load_model,
@@ -31,10 +34,10 @@ from secateurs.errors import InvalidArgumentError
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("prune", help="prune a model and save it (safetensors + plan) with report.json/md/html")
     add_model_flags(p)
-    p.add_argument("-o", "--output", required=True, metavar="DIR", help="directory to write (must not exist unless --force)")
+    p.add_argument("-o", "--output", required=True, metavar="DIR", help=OUTPUT_HELP)
     add_prune_flags(p)
     p.add_argument("--dry-run", action="store_true", help="only plan: write DIR/plan.json, leave weights alone")
-    p.add_argument("--force", action="store_true", help="replace DIR if it exists")
+    p.add_argument("--force", action="store_true", help=FORCE_HELP)
     p.add_argument("--no-bench", action="store_true", help="skip the latency measurement")
     add_int8_flag(p, "also quantize a copy to int8 and put its fidelity and latency in the report: dynamic (default; "
                      "Linear layers) or static (convs and Linear, needs --calibration)")
@@ -141,13 +144,12 @@ def _request(args: argparse.Namespace) -> tuple[PruneConfig, Any]:
 def run(args: argparse.Namespace) -> int:
     import secateurs as sc
     from secateurs.graph.analysis import fingerprint
-    from secateurs.io.atomic import check_target
     from secateurs.reporting import build_report
     from secateurs.reporting.document import latency_rows
 
     set_threads(args)
     out = Path(args.output)
-    check_target(out, args.force)  # fail before any slow work
+    check_output(args.output, args.force, args.model)  # fail before any slow work
     config, sensitivity_doc = _request(args)
     sizes = [] if args.no_bench or args.dry_run else batch_sizes(args)
     source, model, spec = load_model(args)

@@ -39,6 +39,9 @@ def write_reports(root: Path, doc: dict[str, Any]) -> None:
     replace_file(root / "report.json", json.dumps(doc, indent=1).encode())
     replace_file(root / "report.md", render_markdown(doc).encode())
     replace_file(root / "report.html", render_html(doc).encode())
+    from secateurs.io.saving import record_files
+
+    record_files(root, ["report.json", "report.md", "report.html"])
 
 
 def _plan_only(args: argparse.Namespace, root: Path) -> int:

@@ -12,8 +12,10 @@ import json
 from pathlib import Path
 
 from secateurs.cli._common import (
+    FORCE_HELP,
     add_model_flags,
     add_output_flags,
+    check_output,
     emit_json,
     is_quiet,
     load_model,
@@ -28,7 +30,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sensitivity", help="prune each group alone at several ratios and measure output fidelity")
     add_model_flags(p)
     p.add_argument("-o", "--output", required=True, metavar="DIR",
-                   help="directory to write sensitivity.md/json/png and overrides.json (must not exist unless --force)")
+                   help="directory to write sensitivity.md/json/png and overrides.json (must not exist unless --force; "
+                        "never the model's own source)")
     p.add_argument("--ratios", default="0.1,0.3,0.5,0.7,0.9", metavar="R1,R2",
                    help="fractions of each group's units removed (default 0.1,0.3,0.5,0.7,0.9)")
     p.add_argument("--importance", default="l2", help="criterion ranking the units of each group (default l2)")
@@ -39,7 +42,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-drop", type=float, default=0.01,
                    help="fidelity loss allowed per group for overrides.json (default 0.01)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--force", action="store_true", help="replace DIR if it exists")
+    p.add_argument("--force", action="store_true", help=FORCE_HELP)
     add_output_flags(p)
     p.set_defaults(run=run)
 
@@ -53,14 +56,14 @@ def _ratios(text: str) -> list[float]:
 
 def run(args: argparse.Namespace) -> int:
     import secateurs as sc
-    from secateurs.io.atomic import atomic_dir, check_target, write_bytes, write_text
+    from secateurs.io.atomic import atomic_dir, write_bytes, write_text
     from secateurs.planning.sensitivity import FIDELITY
 
     set_threads(args)
     out = Path(args.output)
-    check_target(out, args.force)
+    check_output(args.output, args.force, args.model)
     ratios = _ratios(args.ratios)
-    if args.max_drop < 0:
+    if not args.max_drop >= 0:  # NaN too
         raise InvalidArgumentError(f"--max-drop must be >= 0, got {args.max_drop}")
     source, model, spec = load_model(args)
     x = spec.make()

@@ -6,6 +6,7 @@ its ``H x W`` and normalised, text is tokenized into windows of its sequence len
 
 from __future__ import annotations
 
+import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,8 +53,10 @@ def calibration_source(
     ``tokenizer_dir`` (an ``hf:`` model directory) gives the tokenizer for text; without one, UTF-8 bytes
     are used as token ids (with a note). ``normalize``: ``"imagenet"`` mean/std for 3-channel images, or ``"none"``.
     """
-    if max_batches < 1:
-        raise InvalidArgumentError(f"calibration needs at least 1 batch, got max_batches={max_batches}")
+    if not isinstance(source, (str, os.PathLike)):
+        raise InvalidArgumentError(f"a calibration source is a path or 'synthetic', got {source!r:.60}")
+    if isinstance(max_batches, bool) or not isinstance(max_batches, int) or max_batches < 1:
+        raise InvalidArgumentError(f"calibration needs at least 1 batch, got max_batches={max_batches!r}")
     if source == "synthetic":
         warnings.warn(SYNTHETIC_WARNING, stacklevel=2)
         batches = [spec.make(seed=1000 + i) for i in range(max_batches)]
@@ -67,6 +70,8 @@ def calibration_source(
 
 def source_kind(source: str) -> str:
     """"images", "text" or "synthetic" for a usable source string; a clear error otherwise (nothing is read)."""
+    if not isinstance(source, (str, os.PathLike)):
+        raise InvalidArgumentError(f"a calibration source is a path or 'synthetic', got {source!r:.60}")
     if source == "synthetic":
         return "synthetic"
     path = Path(source).expanduser()
@@ -106,8 +111,9 @@ def _load_image(path: Path, c: int, h: int, w: int) -> torch.Tensor:
         with Image.open(path) as img:
             resized = img.convert("RGB" if c == 3 else "L").resize((w, h), Image.Resampling.BILINEAR)
             data = torch.frombuffer(bytearray(resized.tobytes()), dtype=torch.uint8)
-    except (OSError, UnidentifiedImageError) as exc:
-        raise InvalidArgumentError(f"calibration image {str(path)!r} cannot be read ({exc}); remove it or fix it") from None
+    except (OSError, UnidentifiedImageError, Image.DecompressionBombError, ValueError, SyntaxError) as exc:
+        raise InvalidArgumentError(f"calibration image {str(path)!r} cannot be read ({str(exc)[:160]}); remove it or "
+                                   "fix it") from None
     return data.reshape(h, w, c).permute(2, 0, 1).float() / 255.0
 
 

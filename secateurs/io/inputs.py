@@ -29,6 +29,8 @@ class InputSpec:
 
     @staticmethod
     def parse_shape(text: str) -> InputSpec:
+        if not isinstance(text, str):
+            raise InvalidArgumentError(f"an input shape is text like 1,3,224,224, got {text!r:.60}")
         parts = [p.strip() for p in text.replace("x", ",").split(",") if p.strip()]
         try:
             shape = tuple(int(p) for p in parts)
@@ -61,13 +63,31 @@ class InputSpec:
 
     @staticmethod
     def from_dict(d: dict[str, Any]) -> InputSpec:
-        if "shape" in d:
-            return InputSpec(shape=tuple(int(s) for s in d["shape"]))
-        constants = d.get("constants") or {}
-        if not isinstance(constants, dict):
-            raise InvalidArgumentError(f"input constants must be a mapping of keyword to value, got {constants!r}")
-        return InputSpec(seq_len=int(d["seq_len"]), vocab_size=int(d.get("vocab_size", 100)),
-                         constants=tuple(sorted(constants.items())))
+        """The inverse of :meth:`to_dict`; a malformed mapping (e.g. a hand-edited manifest) is an
+        ``InvalidArgumentError`` naming it."""
+        if not isinstance(d, dict):
+            raise InvalidArgumentError(f"an input spec must be a mapping like {{'shape': [1, 3, 224, 224]}}, got {d!r:.80}")
+        try:
+            if "shape" in d:
+                if not isinstance(d["shape"], list) or not all(_count(s) for s in d["shape"]):
+                    raise ValueError("shape")
+                return InputSpec(shape=tuple(d["shape"]))
+            constants = d.get("constants") or {}
+            if not isinstance(constants, dict) or not all(isinstance(v, (bool, int, float, str, type(None)))
+                                                          for v in constants.values()):
+                raise InvalidArgumentError(f"input constants must map keywords to plain values, got {constants!r:.80}")
+            seq_len, vocab = d["seq_len"], d.get("vocab_size", 100)
+            if not _count(seq_len) or not _count(vocab):
+                raise ValueError("seq_len")
+            return InputSpec(seq_len=seq_len, vocab_size=vocab, constants=tuple(sorted(constants.items())))
+        except (KeyError, TypeError, ValueError):
+            raise InvalidArgumentError(f"malformed input spec {d!r:.120}: expected {{'shape': [N, C, H, W]}} or "
+                                       "{'seq_len': N, 'vocab_size': V} with positive integers") from None
 
     def describe(self) -> str:
         return f"tensor {list(self.shape)}" if self.shape is not None else f"token ids, seq len {self.seq_len}"
+
+
+def _count(value: Any) -> bool:
+    """A positive integer (not a bool, not a float) small enough to allocate."""
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 1 << 31

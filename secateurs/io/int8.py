@@ -67,16 +67,25 @@ def load_int8_(float_model: nn.Module, tensors: dict[str, torch.Tensor], source:
             p = f"{path}." if path else ""
             if p + "weight.int8" not in tensors:
                 raise FileFormatError(f"{source} has no int8 weight for Linear {path!r}")
-            qw = _qweight(tensors, p)
+            try:
+                qw = _qweight(tensors, p)
+            except (KeyError, IndexError, ValueError, TypeError, RuntimeError) as exc:  # missing scale, bad axis
+                raise FileFormatError(f"{source}: the int8 weight of {path!r} is incomplete or malformed "
+                                      f"({type(exc).__name__}: {str(exc)[:100]})") from None
             if tuple(qw.shape) != tuple(m.weight().shape):
                 raise FileFormatError(f"{source}: int8 weight of {path!r} has shape {list(qw.shape)}, the pruned model "
                                       f"expects {list(m.weight().shape)}")
-            m.set_weight_bias(qw, tensors.get(p + "bias"))
+            try:
+                m.set_weight_bias(qw, tensors.get(p + "bias"))
+            except (RuntimeError, TypeError, ValueError) as exc:
+                raise FileFormatError(f"{source}: the int8 weight or bias of {path!r} does not fit "
+                                      f"({str(exc)[:100]})") from None
             expected.update(p + s for s in _SUFFIXES if p + s in tensors)
     with torch.no_grad():
         for name, t in [*qmodel.named_parameters(), *qmodel.named_buffers()]:
-            if name not in tensors or tensors[name].shape != t.shape:
-                raise FileFormatError(f"{source}: {name!r} is missing or has the wrong shape")
+            if name not in tensors or tensors[name].shape != t.shape or tensors[name].is_floating_point() != \
+                    t.is_floating_point():
+                raise FileFormatError(f"{source}: {name!r} is missing or has the wrong shape or kind")
             t.copy_(tensors[name])
             expected.add(name)
     unexpected = sorted(set(tensors) - expected)

@@ -65,17 +65,29 @@ def encode(qmodel: nn.Module, example_inputs: Any) -> tuple[dict[str, torch.Tens
     return tensors, {"entries": json.dumps(meta)}
 
 
+def _dtype(name: str) -> torch.dtype:
+    """``torch.float32`` from ``"torch.float32"``; nothing but a dtype is looked up."""
+    value = getattr(torch, name.removeprefix("torch."), None) if name.startswith("torch.") else None
+    if not isinstance(value, torch.dtype):
+        raise FileFormatError(f"{name!r} is not a torch dtype")
+    return value
+
+
 def _decode(key: str, tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> Any:
     kind = meta.get(key)
     if kind is None:
         return tensors[key]
+    if not isinstance(kind, str):
+        raise FileFormatError(f"entry {key!r} has kind {kind!r}, not text")
     if kind.startswith("torch."):
-        return getattr(torch, kind.split(".", 1)[1])
+        return _dtype(kind)
     if kind.startswith("tuple:"):
         n = int(kind.split(":", 1)[1])
         return tuple(_decode(f"{key}{_ITEM}{i}", tensors, meta) if f"{key}{_ITEM}{i}" in tensors or
                      f"{key}{_ITEM}{i}" in meta else None for i in range(n))
-    dtype = getattr(torch, kind.split(":", 1)[1].split(".", 1)[1])
+    if not kind.startswith("quantized:"):
+        raise FileFormatError(f"entry {key!r} has an unknown kind {kind!r}")
+    dtype = _dtype(kind.split(":", 1)[1])
     values, scale, zero = tensors[f"{key}{_Q}.int8"], tensors[f"{key}{_Q}.scale"], tensors[f"{key}{_Q}.zero_point"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -103,18 +115,27 @@ def rebuild(float_model: nn.Module, tensors: dict[str, torch.Tensor], metadata: 
 
     try:
         meta = json.loads(metadata.get("entries", "{}"))
-    except ValueError as exc:
-        raise FileFormatError(f"{source}: unreadable metadata ({exc})") from None
+    except (ValueError, RecursionError) as exc:
+        raise FileFormatError(f"{source}: unreadable metadata ({str(exc)[:100]})") from None
+    if not isinstance(meta, dict) or CHECK not in tensors:
+        raise FileFormatError(f"{source}: the metadata is not a mapping of entries, or the saved output is missing")
     qmodel = prepare_convert(float_model, example_inputs, [], backend)
     from collections import OrderedDict
 
-    state = OrderedDict((key, _decode(key, tensors, meta)) for key in top_level_keys(tensors, meta))
+    try:
+        state = OrderedDict((key, _decode(key, tensors, meta)) for key in top_level_keys(tensors, meta))
+    except FileFormatError as exc:
+        raise FileFormatError(f"{source}: {exc}") from None
+    except (KeyError, IndexError, ValueError, TypeError, RuntimeError) as exc:  # missing parts, bad scales/axes
+        raise FileFormatError(f"{source}: a quantized entry is incomplete or malformed ({type(exc).__name__}: "
+                              f"{str(exc)[:100]})") from None
     # quantized modules read their state by version (packed Linear parameters since version 3)
     state._metadata = getattr(qmodel.state_dict(), "_metadata", None)  # type: ignore[attr-defined]
     try:
         qmodel.load_state_dict(state, strict=True)
-    except (RuntimeError, KeyError) as exc:
-        raise FileFormatError(f"{source} does not fit the quantized pruned model: {str(exc).splitlines()[0]}") from None
+    except (RuntimeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise FileFormatError(f"{source} does not fit the quantized pruned model: {first}") from None
     args, kwargs = normalize_inputs(example_inputs)
     previous = torch.backends.quantized.engine
     torch.backends.quantized.engine = backend

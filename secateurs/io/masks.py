@@ -43,8 +43,10 @@ def read_masks_file(path: Path, shapes: dict[str, list[int]]) -> dict[str, torch
         with safe_open(str(path), "pt") as f:
             metadata = f.metadata() or {}
         in_dims = json.loads(metadata.get("in_dims", "{}"))
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise FileFormatError(f"{path} is not a readable safetensors file ({exc})") from None
+    except (SafetensorError, OSError, ValueError, RuntimeError, RecursionError) as exc:
+        raise FileFormatError(f"{path} is not a readable safetensors file ({str(exc)[:200]})") from None
+    if not isinstance(in_dims, dict) or not all(v in (0, 1) and not isinstance(v, bool) for v in in_dims.values()):
+        raise FileFormatError(f"{path}: the metadata 'in_dims' must map mask names to 0 or 1")
     for name, m in masks.items():
         if name not in shapes:
             raise FileFormatError(f"{path}: mask {name!r} names no tensor of the pruned model")

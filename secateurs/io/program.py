@@ -1,9 +1,10 @@
 """torch.export programs (``.pt2``) in and out: a pickle-free load gate, the module to prune, pruned re-export.
 
-``torch.export.load`` unpickles in places (weights marked ``use_pickle``, legacy state-dict files, custom
-objects, and a fallback to ``weights_only=False`` when sample inputs fail to load safely). Before calling
-it, :func:`check_archive` reads the archive's JSON configs and refuses any of those, and test-loads every
-``.pt`` member with ``weights_only=True``; a file that passes holds only raw tensor bytes and JSON.
+``torch.export.load`` unpickles in places and falls back to a legacy layout whose loader ends in
+``torch.load(weights_only=False)``. :func:`load_program` reads the file once, checks those bytes with the strict
+gate of :mod:`secateurs.io.pt2_gate` (current layout only, raw tensors, no pickle, no compiled code, graph targets
+and symbolic expressions from allowlists), loads the same bytes with torch's current-format loader (no legacy
+fallback), and checks the loaded graph's targets again.
 
 The module to prune is a plain ``torch.fx.GraphModule`` over the program's graph (``ExportedProgram.module()``
 refuses ``eval()``/``train()``, which capture and verification call); surgery rewrites the sizes written
@@ -13,9 +14,7 @@ into its ops (``secateurs.surgery.graph_literals``).
 from __future__ import annotations
 
 import io
-import json
 import os
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,58 +22,28 @@ from typing import Any
 import torch
 
 from secateurs.errors import FileFormatError, InvalidArgumentError
-from secateurs.io.atomic import write_bytes
+from secateurs.io.atomic import staged_file, write_bytes
 from secateurs.io.inputs import InputSpec
-
-_SAFE_CONSTANT_PREFIX = "tensor_"  # constants stored as raw tensor bytes; custom_obj_/opaque_obj_ are pickles
-
-
-def _refuse(path: Path, why: str) -> FileFormatError:
-    return FileFormatError(f"{path} cannot be loaded without unpickling ({why}); secateurs never unpickles a file it "
-                           "loads. Re-save it with torch.export.save from a program whose weights and constants are "
-                           "plain tensors, or prune the original nn.Module instead")
+from secateurs.io.pt2_gate import check_archive_bytes, check_graph_targets
 
 
-def _configs(z: zipfile.ZipFile, names: list[str], suffix: str) -> list[tuple[str, dict[str, Any]]]:
-    out = []
-    for name in names:
-        if name.endswith(suffix):
-            try:
-                out.append((name, json.loads(z.read(name)).get("config", {})))
-            except (ValueError, AttributeError) as exc:
-                raise FileFormatError(f"{name} in the archive is not valid JSON: {exc}") from None
-    return out
-
-
-def check_archive(path: str | os.PathLike[str]) -> None:
-    """Raise ``FileFormatError`` unless ``path`` is a torch.export archive that loads with no pickle."""
+def read_archive(path: str | os.PathLike[str]) -> bytes:
+    """The bytes of the ``.pt2`` at ``path`` after :func:`~secateurs.io.pt2_gate.check_archive_bytes`; load these
+    bytes (not the path again), so what is loaded is what was checked."""
     root = Path(path)
     if not root.is_file():
         raise InvalidArgumentError(f"no such file: {root}")
     try:
-        z = zipfile.ZipFile(root)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise FileFormatError(f"{root} is not a torch.export archive (.pt2 is a zip file): {exc}") from None
-    with z:
-        names = z.namelist()
-        if not any(n.endswith("/archive_format") or n == "archive_format" for n in names) or \
-                not any("/models/" in n and n.endswith(".json") for n in names):
-            raise FileFormatError(f"{root} is a zip file but not a torch.export program (no archive_format or models/*.json): "
-                                  "save programs with torch.export.save")
-        for name, config in _configs(z, names, "_weights_config.json"):
-            for fqn, meta in config.items():
-                if meta.get("use_pickle"):
-                    raise _refuse(root, f"weight {fqn!r} is stored pickled ({name})")
-        for name, config in _configs(z, names, "_constants_config.json"):
-            for fqn, meta in config.items():
-                if meta.get("use_pickle") or not str(meta.get("path_name", "")).startswith(_SAFE_CONSTANT_PREFIX):
-                    raise _refuse(root, f"constant {fqn!r} is a pickled or custom object ({name})")
-        for name in names:
-            if name.endswith(".pt"):
-                try:
-                    torch.load(io.BytesIO(z.read(name)), weights_only=True)
-                except Exception as exc:  # torch.load raises many types for a file it refuses
-                    raise _refuse(root, f"{name} needs weights_only=False: {type(exc).__name__}") from None
+        data = root.read_bytes()
+    except OSError as exc:
+        raise FileFormatError(f"cannot read {root}: {exc}") from None
+    check_archive_bytes(data, root)
+    return data
+
+
+def check_archive(path: str | os.PathLike[str]) -> None:
+    """Raise ``FileFormatError`` unless ``path`` is a torch.export archive that loads with no pickle and no code."""
+    read_archive(path)
 
 
 @dataclass
@@ -130,11 +99,12 @@ def _vocab(gm: torch.fx.GraphModule) -> int:
 _OUTPUT_TYPE_MODULES = {"transformers": "transformers.modeling_outputs"}
 
 
-def _import_output_types(path: Path) -> None:
+def _import_output_types(data: bytes, path: Path) -> None:
     """Import the libraries whose classes the program's input/output specs name (Hugging Face ``ModelOutput``)."""
     import importlib
+    import zipfile
 
-    with zipfile.ZipFile(path) as z:
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
         specs = b"".join(z.read(n) for n in z.namelist() if "/models/" in n and n.endswith(".json"))
     for root, module in _OUTPUT_TYPE_MODULES.items():
         if f"{root}.".encode() in specs:
@@ -146,17 +116,33 @@ def _import_output_types(path: Path) -> None:
                 raise missing_dependency(root, "hf", f"loading {path.name}, whose outputs are {root} classes") from None
 
 
-def load_program(path: str | os.PathLike[str]) -> Program:
-    """Load a ``.pt2`` after :func:`check_archive`; the module is a GraphModule whose eval()/train() work."""
-    check_archive(path)
-    _import_output_types(Path(path))
+def _load_current_format(data: bytes, path: Path) -> Any:
+    """The ExportedProgram in ``data`` through torch's current-format loader: no fallback to the legacy layout."""
     try:
-        ep = torch.export.load(str(path))
+        from torch.export.pt2_archive._package import load_pt2
+    except ImportError:
+        raise FileFormatError(f"loading {path} needs torch >= 2.7 (its .pt2 archive loader); this is torch "
+                              f"{torch.__version__}") from None
+    try:
+        contents = load_pt2(io.BytesIO(data))
+        ep = contents.exported_programs.get("model")
     except Exception as exc:  # deserialization raises many types (version mismatch, unknown ops)
-        raise FileFormatError(f"torch.export.load could not read {path}: {type(exc).__name__}: "
+        raise FileFormatError(f"torch could not read the program in {path}: {type(exc).__name__}: "
                               f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}") from None
+    if ep is None:
+        raise FileFormatError(f"{path} holds no program named 'model'; save programs with torch.export.save")
+    return ep
+
+
+def load_program(path: str | os.PathLike[str]) -> Program:
+    """Load a ``.pt2`` after the gate; the module is a GraphModule whose eval()/train() work."""
+    data = read_archive(path)
+    where = Path(path)
+    _import_output_types(data, where)
+    ep = _load_current_format(data, where)
+    check_graph_targets(ep.graph_module, where)
     args, kwargs = ep.example_inputs if ep.example_inputs is not None else ((), {})
-    return Program(program_module(ep, source=str(Path(path).absolute())), tuple(args), dict(kwargs))
+    return Program(program_module(ep, source=str(where.absolute())), tuple(args), dict(kwargs))
 
 
 def program_module(ep: Any, *, source: str = "memory") -> torch.fx.GraphModule:
@@ -220,11 +206,6 @@ def save_program(model: torch.nn.Module, example_inputs: Any, path: str | os.Pat
     """Export ``model`` and write the ``.pt2`` to ``path`` via a temp file and a rename (no partial file on failure)."""
     target = Path(path).absolute()
     data = program_bytes(model, example_inputs)
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    try:
+    with staged_file(target) as tmp:
         write_bytes(tmp, data)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return target

@@ -8,13 +8,15 @@ from pathlib import Path
 from torch import nn
 
 from secateurs.io.inputs import InputSpec
-from secateurs.io.saving import load, read_manifest
-from secateurs.io.specs import SCHEMES, ModelSource
+from secateurs.io.loading import load
+from secateurs.io.manifest import read_manifest
+from secateurs.io.specs import SCHEMES, ModelSource, source_chain
 
 
 @SCHEMES.register("file")
 def _file(path: str, trust_code: bool) -> ModelSource:
     root = Path(path).expanduser().absolute()
+    source_chain(f"file:{root}")  # a manifest naming itself (or a loop) fails here, not with a RecursionError
     if root.suffix == ".pt2":
         return _program(root)
     manifest = read_manifest(root)

@@ -1,16 +1,16 @@
 """save()/load(): safetensors weights + plan.json + manifest.json, written atomically, never pickle.
 
 A saved directory holds the *pruned* weights and the plan that turns a fresh unpruned model into the
-pruned architecture. Loading rebuilds the unpruned model (from a factory, a fresh instance, or the
-model spec recorded in the manifest), checks its fingerprint, applies the plan and loads the weights.
+pruned architecture. Loading (``io/loading.py``) rebuilds the unpruned model (from a factory, a fresh
+instance, or the model spec recorded in the manifest), checks its architecture, applies the plan and
+assigns the weights, all or nothing.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,26 +18,26 @@ import torch
 from torch import nn
 
 from secateurs._version import __version__
-from secateurs.errors import FileFormatError, InvalidArgumentError, InvalidTypeError, PlanError
+from secateurs.errors import InvalidArgumentError, InvalidTypeError, PlanError
 from secateurs.io.atomic import atomic_dir, write_bytes, write_text
 from secateurs.io.inputs import InputSpec
 from secateurs.io.int8 import INT8_WEIGHTS, int8_tensors
-from secateurs.io.masks import MASKS, read_masks_file, write_masks
+from secateurs.io.manifest import (
+    MANIFEST,
+    MANIFEST_FORMAT,
+    PLAN,
+    WEIGHTS,
+    architecture,
+    as_path,
+    plain_name,
+    read_manifest,
+    sha256_file,
+    source_record,
+)
+from secateurs.io.masks import MASKS, write_masks
 from secateurs.plans import Plan
 
-MANIFEST_FORMAT = 1
-WEIGHTS = "model.safetensors"
-PLAN = "plan.json"
-MANIFEST = "manifest.json"
-_PICKLE_MAGIC = (b"\x80", b"PK\x03\x04")  # pickle protocol >= 2, torch.save zip archive
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+_sha256 = sha256_file  # the name tests and older callers use
 
 
 def _unique_tensors(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -92,6 +92,9 @@ def save(
         raise InvalidTypeError(f"save() needs an nn.Module, got {type(model).__name__}")
     if not isinstance(plan, Plan):
         raise InvalidTypeError(f"save() needs a secateurs Plan, got {type(plan).__name__}")
+    _check_save_args(directory, model_spec, input_spec, extra_files)
+    from secateurs.io.specs import check_not_source
+
     pruned_fp = fingerprint(model)
     expected = plan.shapes_after()
     state = model.state_dict(keep_vars=True)
@@ -101,8 +104,10 @@ def save(
                             f"plan expects {shape}; save the model the plan was applied to")
     tensors, aliases = _unique_tensors(model)
     for name in extra_files or {}:
-        if name in (WEIGHTS, PLAN, MANIFEST, MASKS, INT8_WEIGHTS) or "/" in name or name.startswith("."):
+        if not isinstance(name, str) or name in (WEIGHTS, PLAN, MANIFEST, MASKS, INT8_WEIGHTS) or not plain_name(name):
             raise InvalidArgumentError(f"extra file name {name!r} is reserved or not a plain file name")
+    check_not_source(directory, model_spec)  # replacing the source would leave the saved model without one
+    source = source_record(model_spec)
     with atomic_dir(directory, overwrite) as tmp:
         save_file(tensors, str(tmp / WEIGHTS), metadata={"format": "secateurs", "version": __version__})
         write_text(tmp / PLAN, plan.to_json(indent=1))
@@ -114,7 +119,10 @@ def save(
             "training": model.training,
             "fingerprint_unpruned": unpruned_fingerprint or plan.fingerprint,
             "fingerprint_pruned": pruned_fp,
+            "architecture_pruned": architecture(state),
+            "dtypes": {name: str(t.dtype).removeprefix("torch.") for name, t in tensors.items()},
             "aliases": aliases,
+            "model_source": source,
             "files": {WEIGHTS: _sha256(tmp / WEIGHTS), PLAN: _sha256(tmp / PLAN)},
         }
         if sparsity is not None:
@@ -125,8 +133,21 @@ def save(
             manifest["files"][INT8_WEIGHTS] = _sha256(tmp / INT8_WEIGHTS)
         for name, data in (extra_files or {}).items():
             write_bytes(tmp / name, data.encode("utf-8") if isinstance(data, str) else data)
+            manifest["files"][name] = _sha256(tmp / name)
         write_text(tmp / MANIFEST, json.dumps(manifest, indent=1))
     return Path(directory)
+
+
+def _check_save_args(directory: Any, model_spec: Any, input_spec: Any, extra_files: Any) -> None:
+    as_path(directory, "save()'s directory")
+    if model_spec is not None and not isinstance(model_spec, str):
+        raise InvalidTypeError(f"save()'s model_spec must be a spec string like 'torchvision:resnet18', got "
+                               f"{type(model_spec).__name__}")
+    if input_spec is not None and not isinstance(input_spec, InputSpec):
+        raise InvalidTypeError(f"save()'s input_spec must be an InputSpec, got {type(input_spec).__name__}")
+    if extra_files is not None and (not isinstance(extra_files, Mapping) or not all(
+            isinstance(v, (str, bytes)) for v in extra_files.values())):
+        raise InvalidTypeError("save()'s extra_files must map file names to text or bytes")
 
 
 def write_int8(directory: Path, qmodel: nn.Module, input_spec: InputSpec | None) -> dict[str, Any]:
@@ -155,12 +176,13 @@ def write_int8(directory: Path, qmodel: nn.Module, input_spec: InputSpec | None)
 def add_int8(directory: str | os.PathLike[str], qmodel: nn.Module) -> dict[str, Any]:
     """Add ``model.int8.safetensors`` to a saved directory (``secateurs export --int8``): the file and the updated
     manifest are each written to a temp file and renamed, so a failure leaves the directory as it was."""
-    import tempfile
+    from secateurs.io.atomic import marked_temp, recover_stale
 
     root = Path(directory)
     manifest = read_manifest(root)
     spec = InputSpec.from_dict(manifest["input"]) if manifest.get("input") else None
-    staging = Path(tempfile.mkdtemp(prefix=".int8-", dir=root))
+    recover_stale(root)
+    staging = marked_temp(root / INT8_WEIGHTS, directory=True)
     try:
         entry = write_int8(staging, qmodel, spec)
         manifest["int8"] = entry
@@ -175,201 +197,23 @@ def add_int8(directory: str | os.PathLike[str], qmodel: nn.Module) -> dict[str, 
     return entry
 
 
-def read_manifest(directory: str | os.PathLike[str]) -> dict[str, Any]:
+def record_files(directory: str | os.PathLike[str], names: list[str]) -> None:
+    """Update the manifest's checksums of ``names`` (files ``secateurs export``/``report`` rewrote or added in a
+    saved directory); the manifest is replaced atomically. A directory without a manifest is left alone."""
+    from secateurs.io.atomic import replace_file
+
     root = Path(directory)
-    path = root / MANIFEST
-    if not root.is_dir():
-        raise FileFormatError(f"{str(root)!r} is not a directory saved by secateurs.save")
-    if not path.is_file():
-        raise FileFormatError(f"{str(root)!r} has no {MANIFEST}: not a directory saved by secateurs.save")
-    try:
-        manifest = json.loads(path.read_text("utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise FileFormatError(f"{path} is not valid JSON ({exc}); the file is corrupt or was edited") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != "secateurs":
-        raise FileFormatError(f"{path} is not a secateurs manifest")
-    if manifest.get("format_version") != MANIFEST_FORMAT:
-        raise FileFormatError(f"{path} has format version {manifest.get('format_version')!r}; this secateurs "
-                              f"({__version__}) reads version {MANIFEST_FORMAT}")
-    return manifest
-
-
-def _check_file(root: Path, name: str, manifest: dict[str, Any]) -> Path:
-    path = root / name
-    if not path.is_file():
-        raise FileFormatError(f"{path} is missing; the saved directory is incomplete")
-    with open(path, "rb") as f:
-        head = f.read(4)
-    if name in (WEIGHTS, MASKS, INT8_WEIGHTS) and head.startswith(_PICKLE_MAGIC):
-        raise FileFormatError(f"{path} looks like a pickle / torch.save file, not safetensors; secateurs never "
-                              "unpickles files (it could run arbitrary code). Re-save the model with secateurs.save")
-    digest = (manifest.get("files") or {}).get(name)
-    if digest is None:
-        raise FileFormatError(f"{root / MANIFEST} has no checksum for {name}")
-    if _sha256(path) != digest:
-        raise FileFormatError(f"{path} does not match the checksum in {MANIFEST}: the file is truncated, corrupt or "
-                              "was edited after saving")
-    return path
-
-
-def read_plan(directory: str | os.PathLike[str]) -> Plan:
-    root = Path(directory)
+    if not (root / MANIFEST).is_file():
+        return
     manifest = read_manifest(root)
-    text = _check_file(root, PLAN, manifest).read_text("utf-8")
-    return Plan.from_json(text)
+    files = manifest.setdefault("files", {})
+    for name in names:
+        if plain_name(name) and (root / name).is_file() and not (root / name).is_symlink():
+            files[name] = _sha256(root / name)
+    replace_file(root / MANIFEST, json.dumps(manifest, indent=1).encode("utf-8"))
 
 
-def _read_weights(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+from secateurs.io.loading import load, read_masks, read_plan, unpruned_factory  # noqa: E402  (re-exported)
 
-    try:
-        return load_file(str(path))
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise FileFormatError(f"{path} is not a readable safetensors file ({exc})") from None
-
-
-def unpruned_factory(root: Path, manifest: dict[str, Any], *, trust_code: bool = False) -> Callable[[], nn.Module]:
-    """A builder of the unpruned model from the manifest's model spec (code-importing specs need ``trust_code``)."""
-    from secateurs.io.specs import imports_code, resolve
-
-    spec = manifest.get("model_spec")
-    if not spec:
-        raise InvalidArgumentError(f"{root} records no model spec; pass model_factory= or model= to build the unpruned model")
-    if imports_code(spec) and not trust_code:
-        raise InvalidArgumentError(
-            f"{root} records the model spec {spec!r}, which imports and runs Python code named by the file; pass "
-            "model_factory= (or model=), or trust_code=True (CLI: --trust-code) if you trust this directory")
-    return resolve(spec, trust_code=trust_code).build
-
-
-def load(
-    directory: str | os.PathLike[str],
-    model_factory: Callable[[], nn.Module] | None = None,
-    model: nn.Module | None = None,
-    *,
-    trust_code: bool = False,
-    int8: bool = False,
-) -> nn.Module:
-    """Rebuild a pruned model saved with :func:`save`; no pickle is ever read.
-
-    ``int8=True`` returns the int8 model saved with it (``prune --int8``). Dynamic: the pruned architecture is
-    quantized and ``model.int8.safetensors`` written into it (``model.safetensors`` may then be absent).
-    Static (FX): quantized again from the float weights, the saved ranges and int8 weights loaded, and its
-    output on the recorded example input checked against the one saved.
-
-    The unpruned model comes from ``model_factory()``, a fresh unpruned ``model`` (changed in place), or,
-    when neither is given, the model spec recorded in the manifest. A recorded ``module.path:factory`` spec
-    imports and calls Python code named by the file, so it is used only with ``trust_code=True``.
-    """
-    from secateurs.compensation.replay import add_recorded_biases_, added_bias_shapes
-    from secateurs.graph.analysis import fingerprint
-    from secateurs.surgery.apply import apply_plan
-
-    root = Path(directory)
-    manifest = read_manifest(root)
-    plan = read_plan(root)
-    if int8 and not manifest.get("int8"):
-        raise FileFormatError(f"{root} holds no int8 model; prune with --int8 (or save(..., int8=quantized_model))")
-    int8_path = _check_file(root, INT8_WEIGHTS, manifest) if int8 else None
-    static = int8 and manifest["int8"].get("mode") == "static"  # rebuilt from the float model: weights needed
-    weights_path = None if int8 and not static and not (root / WEIGHTS).exists() else _check_file(root, WEIGHTS, manifest)
-    model = _unpruned(root, manifest, plan, model_factory, model, trust_code)
-    tensors = _read_weights(weights_path) if weights_path is not None else None
-    aliases = dict(manifest.get("aliases") or {})
-    expected = {**plan.shapes_after(), **added_bias_shapes(plan)}  # biases a compensation created
-    if tensors is not None and weights_path is not None:
-        _check_weights(_with_aliases(tensors, aliases), expected, weights_path)  # before touching the model
-    qtensors = _read_weights(int8_path) if int8_path is not None else None
-    masks = read_masks(root) if manifest.get("sparsity") else {}
-    apply_plan(model, plan)
-    add_recorded_biases_(model, plan)
-    if fingerprint(model) != manifest.get("fingerprint_pruned"):
-        raise PlanError(f"applying the plan in {root} did not give the saved architecture "
-                        f"(fingerprint {fingerprint(model)} != {manifest.get('fingerprint_pruned')})")
-    if tensors is not None and weights_path is not None:
-        _load_weights(model, _with_aliases(tensors, aliases), weights_path)
-    if qtensors is not None and static:
-        return _rebuild_static(model, int8_path, qtensors, manifest)
-    if qtensors is not None:
-        from secateurs.io.int8 import load_int8_
-
-        return load_int8_(model, qtensors, int8_path)
-    if masks:
-        from secateurs.sparsity.semi_structured import apply_masks_
-
-        apply_masks_(model, masks)  # the saved weights are already zero there: this keeps the pattern exact
-    if isinstance(manifest.get("training"), bool):
-        model.train(manifest["training"])  # the mode it was saved in (BatchNorm and dropout behave accordingly)
-    return model
-
-
-def _unpruned(root: Path, manifest: dict[str, Any], plan: Plan, model_factory: Callable[[], nn.Module] | None,
-              model: nn.Module | None, trust_code: bool) -> nn.Module:
-    """The unpruned model to rebuild into, checked against the recorded fingerprint."""
-    from secateurs.graph.analysis import fingerprint
-
-    if model is not None and model_factory is not None:
-        raise InvalidArgumentError("give load() a model_factory or a model, not both")
-    if model is None:
-        model_factory = model_factory or unpruned_factory(root, manifest, trust_code=trust_code)
-        model = model_factory()
-    if not isinstance(model, nn.Module):
-        raise InvalidTypeError(f"load() needs an nn.Module to rebuild into, got {type(model).__name__}")
-    want = manifest.get("fingerprint_unpruned")
-    got = fingerprint(model)
-    if got != want or plan.fingerprint != want:
-        raise PlanError(f"{root} was saved from a different model (fingerprint {want}, plan {plan.fingerprint}); the "
-                        f"given model has fingerprint {got}. Pass a fresh, unpruned instance of the model the plan was made for")
-    return model
-
-
-def _rebuild_static(model: nn.Module, path: Any, tensors: dict[str, torch.Tensor], manifest: dict[str, Any]) -> nn.Module:
-    from safetensors import safe_open
-
-    from secateurs.io.int8_static import rebuild
-
-    if not manifest.get("input"):
-        raise FileFormatError(f"{path}: a static int8 model is rebuilt on the recorded example input, and the manifest has none")
-    with safe_open(str(path), framework="pt") as f:
-        metadata = f.metadata() or {}
-    example = InputSpec.from_dict(manifest["input"]).make()
-    return rebuild(model.eval(), tensors, metadata, example, str(manifest["int8"].get("backend", "x86")), path)
-
-
-def read_masks(directory: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
-    """The 2:4 masks saved with the model (``{weight FQN: bool mask}``, True = kept); empty when none were saved."""
-    root = Path(directory)
-    manifest = read_manifest(root)
-    if not manifest.get("sparsity"):
-        return {}
-    path = _check_file(root, MASKS, manifest)
-    return read_masks_file(path, read_plan(root).shapes_after())
-
-
-def _with_aliases(tensors: dict[str, torch.Tensor], aliases: dict[str, str]) -> dict[str, torch.Tensor]:
-    full = dict(tensors)
-    for alias, name in aliases.items():
-        if name in tensors:
-            full[alias] = tensors[name]
-    return full
-
-
-def _check_weights(full: dict[str, torch.Tensor], shapes: dict[str, list[int]], path: Path) -> None:
-    missing = sorted(set(shapes) - set(full))
-    unexpected = sorted(set(full) - set(shapes))
-    if missing or unexpected:
-        raise FileFormatError(f"{path} does not hold the pruned model's tensors: missing {missing[:5]}, "
-                              f"unexpected {unexpected[:5]}")
-    for name, t in full.items():
-        if list(t.shape) != list(shapes[name]):
-            raise FileFormatError(f"{path}: {name!r} has shape {list(t.shape)} but the pruned model expects {list(shapes[name])}")
-
-
-def _load_weights(model: nn.Module, full: dict[str, torch.Tensor], path: Path) -> None:
-    state = model.state_dict()
-    _check_weights(full, {k: list(v.shape) for k, v in state.items()}, path)
-    for name, t in full.items():
-        if t.dtype != state[name].dtype:
-            raise FileFormatError(f"{path}: {name!r} is {t.dtype} but the model expects {state[name].dtype}")
-    model.load_state_dict(full, strict=True)
+__all__ = ["MANIFEST", "MANIFEST_FORMAT", "PLAN", "WEIGHTS", "add_int8", "architecture", "load", "read_manifest",
+           "read_masks", "read_plan", "record_files", "save", "unpruned_factory", "write_int8"]

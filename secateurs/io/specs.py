@@ -17,6 +17,7 @@ from torch import nn
 
 from secateurs.errors import InvalidArgumentError, missing_dependency
 from secateurs.io.inputs import InputSpec
+from secateurs.io.manifest import file_source, read_manifest
 from secateurs.registry import Registry
 
 SPEC_HELP = "torchvision:NAME, timm:NAME, hf:LOCAL_DIR, file:SAVED_DIR, file:PROGRAM.pt2 or module.path:factory"
@@ -97,6 +98,49 @@ def _hf(path: str, trust_code: bool = False) -> ModelSource:
     return ModelSource(f"hf:{root}", "hf", build, InputSpec(seq_len=128, vocab_size=vocab))
 
 
+MAX_CHAIN = 32  # saved directories built from saved directories, deeper than any real use
+
+
+def source_chain(spec: str) -> list[Path]:
+    """The ``.pt2`` files and saved directories building ``spec`` reads: a saved directory's manifest names the
+    spec of its unpruned model, which may be another ``file:`` source. ``FileFormatError`` on a loop."""
+    from secateurs.errors import FileFormatError
+
+    chain: list[Path] = []
+    seen: set[Path] = set()
+    current: Any = spec
+    while (path := file_source(current)) is not None:
+        key = path.resolve()
+        if key in seen:
+            names = " -> ".join(str(p) for p in [*chain, path])
+            raise FileFormatError(f"the model sources form a loop ({names}): a saved directory cannot be built from "
+                                  "itself; re-save it with the original model spec")
+        if len(chain) >= MAX_CHAIN:
+            raise FileFormatError(f"the model sources of {spec!r} chain more than {MAX_CHAIN} saved directories")
+        seen.add(key)
+        chain.append(path)
+        if path.suffix == ".pt2" or not path.is_dir():
+            break
+        try:
+            current = read_manifest(path).get("model_spec")
+        except FileFormatError:
+            break  # loading it reports the problem
+    return chain
+
+
+def check_not_source(output: str | os.PathLike[str], spec: str | None) -> None:
+    """Refuse writing ``output`` when it is, or holds, a source the model spec reads (it would delete it)."""
+    if not spec:
+        return
+    out = Path(output).expanduser().absolute().resolve()
+    for path in source_chain(spec):
+        source = path.resolve()
+        if source == out or out in source.parents:
+            raise InvalidArgumentError(f"output directory {str(output)!r} {'is' if source == out else 'holds'} the "
+                                       f"model source {str(path)!r} (from {spec!r}); writing it would replace what "
+                                       "the saved model is rebuilt from. Choose another output directory")
+
+
 def _factory(module: str, attr: str, spec: str) -> ModelSource:
     try:
         mod = importlib.import_module(module)
@@ -106,6 +150,7 @@ def _factory(module: str, attr: str, spec: str) -> ModelSource:
     fn = getattr(mod, attr, None)
     if not callable(fn):
         raise InvalidArgumentError(f"model spec {spec!r}: {module!r} has no callable {attr!r}")
+    _check_no_arguments(fn, spec)
 
     def build() -> nn.Module:
         model = fn()
@@ -115,6 +160,19 @@ def _factory(module: str, attr: str, spec: str) -> ModelSource:
 
     shape = getattr(fn, "example_input_shape", None)
     return ModelSource(spec, "factory", build, InputSpec(shape=tuple(shape)) if shape else None)
+
+
+def _check_no_arguments(fn: Any, spec: str) -> None:
+    """A factory is called with no arguments: one that requires some is refused before it is called."""
+    import inspect
+
+    try:
+        inspect.signature(fn).bind()
+    except TypeError as exc:
+        raise InvalidArgumentError(f"model spec {spec!r} names a callable that needs arguments ({exc}); name a "
+                                   "factory that builds the model with no arguments") from None
+    except ValueError:
+        pass  # no signature (some builtins): called as is
 
 
 def imports_code(spec: str) -> bool:

@@ -117,3 +117,24 @@ def test_optional_value_flags_accept_booleans():
     assert coerce(int8, "static", "x", from_text=False) == "static"
     assert coerce(int8, "no", "x", from_text=True) is None
     assert coerce(options("prune")["sparsity_2to4"], "true", "x", from_text=True) == "magnitude"
+
+
+@pytest.mark.parametrize("command", ["prune", "bench", "export"])
+def test_each_subcommands_set_example_is_valid_for_it(command, capsys):
+    """The `--set` example printed by `COMMAND --help` is accepted by that command's own parser and config."""
+    import re
+
+    from secateurs.cli.config import apply_config
+    from secateurs.cli.main import build_parser
+
+    parser = build_parser()
+    with pytest.raises(SystemExit):
+        parser.parse_args([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    example = re.search(r"e\.g\. --set (\S+)", text).group(1)
+    positional = {"prune": ["m:f", "-o", "out"], "bench": ["m:f"], "export": ["dir"]}[command]
+    argv = [command, *positional, "--set", example]
+    args = parser.parse_args(argv)
+    apply_config(args, argv)
+    key, _, value = example.partition(".")[2].partition("=")
+    assert str(getattr(args, key)) == value

@@ -97,8 +97,16 @@ def test_existing_directory_is_not_overwritten_without_flag(saved, tmp_path):
     with pytest.raises(InvalidArgumentError, match="already exists"):
         sc.save(model, plan, target)
     assert (target / "keep.txt").read_text() == "mine"
-    sc.save(model, plan, target, overwrite=True)
-    assert not (target / "keep.txt").exists() and (target / "model.safetensors").is_file()
+    with pytest.raises(InvalidArgumentError, match="only a directory secateurs wrote"):
+        sc.save(model, plan, target, overwrite=True)  # not a directory secateurs wrote: never replaced
+    assert sorted(p.name for p in target.iterdir()) == ["keep.txt"]
+    (target / "keep.txt").unlink()
+    with pytest.raises(InvalidArgumentError, match="holds no manifest"):
+        sc.save(model, plan, target, overwrite=True)  # an empty directory is not ours either
+    target.rmdir()
+    sc.save(model, plan, target)
+    sc.save(model, plan, target, overwrite=True)  # ours: replaced
+    assert (target / "model.safetensors").is_file()
 
 
 @pytest.mark.parametrize("fail_on", ["model.safetensors", "manifest.json"])
