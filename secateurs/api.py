@@ -11,7 +11,7 @@ from torch import nn
 from secateurs.calibration.data import LossFn
 from secateurs.config import PruneConfig
 from secateurs.depth.planning import attach, choose_drop, width_calibration, without_dropped
-from secateurs.errors import ApplyError, VerificationError
+from secateurs.errors import ApplyError, InvalidTypeError, VerificationError
 from secateurs.graph.analysis import Analysis
 from secateurs.graph.analysis import analyze as _analyze
 from secateurs.graph.capture import ExampleInputs, capture
@@ -69,6 +69,11 @@ def plan(model: nn.Module, example_inputs: ExampleInputs, config: PruneConfig | 
 
 def apply(model: nn.Module, plan: Plan) -> nn.Module:
     """Apply ``plan`` in place. Transactional: on any error the model is left as it was."""
+    if not isinstance(model, nn.Module):
+        raise InvalidTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(plan, Plan):
+        raise InvalidTypeError(f"plan must be a secateurs.Plan (from sc.plan or sc.Plan.from_json), got "
+                               f"{type(plan).__name__}")
     return apply_plan(model, plan)
 
 

@@ -62,3 +62,15 @@ def test_bfloat16_model_verifies_with_dtype_tolerance():
     report = sc.prune(model, x, ratio=0.5)
     assert report.verification.ok and report.verification.tolerance == pytest.approx(3e-2)
     assert model.fc.weight.dtype == torch.bfloat16
+
+
+def test_apply_refuses_what_is_not_a_plan_or_a_module():
+    import pytest
+
+    from secateurs.errors import InvalidTypeError
+    from secateurs.testing.toys import MLP
+
+    with pytest.raises(InvalidTypeError, match="plan must be a secateurs.Plan"):
+        sc.apply(MLP(), "x")
+    with pytest.raises(InvalidTypeError, match="model must be"):
+        sc.apply("model", sc.plan(MLP(), torch.randn(2, 6), ratio=0.5))
