@@ -4,13 +4,14 @@
   differently in training mode; verification runs in eval mode only.
 * A Python branch on a shape (``if x.shape[0] == 1``, a loop over the batch) or on a pruned size
   (``if x.shape[1] == 64``) is traced away by ``torch.export``. The eager runs are recorded op by op (a
-  dispatch mode) and compared: the original at two batch sizes, and the pruned model against the original.
+  dispatch mode) and counted: the original at two batch sizes, and the pruned model against the original.
   Ops that only change a tensor's layout (views, copies, transposes) are left out, since whether they run
   depends on strides, which a size-1 dimension or a smaller width can change without any branch.
 """
 
 from __future__ import annotations
 
+import collections
 import inspect
 from typing import Any
 
@@ -42,13 +43,14 @@ class OpTrace(TorchDispatchMode):
 
 
 def first_difference(a: list[str], b: list[str]) -> str | None:
-    """Where two op sequences part, as text; None when they are the same."""
-    if a == b:
+    """How two runs' ops differ, as text (counts per op: the same ops in another order, e.g. a cached value
+    computed later, are no branch); None when they run the same ops."""
+    ca, cb = collections.Counter(a), collections.Counter(b)
+    if ca == cb:
         return None
-    k = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
-    x = a[k] if k < len(a) else "(end)"
-    y = b[k] if k < len(b) else "(end)"
-    return f"{len(a)} vs {len(b)} ops, first difference at op {k}: {x} vs {y}"
+    diff = sorted((op, cb[op] - ca[op]) for op in ca.keys() | cb.keys() if ca[op] != cb[op])
+    shown = ", ".join(f"{op} {n:+d}" for op, n in diff[:4]) + (f" and {len(diff) - 4} more" if len(diff) > 4 else "")
+    return f"{len(a)} vs {len(b)} ops: {shown}"
 
 
 _READS_TRAINING: dict[type, bool] = {}
@@ -87,3 +89,18 @@ def training_note(model: nn.Module) -> str | None:
     more = f" and {len(found) - 3} more" if len(found) > 3 else ""
     return (f"verified in eval mode only: forward() of {len(found)} module(s) reads self.training "
             f"({', '.join(found[:3])}{more}); training-mode outputs were not compared")
+
+
+def failing_module(model: nn.Module, exc: BaseException) -> str | None:
+    """``'path' (Type)`` of the innermost module of ``model`` whose forward() was running when ``exc`` was raised."""
+    names = {id(m): path for path, m in model.named_modules()}
+    found = None
+    tb = exc.__traceback__
+    while tb is not None:
+        obj = tb.tb_frame.f_locals.get("self")
+        if isinstance(obj, nn.Module) and id(obj) in names and tb.tb_frame.f_code.co_name == "forward":
+            found = obj
+        tb = tb.tb_next
+    if found is None:
+        return None
+    return f"'{names[id(found)] or 'model'}' ({type(found).__name__})"

@@ -20,7 +20,7 @@ from torch import nn
 from secateurs.errors import InvalidArgumentError, InvalidTypeError, VerificationError
 from secateurs.graph.capture import ExampleInputs, eval_mode, export_model, model_inputs
 from secateurs.plans import Plan
-from secateurs.verification.behaviour import OpTrace, first_difference, training_note
+from secateurs.verification.behaviour import OpTrace, failing_module, first_difference, training_note
 from secateurs.verification.inputs import batch_size, check_example_inputs, resized_batch
 from secateurs.verification.outputs import (
     OutputCheck,
@@ -206,8 +206,10 @@ def compare(reference: Reference | list[torch.Tensor], pruned_model: nn.Module, 
         try:
             outputs, _, ops = _forward(pruned_model, r.inputs, trace=i == 0 and bool(r.ops))
         except Exception as exc:
+            module = failing_module(pruned_model, exc)
+            where = f" in module {module}" if module else ""
             return VerifyResult(False, mode, None, None, shown, False, None,
-                                f"pruned model does not run{at}: {type(exc).__name__}: {_first_line(exc)}. "
+                                f"pruned model does not run{at}{where}: {type(exc).__name__}: {_first_line(exc)}. "
                                 "A forward() probably uses a constant size (e.g. a head count or width stored as an "
                                 "attribute) that no surgery handler refreshed: register one with "
                                 "secateurs.surgery.registry.register_handler, or leave that module out with ignore=[...]",
@@ -219,8 +221,8 @@ def compare(reference: Reference | list[torch.Tensor], pruned_model: nn.Module, 
             return VerifyResult(False, "structural", None, None, shown, False, None, why + at, notes)
         diff = first_difference(r.ops, ops) if i == 0 and r.ops and not plan.dropped_layers else None
         if diff:
-            notes.append(f"the pruned model runs other operations than the original ({diff}): forward() branches on "
-                         "a size the pruning changed")
+            notes.append(f"the pruned model runs other operations than the original ({diff}): a branch in forward() "
+                         "depends on a size the pruning changed (e.g. a fast path for even head counts)")
         if numeric:
             checks.extend((r.label, c) for c in check_outputs(r.outputs, outputs, tolerance))
     sizes = tuple(r.batch for r in ref.runs if r.batch is not None)

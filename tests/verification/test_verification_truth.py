@@ -180,3 +180,21 @@ def test_meta_device_prune_counts_pruned_macs():
     assert report.macs_after < report.macs_before
     assert report.macs_after == sc.count(real, torch.randn(2, 8))[0]
     assert report.verification.mode == "structural" and "meta device" in report.verification.message
+
+
+class HeadsFromAttribute(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.up, self.down = nn.Linear(8, 16), nn.Linear(16, 8)
+        self.gate = nn.Parameter(torch.rand(4) + 0.5)
+        self.groups = 4
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.up(x)
+        return self.down((h.view(x.shape[0], self.groups, -1) * self.gate[:, None]).flatten(1))
+
+
+def test_a_pruned_model_that_does_not_run_names_the_module():
+    model = nn.Sequential(nn.Linear(8, 8), HeadsFromAttribute()).eval()
+    with pytest.raises(VerificationError, match=r"in module '1' \(HeadsFromAttribute\)"):
+        sc.prune(model, torch.randn(2, 8), ratio={"channels": 0.5})
