@@ -28,7 +28,7 @@ from secateurs.verification.oracle import (
     combine,
     compare,
     has_weights,
-    masked_outputs,
+    reference_outputs,
     run,
     verify_exact_subset,
 )
@@ -139,7 +139,7 @@ def _apply_verified(model: nn.Module, analysis: Analysis, p: Plan, example_input
     macs_before, params_before, bytes_before = graph_macs(analysis.coupled.captured), param_count(model), state_bytes(model)
     can_run = has_weights(model)
     subset_result = _exact_subset(model, analysis, p, example_inputs, check, tolerance) if check and can_run else None
-    reference = masked_outputs(model, p, example_inputs) if check and can_run else None
+    reference = reference_outputs(model, p, example_inputs) if check else None  # on meta: shapes and dtypes only
     undo = snapshot_modules(list(model.modules()))
     apply_plan(model, p)
     result = None
@@ -153,10 +153,11 @@ def _apply_verified(model: nn.Module, analysis: Analysis, p: Plan, example_input
         if not result.ok:
             undo.restore()
             raise VerificationError(f"{result.message}; the model was restored unchanged")
-    elif check:
-        notes.append("model has no weights (meta device): verification skipped, shapes only")
+        notes.extend(result.notes)
+        if not can_run:
+            notes.append("model has no weights (meta device): outputs not compared, shapes and dtypes checked on meta")
     try:
-        macs_after = graph_macs(after[0] if after else capture(model, example_inputs)) if can_run else macs_before
+        macs_after = graph_macs(after[0] if after else capture(model, example_inputs))  # meta too: capture needs no weights
     except Exception as exc:  # the verification above already re-exported; keep the error explicit
         undo.restore()
         raise ApplyError(f"pruned model cannot be captured again: {exc}; the model was restored") from exc

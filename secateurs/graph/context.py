@@ -6,19 +6,23 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
+import torch
 
 from secateurs.graph.capture import OpNode, Ref
+from secateurs.graph.meta import tensor_dtype
 from secateurs.graph.relations import Relations
 
 
 class RuleContext:
     """Gives a rule the spaces of its node and records relations, tracking what it mentioned."""
 
-    def __init__(self, node: OpNode, rel: Relations, spaces: dict[str, list[list[int]]], users: dict[str, list[OpNode]]):
+    def __init__(self, node: OpNode, rel: Relations, spaces: dict[str, list[list[int]]], users: dict[str, list[OpNode]],
+                 nodes: dict[str, OpNode] | None = None):
         self.node = node
         self.rel = rel
         self._spaces = spaces
         self._users = users
+        self._nodes = nodes or {}
         self.mentioned: set[int] = set()
 
     # ---- arguments -------------------------------------------------------------------------
@@ -73,6 +77,33 @@ class RuleContext:
 
     def size(self, space: int) -> int:
         return self.rel.sizes[space]
+
+    def dtype(self, ref: Ref | None = None) -> torch.dtype | None:
+        """dtype of a tensor argument (of this node's first output when ``ref`` is None), None if unknown."""
+        if ref is None:
+            return tensor_dtype(self.node.value)
+        node = self._nodes.get(ref.name)
+        return tensor_dtype(node.value) if node is not None else None
+
+    # ---- zeros: are removed units exactly zero here in the masked original? -----------------
+    def is_zero(self, space: int) -> bool:
+        return space in self.rel.zero
+
+    def zero(self, *spaces: int) -> None:
+        """Record that removed units of these (output) spaces are zero in the masked original."""
+        self.rel.zero.update(spaces)
+
+    def carry(self, src: Sequence[int] | int, out: Sequence[int] | int) -> None:
+        """``out`` holds the values of ``src`` (a view, copy or slice): zero where every source is zero."""
+        srcs = [src] if isinstance(src, int) else list(src)
+        outs = [out] if isinstance(out, int) else list(out)
+        if srcs and all(s in self.rel.zero for s in srcs):
+            self.rel.zero.update(outs)
+
+    def carry_all(self, src: Sequence[int], out: Sequence[int]) -> None:
+        """``carry`` dim by dim."""
+        for s, o in zip(src, out, strict=True):
+            self.carry(s, o)
 
     # ---- relations -------------------------------------------------------------------------
     def same(self, a: int, b: int) -> None:

@@ -74,6 +74,8 @@ def couple(captured: Captured) -> CoupledGraph:
             elif not users.get(node.name) and node.name not in used_alias:
                 for s in spaces[node.name][0] if spaces[node.name] else []:
                     rel.frozen.setdefault(s, []).append(f"'{captured.state_inputs[node.name]}' is not used by forward()")
+            else:  # parameters and buffers: the masked original zeroes their removed slices along every dim
+                rel.zero.update(spaces[node.name][0] if spaces[node.name] else [])
             continue
         _apply_rule(graph, node, users)
     tag_residual_streams(graph)
@@ -87,7 +89,7 @@ def couple(captured: Captured) -> CoupledGraph:
 
 def _apply_rule(graph: CoupledGraph, node: OpNode, users: dict[str, list[OpNode]]) -> None:
     rel, spaces = graph.rel, graph.spaces
-    ctx = RuleContext(node, rel, spaces, users)
+    ctx = RuleContext(node, rel, spaces, users, graph.captured.by_name)
     rule = rules.lookup(node.target)
     if node.target == "getitem":  # reads one element of a tuple-valued node
         involved = list(ctx.spaces(node.args[0], int(node.args[1])))
@@ -105,6 +107,7 @@ def _apply_rule(graph: CoupledGraph, node: OpNode, users: dict[str, list[OpNode]
         rule(ctx)
     except Exception as exc:  # a rule that cannot handle this call freezes it rather than guessing
         del rel.same[n_same:], rel.links[n_links:], rel.products[n_products:]
+        rel.zero.difference_update(involved)
         reason = f"coupling rule for {node.target} failed ({type(exc).__name__}: {exc})"
         graph.unknown_ops.append(Frozen(node.target, node.where(), reason))
         for s in involved:

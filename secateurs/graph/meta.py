@@ -15,6 +15,13 @@ def tensor_shape(value: Any) -> tuple[int, ...] | None:
     return None
 
 
+def tensor_dtype(value: Any) -> torch.dtype | None:
+    """dtype of a fake/real tensor value (the first of a tuple), or None when it is not a tensor."""
+    if isinstance(value, (list, tuple)):
+        value = value[0] if value else None
+    return value.dtype if isinstance(value, torch.Tensor) else None
+
+
 def node_value(node: torch.fx.Node) -> Any:
     """The example value recorded for a node (a FakeTensor, a tuple of them, a scalar or None)."""
     return node.meta.get("val", node.meta.get("example_value"))

@@ -12,6 +12,10 @@ A *space* is one dimension of one tensor value in the captured graph. Rules reco
 * ``tag(space, label)``: a label for the kind of unit (``heads``, ``head_dim``);
 * ``hint(name, spaces)``: an op argument whose value is the size of ``spaces`` (conv ``groups``,
   ``num_heads``), so surgery handlers can refresh the attribute the module's forward reads.
+
+Beside the relations, ``zero`` holds the spaces whose removed units are exactly zero in the masked original
+(weights are zeroed there; a linear output keeps the zeros, a sigmoid or ``+ 1`` does not). Rules read it to
+decide whether a reduction or contraction over a dimension leaves removed units out (exact) or not.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ class Relations:
     hints: list[tuple[str, str, tuple[int, ...]]] = field(default_factory=list)  # (module path, name, spaces)
     node_hints: list[tuple[str, str, tuple[int, ...]]] = field(default_factory=list)  # (node name, name, spaces)
     shared: dict[object, int] = field(default_factory=dict)  # rule-private memo (slice partitions)
+    zero: set[int] = field(default_factory=set)  # removed units are zero here in the masked original
 
     def new_space(self, size: int, owner: tuple[str, int, int]) -> int:
         self.sizes.append(int(size))

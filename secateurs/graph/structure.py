@@ -9,6 +9,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from secateurs.graph.couple import CoupledGraph
+from secateurs.graph.shuffle import shuffled_factors
 
 
 def _components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -88,6 +89,9 @@ def build_structure(coupled: CoupledGraph) -> Structure:
             out.setdefault(int(space_class[s]), []).extend(reasons)
         return out
 
+    class_frozen = by_class(rel.frozen)
+    for c, reasons in shuffled_factors(coupled, space_class, set(class_frozen)).items():
+        class_frozen.setdefault(c, []).extend(reasons)
     tags: dict[int, set[str]] = {}
     for s, t in rel.tags.items():
         tags.setdefault(int(space_class[s]), set()).update(t)
@@ -98,7 +102,7 @@ def build_structure(coupled: CoupledGraph) -> Structure:
             class_params.setdefault(int(space_class[s]), []).append((fqn, d))
     params = {fqn for ph, fqn in coupled.captured.state_inputs.items() if coupled.captured.state_kinds[ph] == "parameter"}
     return Structure(coupled, space_class, class_size, class_offset, elem_class, atom, n_atoms, products,
-                     by_class(rel.frozen), by_class(rel.inexact), tags, class_params, params)
+                     class_frozen, by_class(rel.inexact), tags, class_params, params)
 
 
 def _propagate_head_tags(products: list[Product], tags: dict[int, set[str]]) -> None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import re
 import zipfile
 from collections.abc import Iterator
@@ -168,8 +169,36 @@ def _check_payloads(z: zipfile.ZipFile, prefix: str, rel: set[str], where: str) 
                 raise _refuse(where, f"{kind[:-1]} {fqn!r} is a pickled or custom object ({member}: {path_name!r})")
             if folder + path_name not in rel or not isinstance(entry.get("tensor_meta"), dict):
                 raise _refuse(where, f"{kind[:-1]} {fqn!r} names {folder}{path_name}, which the archive lacks")
+            size = z.getinfo(prefix + folder + path_name).file_size
+            problem = _raw_size_problem(entry["tensor_meta"], size)
+            if problem:
+                raise _refuse(where, f"{kind[:-1]} {fqn!r}: {folder}{path_name} {problem}")
             referenced.add(folder + path_name)
     return referenced
+
+
+def _raw_size_problem(meta: dict[str, Any], size: int) -> str | None:
+    """Why a raw tensor file of ``size`` bytes cannot hold the tensor ``meta`` describes (None when it can): a
+    dense tensor stored from offset 0 fills its file exactly; a view needs at least the bytes it reaches."""
+    from torch._export.serde.serialize import _SERIALIZE_TO_TORCH_DTYPE
+
+    try:
+        dtype = _SERIALIZE_TO_TORCH_DTYPE[meta["dtype"]]
+        sizes = [int(s["as_int"]) for s in meta["sizes"]]
+        strides = [int(s["as_int"]) for s in meta["strides"]]
+        offset = int(meta["storage_offset"]["as_int"])
+    except (KeyError, TypeError, ValueError):
+        return "has a tensor description without plain integer sizes, strides and offset"
+    item = dtype.itemsize
+    if any(s == 0 for s in sizes):
+        return None
+    reach = offset + 1 + sum((s - 1) * st for s, st in zip(sizes, strides, strict=False))
+    contiguous = offset == 0 and strides == [math.prod(sizes[i + 1:]) for i in range(len(sizes))]
+    if contiguous and size != reach * item:
+        return f"holds {size} bytes, not the {reach * item} of a {dtype} tensor of shape {sizes}"
+    if size < reach * item:
+        return f"holds {size} bytes, fewer than the {reach * item} its view reaches"
+    return None
 
 
 def _check_sample_inputs(data: bytes, member: str, where: str) -> None:

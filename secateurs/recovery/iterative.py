@@ -164,12 +164,12 @@ def _prune_step(model: nn.Module, x: ExampleInputs, index: int, ratio: dict[str,
                 tolerance: float) -> tuple[Plan, StepRecord]:
     from secateurs.api import plan as make_plan
     from secateurs.surgery.apply import apply_plan, snapshot_modules
-    from secateurs.verification.oracle import compare, masked_outputs
+    from secateurs.verification.oracle import compare, reference_outputs
 
     plan = make_plan(model, x, ratio=step_ratio, importance=importance, ignore=ignore, round_to=round_to,
                      min_keep=min_keep, seed=seed)
     D.check_same_plan(plan.to_json(), what=f"plan of step {index}")
-    reference = masked_outputs(model, plan, x) if check else None
+    reference = reference_outputs(model, plan, x) if check else None
     undo = snapshot_modules(list(model.modules())) if check else None
     apply_plan(model, plan)
     message = None

@@ -3,7 +3,9 @@
 ``random_model(seed)`` builds a CNN or a transformer-style model from a list of block specs drawn
 with ``random.Random(seed)``: residual adds, cat, split/chunk, grouped and depthwise convolutions,
 flatten into a linear layer, reshape into heads + scaled_dot_product_attention, batch/layer/group
-norm and elementwise ops. The same seed always gives the same architecture and weights.
+norm and elementwise ops, and the harder cases of ``random_blocks``: channel shuffles before grouped
+convs, channel reductions after ops that do not keep zeros, uneven splits, tied weights, sizes read
+from attributes, integer/bool outputs. The same seed always gives the same architecture and weights.
 """
 
 from __future__ import annotations
@@ -15,6 +17,16 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from secateurs.testing.random_blocks import (
+    EXTRA_OUTPUTS,
+    ChannelReduceBlock,
+    GroupGateMLP,
+    ShuffleBlock,
+    TiedConvBlock,
+    UnevenSplitBlock,
+    extra_output,
+)
 
 T = torch.Tensor
 
@@ -127,6 +139,12 @@ class PoolBlock(nn.Module):
         return F.max_pool2d(x, 2) if self.kind == "max" else F.avg_pool2d(x, 2)
 
 
+_CNN_BLOCKS: dict[str, Callable[[random.Random, int], nn.Module]] = {
+    "conv": ConvBlock, "cat": CatBlock, "gate": GateBlock, "pool": PoolBlock, "se": SEBlock, "shuffle": ShuffleBlock,
+    "reduce": ChannelReduceBlock, "uneven": UnevenSplitBlock, "tied": TiedConvBlock,
+}
+
+
 class RandomCNN(nn.Module):
     def __init__(self, rng: random.Random):
         super().__init__()
@@ -135,10 +153,10 @@ class RandomCNN(nn.Module):
         blocks: list[nn.Module] = []
         size = 8
         for _ in range(rng.randint(1, 4)):
-            kind = rng.choice(["conv", "conv", "cat", "gate", "pool", "se"])
+            kind = rng.choice(["conv", "conv", "cat", "gate", "pool", "se", "shuffle", "reduce", "uneven", "tied"])
             if kind == "pool" and size <= 2:
                 kind = "conv"
-            block = {"conv": ConvBlock, "cat": CatBlock, "gate": GateBlock, "pool": PoolBlock, "se": SEBlock}[kind](rng, c)
+            block = _CNN_BLOCKS[kind](rng, c)
             if kind == "pool":
                 size //= 2
             blocks.append(block)
@@ -146,11 +164,12 @@ class RandomCNN(nn.Module):
         self.blocks = nn.Sequential(*blocks)
         self.flatten_head = rng.random() < 0.5
         self.head = nn.Linear(c * size * size if self.flatten_head else c, 5)
+        self.extra = extra_output(rng)
 
-    def forward(self, x: T) -> T:
-        y = self.blocks(self.stem(x))
-        y = torch.flatten(y, 1) if self.flatten_head else y.mean((2, 3))
-        return self.head(y)
+    def forward(self, x: T) -> T | tuple[T, T]:
+        h = self.blocks(self.stem(x))
+        y = self.head(torch.flatten(h, 1) if self.flatten_head else h.mean((2, 3)))
+        return y if self.extra is None else (y, EXTRA_OUTPUTS[self.extra](h, y))
 
 
 class Attention(nn.Module):
@@ -219,14 +238,17 @@ class RandomTransformer(nn.Module):
         super().__init__()
         d = rng.choice([4, 8, 12])
         self.embed = nn.Linear(6, d)
-        self.blocks = nn.Sequential(*[(Attention if rng.random() < 0.5 else MLP)(rng, d) for _ in range(rng.randint(1, 3))])
+        self.blocks = nn.Sequential(*[rng.choice([Attention, Attention, MLP, MLP, GroupGateMLP])(rng, d)
+                                      for _ in range(rng.randint(1, 3))])
         self.pool = rng.choice(["mean", "first", "sum"])
         self.head = nn.Linear(d, 3)
+        self.extra = extra_output(rng)
 
-    def forward(self, x: T) -> T:
-        y = self.blocks(self.embed(x))
-        y = y.mean(1) if self.pool == "mean" else (y[:, 0] if self.pool == "first" else y.sum(1))
-        return self.head(y)
+    def forward(self, x: T) -> T | tuple[T, T]:
+        h = self.blocks(self.embed(x))
+        pooled = h.mean(1) if self.pool == "mean" else (h[:, 0] if self.pool == "first" else h.sum(1))
+        y = self.head(pooled)
+        return y if self.extra is None else (y, EXTRA_OUTPUTS[self.extra](h.transpose(1, 2), y))
 
 
 @dataclass
@@ -235,9 +257,11 @@ class RandomCase:
     model: nn.Module
     inputs: T
 
-    def fresh_inputs(self, seed: int) -> T:
+    def fresh_inputs(self, seed: int, batch: int | None = None) -> T:
+        """New random inputs shaped like ``inputs`` (with ``batch`` samples when given)."""
         g = torch.Generator().manual_seed(seed)
-        return torch.randn(self.inputs.shape, generator=g)
+        shape = self.inputs.shape if batch is None else (batch, *self.inputs.shape[1:])
+        return torch.randn(shape, generator=g)
 
 
 def random_model(seed: int) -> RandomCase:

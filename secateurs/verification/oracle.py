@@ -1,19 +1,38 @@
-"""Verification: the pruned model equals the original with removed units zeroed (where exact)."""
+"""Verification: the pruned model equals the original with removed units zeroed (where exact).
+
+The reference is the *masked original*: the unpruned model with every removed slice zeroed in place (and
+restored after), dropped blocks run as identity. It is run on the example inputs and, when the batch dimension
+is free, on a second batch size (one more sample); the pruned model runs on the same inputs. Every output leaf
+is compared (``outputs.py``): floats per output and per column with their dtype's tolerance, integers and bools
+exactly, dtypes and shapes always. What the runs cannot see (training mode, shape branches) becomes a note.
+"""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
-from torch.utils._pytree import tree_leaves
 
-from secateurs.errors import InvalidTypeError, VerificationError
+from secateurs.errors import InvalidArgumentError, InvalidTypeError, VerificationError
 from secateurs.graph.capture import ExampleInputs, eval_mode, export_model, model_inputs
 from secateurs.plans import Plan
+from secateurs.verification.behaviour import OpTrace, failing_module, first_difference, training_note
+from secateurs.verification.inputs import batch_size, check_example_inputs, resized_batch
+from secateurs.verification.outputs import (
+    OutputCheck,
+    check_outputs,
+    default_tolerance,
+    is_float,
+    layout_difference,
+    named_leaves,
+)
+
+__all__ = ["Reference", "VerifyResult", "combine", "compare", "default_tolerance", "has_weights", "masked",
+           "masked_outputs", "reference_outputs", "run", "verify", "verify_exact_subset"]
 
 
 @dataclass
@@ -22,24 +41,65 @@ class VerifyResult:
     mode: str  # "exact": compared with the masked original; "structural": runs, shapes, re-export;
     # "partial": exact groups compared numerically on a copy, the rest structurally
     max_abs_error: float | None
-    rel_error: float | None
+    rel_error: float | None  # the largest per-output (per-column) relative error
     tolerance: float
     shapes_ok: bool
     reexported: bool | None
     message: str
+    notes: list[str] = field(default_factory=list)  # what the runs could not check (training mode, shape branches)
+    batch_sizes: tuple[int, ...] = ()  # batch sizes both models ran at
 
     def raise_if_failed(self) -> None:
         if not self.ok:
             raise VerificationError(self.message)
 
 
-def run(model: nn.Module, example_inputs: ExampleInputs) -> list[torch.Tensor]:
+@dataclass
+class Run:
+    """The masked original's outputs on one set of inputs, and the ops it ran there."""
+
+    label: str  # "batch size 2"
+    inputs: ExampleInputs
+    outputs: dict[str, torch.Tensor]
+    ops: list[str] = field(default_factory=list)
+    batch: int | None = None
+
+
+@dataclass
+class Reference:
+    """What the pruned model is compared with: one run per batch size, and notes on what was not checked."""
+
+    runs: list[Run]
+    notes: list[str] = field(default_factory=list)
+    positional: bool = False  # built from a plain list of outputs: compare by position, not by name
+
+    @staticmethod
+    def of(outputs: list[torch.Tensor], example_inputs: ExampleInputs) -> Reference:
+        named = {f"output {i}": t for i, t in enumerate(outputs)}
+        return Reference([Run("the example inputs", example_inputs, named, batch=batch_size(example_inputs))],
+                         positional=True)
+
+    def on_meta(self) -> bool:
+        return any(t.is_meta for r in self.runs for t in r.outputs.values())
+
+    def tensors(self) -> list[torch.Tensor]:
+        return list(self.runs[0].outputs.values())
+
+
+def _forward(model: nn.Module, example_inputs: ExampleInputs, trace: bool = False
+             ) -> tuple[dict[str, torch.Tensor], list[str], list[str]]:
+    """(named outputs, outputs that cannot be compared, ops run when ``trace``)."""
     args, kwargs = model_inputs(model, example_inputs)
-    with eval_mode(model), torch.no_grad():
+    recorder = OpTrace() if trace else contextlib.nullcontext()
+    with eval_mode(model), torch.no_grad(), recorder:
         out = model(*args, **kwargs)
-    if isinstance(out, dict) and not tree_leaves(out):
-        out = list(out.values())
-    return [t for t in tree_leaves(out) if isinstance(t, torch.Tensor)]
+    named, skipped = named_leaves(out)
+    return named, skipped, recorder.ops if isinstance(recorder, OpTrace) else []
+
+
+def run(model: nn.Module, example_inputs: ExampleInputs) -> list[torch.Tensor]:
+    """Every output leaf of ``model`` in eval mode (Python numbers as 0-d tensors)."""
+    return list(_forward(model, example_inputs)[0].values())
 
 
 @contextlib.contextmanager
@@ -69,43 +129,106 @@ def masked(model: nn.Module, plan: Plan) -> Iterator[None]:
                 t.index_copy_(d, idx, values)
 
 
-def masked_outputs(model: nn.Module, plan: Plan, example_inputs: ExampleInputs) -> list[torch.Tensor]:
-    """Outputs of ``model`` with the plan's removed units zeroed and its dropped blocks run as identity."""
+@contextlib.contextmanager
+def _as_reference(model: nn.Module, plan: Plan) -> Iterator[None]:
     from secateurs.depth.reference import bypassed
 
     with masked(model, plan), bypassed(model, plan.dropped_layers):
+        yield
+
+
+def masked_outputs(model: nn.Module, plan: Plan, example_inputs: ExampleInputs) -> list[torch.Tensor]:
+    """Outputs of ``model`` with the plan's removed units zeroed and its dropped blocks run as identity."""
+    with _as_reference(model, plan):
         return run(model, example_inputs)
 
 
-def compare(reference: list[torch.Tensor], pruned_model: nn.Module, plan: Plan, example_inputs: ExampleInputs,
-            *, exact: bool | None = None, tolerance: float | None = None, reexport: bool = True,
-            exporter: Callable[[nn.Module, ExampleInputs], Any] | None = None) -> VerifyResult:
-    """Run ``pruned_model`` and compare with ``reference`` (the masked original's outputs). ``reexport`` also checks
-    that torch.export still captures it, with ``exporter`` when given (``prune`` passes its capture, so the same
-    export also counts the pruned MACs)."""
+def reference_outputs(model: nn.Module, plan: Plan, example_inputs: ExampleInputs) -> Reference:
+    """The masked original on the example inputs and on a second batch size (when forward() accepts one).
+
+    Raises ``InvalidArgumentError`` for inputs that would make the comparison vacuous (no tensor, an empty batch,
+    outputs without elements)."""
+    check_example_inputs(example_inputs)
+    notes: list[str] = []
+    with _as_reference(model, plan):
+        outputs, skipped, ops = _forward(model, example_inputs, trace=True)
+        if not any(t.numel() for t in outputs.values()):
+            raise InvalidArgumentError(f"{type(model).__name__} returns no output elements on the example inputs "
+                                       f"({list(outputs) or 'no tensors'}), so verification would compare nothing")
+        b = batch_size(example_inputs)
+        runs = [Run(f"batch size {b}", example_inputs, outputs, ops, b)]
+        second = resized_batch(example_inputs)
+        if second is not None:
+            inputs2, b2 = second
+            try:
+                outputs2, _, ops2 = _forward(model, inputs2, trace=True)
+            except Exception as exc:
+                notes.append(f"the original does not run at batch size {b2} ({type(exc).__name__}: "
+                             f"{_first_line(exc)}): verified at batch size {b} only")
+            else:
+                runs.append(Run(f"batch size {b2}", inputs2, outputs2, ops2, b2))
+                diff = first_difference(ops, ops2)
+                if diff:
+                    notes.append(f"forward() runs other operations at batch size {b2} than at {b} ({diff}): a "
+                                 f"Python branch on the input shape; outputs were compared at these two sizes only")
+    if skipped:
+        notes.append(f"outputs that are not tensors or numbers were not compared: {', '.join(skipped)}")
+    mode = training_note(model)
+    if mode:
+        notes.append(mode)
+    return Reference(runs, notes)
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else ""
+
+
+def compare(reference: Reference | list[torch.Tensor], pruned_model: nn.Module, plan: Plan,
+            example_inputs: ExampleInputs, *, exact: bool | None = None, tolerance: float | None = None,
+            reexport: bool = True, exporter: Callable[[nn.Module, ExampleInputs], Any] | None = None) -> VerifyResult:
+    """Run ``pruned_model`` on the reference's inputs and compare with its outputs (the masked original's).
+
+    ``reference`` is a ``Reference`` (``reference_outputs``) or a plain list of outputs on ``example_inputs``.
+    ``exact`` (default: ``plan.exact``) compares values; otherwise, and on the meta device, only that the pruned
+    model runs and keeps output names, shapes and dtypes. ``reexport`` also checks that torch.export still captures
+    it, with ``exporter`` when given (``prune`` passes its capture, so the same export also counts the pruned MACs).
+    """
+    ref = reference if isinstance(reference, Reference) else Reference.of(reference, example_inputs)
     exact = plan.exact if exact is None else exact
-    tolerance = default_tolerance(reference) if tolerance is None else tolerance
-    try:
-        outputs = run(pruned_model, example_inputs)
-    except Exception as exc:
-        return VerifyResult(False, "exact" if exact else "structural", None, None, tolerance, False, None,
-                            f"pruned model does not run: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}. "
-                            "A forward() probably uses a constant size (e.g. a head count or width stored as an "
-                            "attribute) that no surgery handler refreshed: register one with "
-                            "secateurs.surgery.registry.register_handler, or leave that module out with ignore=[...]")
-    shapes_ok = len(outputs) == len(reference) and all(a.shape == b.shape for a, b in zip(outputs, reference, strict=False))
-    if not shapes_ok:
-        got = [tuple(t.shape) for t in outputs]
-        want = [tuple(t.shape) for t in reference]
-        return VerifyResult(False, "structural", None, None, tolerance, False, None,
-                            f"pruned model output shapes {got} differ from the original {want}")
-    max_abs, rel = 0.0, 0.0
-    for a, b in zip(reference, outputs, strict=True):
-        if not a.is_floating_point():
-            continue
-        err = (a.float() - b.float()).abs().max().item() if a.numel() else 0.0
-        scale = max(a.float().abs().max().item() if a.numel() else 0.0, 1e-6)
-        max_abs, rel = max(max_abs, err), max(rel, err / scale)
+    meta = ref.on_meta()
+    numeric = exact and not meta
+    mode = "exact" if numeric else "structural"
+    shown = default_tolerance(ref.tensors()) if tolerance is None else tolerance
+    notes = list(ref.notes)
+    checks: list[tuple[str, OutputCheck]] = []
+    for i, r in enumerate(ref.runs):
+        at = "" if i == 0 else f" at {r.label} (the original runs there)"
+        try:
+            outputs, _, ops = _forward(pruned_model, r.inputs, trace=i == 0 and bool(r.ops))
+        except Exception as exc:
+            module = failing_module(pruned_model, exc)
+            where = f" in module {module}" if module else ""
+            return VerifyResult(False, mode, None, None, shown, False, None,
+                                f"pruned model does not run{at}{where}: {type(exc).__name__}: {_first_line(exc)}. "
+                                "A forward() probably uses a constant size (e.g. a head count or width stored as an "
+                                "attribute) that no surgery handler refreshed: register one with "
+                                "secateurs.surgery.registry.register_handler, or leave that module out with ignore=[...]",
+                                notes)
+        if ref.positional:
+            outputs = {f"output {k}": t for k, t in enumerate(outputs.values())}
+        why = layout_difference(r.outputs, outputs)
+        if why:
+            return VerifyResult(False, "structural", None, None, shown, False, None, why + at, notes)
+        diff = first_difference(r.ops, ops) if i == 0 and r.ops and not plan.dropped_layers else None
+        if diff:
+            notes.append(f"the pruned model runs other operations than the original ({diff}): a branch in forward() "
+                         "depends on a size the pruning changed (e.g. a fast path for even head counts)")
+        if numeric:
+            checks.extend((r.label, c) for c in check_outputs(r.outputs, outputs, tolerance))
+    sizes = tuple(r.batch for r in ref.runs if r.batch is not None)
+    max_abs = max((c.max_abs for _, c in checks), default=0.0)
+    floats = [c.rel for _, c in checks if not c.exact_kind]
+    rel = max(floats, default=0.0) if all(x == x for x in floats) else float("nan")
     reexported = None
     if reexport:
         try:
@@ -113,26 +236,33 @@ def compare(reference: list[torch.Tensor], pruned_model: nn.Module, plan: Plan, 
             reexported = True
         except Exception:
             reexported = False
-    if exact and not rel <= tolerance:  # also catches NaN
-        return VerifyResult(False, "exact", max_abs, rel, tolerance, True, reexported,
-                            f"pruned model differs from the masked original: max abs error {max_abs:.3g}, "
-                            f"relative {rel:.3g} > tolerance {tolerance:g}")
+    failed = [(label, c) for label, c in checks if not c.ok]
+    if failed:
+        where = "; ".join(f"{c.describe()} at {label}" for label, c in failed[:3])
+        more = f" (and {len(failed) - 3} more)" if len(failed) > 3 else ""
+        return VerifyResult(False, "exact", max_abs, rel, shown, True, reexported,
+                            f"pruned model differs from the masked original: {where}{more}", notes, sizes)
     if reexported is False:
-        return VerifyResult(False, "exact" if exact else "structural", max_abs, rel, tolerance, True, False,
-                            "pruned model runs but torch.export can no longer capture it")
-    mode = "exact" if exact else "structural"
-    detail = f"max relative error {rel:.2g}" if exact else "runs, keeps output shapes" + (", re-exports" if reexported else "")
-    return VerifyResult(True, mode, max_abs if exact else None, rel if exact else None, tolerance, True, reexported,
-                        f"verified ({mode}): {detail}")
+        return VerifyResult(False, mode, max_abs if numeric else None, rel if numeric else None, shown, True, False,
+                            "pruned model runs but torch.export can no longer capture it", notes, sizes)
+    return VerifyResult(True, mode, max_abs if numeric else None, rel if numeric else None, shown, True, reexported,
+                        _ok_message(ref, checks, numeric, meta, reexported, sizes), notes, sizes)
 
 
-_TOLERANCE = {torch.float64: 1e-8, torch.float32: 1e-4, torch.float16: 5e-3, torch.bfloat16: 3e-2}
-
-
-def default_tolerance(outputs: list[torch.Tensor]) -> float:
-    """Relative tolerance for the least precise floating output (float32: 1e-4, bfloat16: 3e-2)."""
-    dtypes = [t.dtype for t in outputs if t.is_floating_point()]
-    return max((_TOLERANCE.get(d, 1e-4) for d in dtypes), default=1e-4)
+def _ok_message(ref: Reference, checks: list[tuple[str, OutputCheck]], numeric: bool, meta: bool,
+                reexported: bool | None, sizes: tuple[int, ...]) -> str:
+    at = f" at batch size{'s' if len(sizes) > 1 else ''} {' and '.join(map(str, sizes))}" if sizes else ""
+    if not numeric:
+        why = " (meta device: no weights, outputs not compared)" if meta else ""
+        return f"verified (structural){why}: runs{at}, keeps output shapes and dtypes" + (", re-exports" if reexported else "")
+    outputs = ref.runs[0].outputs.values()
+    n_float = sum(1 for t in outputs if is_float(t))
+    n_int = len(ref.runs[0].outputs) - n_float
+    rel = max((c.rel for _, c in checks if not c.exact_kind), default=0.0)
+    max_abs = max((c.max_abs for _, c in checks), default=0.0)
+    ints = f", {n_int} integer/bool output(s) identical" if n_int else ""
+    return (f"verified (exact): {n_float} floating output(s) match the masked original{at}: max relative error "
+            f"{rel:.2g} (per output and column, dtype tolerance), max abs error {max_abs:.2g}{ints}")
 
 
 def verify(reference: nn.Module | Mapping[str, torch.Tensor], pruned: nn.Module, plan: Plan,
@@ -149,7 +279,7 @@ def verify(reference: nn.Module | Mapping[str, torch.Tensor], pruned: nn.Module,
     elif not isinstance(reference, nn.Module):
         raise InvalidTypeError(f"reference must be the unpruned nn.Module or its state dict (taken before pruning), "
                                f"got {type(reference).__name__}")
-    return compare(masked_outputs(reference, plan, example_inputs), pruned, plan, example_inputs,
+    return compare(reference_outputs(reference, plan, example_inputs), pruned, plan, example_inputs,
                    tolerance=tolerance, reexport=reexport)
 
 
@@ -160,7 +290,7 @@ def verify_exact_subset(model: nn.Module, subset: Plan, example_inputs: ExampleI
 
     from secateurs.surgery.apply import apply_plan
 
-    reference = masked_outputs(model, subset, example_inputs)
+    reference = reference_outputs(model, subset, example_inputs)
     clone = copy.deepcopy(model)
     apply_plan(clone, subset)
     return compare(reference, clone, subset, example_inputs, exact=True, tolerance=tolerance, reexport=False)
@@ -168,19 +298,20 @@ def verify_exact_subset(model: nn.Module, subset: Plan, example_inputs: ExampleI
 
 def combine(structural: VerifyResult, subset: VerifyResult, n_inexact: int) -> VerifyResult:
     """One result for a plan whose exact groups were compared numerically and the rest structurally."""
+    notes = list(dict.fromkeys(structural.notes + subset.notes))
     if not subset.ok:
         return VerifyResult(False, "exact", subset.max_abs_error, subset.rel_error, subset.tolerance, subset.shapes_ok,
-                            structural.reexported, f"exactly-checkable groups alone: {subset.message}")
+                            structural.reexported, f"exactly-checkable groups alone: {subset.message}", notes,
+                            subset.batch_sizes)
     if not structural.ok:
         return structural
-    message = (f"verified: exact groups match the masked original (max relative error {subset.rel_error:.2g}); "
-               f"{n_inexact} group(s) that normalise over the pruned dimension checked structurally "
-               f"(runs, keeps output shapes{', re-exports' if structural.reexported else ''})")
+    message = (f"verified: exact groups match the masked original (max relative error {subset.rel_error:.2g}, "
+               f"max abs error {subset.max_abs_error:.2g}); {n_inexact} group(s) whose removal is not equal to "
+               f"masking checked structurally (runs, keeps output shapes and dtypes"
+               f"{', re-exports' if structural.reexported else ''})")
     return VerifyResult(True, "partial", subset.max_abs_error, subset.rel_error, subset.tolerance, True,
-                        structural.reexported, message)
+                        structural.reexported, message, notes, structural.batch_sizes)
 
 
 def has_weights(model: nn.Module) -> bool:
     return not any(p.is_meta for p in model.parameters())
-
-

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from secateurs.graph.context import RuleContext
 from secateurs.graph.rules import register
+from secateurs.graph.rules._common import contraction
 
 
 @register("aten.scaled_dot_product_attention", "aten._scaled_dot_product_flash_attention_for_cpu",
@@ -18,15 +19,19 @@ def sdpa(ctx: RuleContext) -> None:
     ctx.same(qs[-2], out[-2])
     ctx.same(ks[-2], vs[-2])
     ctx.same(vs[-1], out[-1])
+    ctx.carry(vs[-1], out[-1])  # attention weights times v: zero where v is
     ctx.tag(vs[-1], "head_dim")
     ctx.hint("head_dim", vs[-1])
     if scale is None:
         ctx.freeze_all([qs[-1], ks[-1]], "attention head_dim with the default 1/sqrt(head_dim) scale")
     else:
         ctx.same(qs[-1], ks[-1])
+        contraction(ctx, [[qs[-1], ks[-1]]], "attention scores (q . k)")
         ctx.tag(qs[-1], "head_dim")
     batch_q, batch_k, batch_v, batch_o = qs[:-2], ks[:-2], vs[:-2], out[:-2]
     ctx.same_all(batch_q, batch_o)
+    for bv, bo in zip(batch_v, batch_o, strict=False):
+        ctx.carry(bv, bo)  # a head whose v is zero outputs zero (with GQA: every query head of the group)
     if batch_q:
         hq, hk = batch_q[-1], batch_k[-1]
         ctx.same(batch_k[-1], batch_v[-1])

@@ -19,16 +19,20 @@ def cat(ctx: RuleContext) -> None:
     out = ctx.out()
     d = norm_dim(int(ctx.arg(1, "dim", 0)), len(out))
     offset = 0
+    parts = []
     for t in tensors:
         ts = ctx.spaces(t)
         if len(ts) != len(out):  # legacy empty 1-d tensors in cat
             ctx.mention(*ts)
             continue
-        keep_other_dims(ctx, ts, out, {d}, {d})
+        keep_other_dims(ctx, ts, out, {d}, {d}, carry=False)
         n = ctx.size(ts[d])
         ctx.link(ts[d], np.arange(n), out[d], offset + np.arange(n))
         offset += n
+        parts.append(ts)
     ctx.mention(out[d])
+    for i, o in enumerate(out):  # zero where every piece is zero
+        ctx.carry([ts[i] for ts in parts], o)
 
 
 @register("aten.stack")
@@ -38,7 +42,10 @@ def stack(ctx: RuleContext) -> None:
     d = norm_dim(int(ctx.arg(1, "dim", 0)), len(out))
     ctx.freeze(out[d], "stacking dimension")
     for t in tensors:
-        keep_other_dims(ctx, ctx.spaces(t), out, set(), {d})
+        keep_other_dims(ctx, ctx.spaces(t), out, set(), {d}, carry=False)
+    rest = [o for i, o in enumerate(out) if i != d]
+    for i, o in enumerate(rest):
+        ctx.carry([ctx.spaces(t)[i] for t in tensors], o)
 
 
 def _pieces(ctx: RuleContext, src: Ref, d: int, sizes: list[int], outputs: list[list[int]]) -> None:
@@ -46,6 +53,8 @@ def _pieces(ctx: RuleContext, src: Ref, d: int, sizes: list[int], outputs: list[
     xs = ctx.spaces(src)
     for piece in outputs:
         keep_other_dims(ctx, xs, piece, {d}, {d})
+    for piece in outputs:
+        ctx.carry(xs[d], piece[d])
     if len(sizes) == 1:
         ctx.same(xs[d], outputs[0][d])
         return
@@ -106,6 +115,7 @@ def slice_(ctx: RuleContext) -> None:
     xs, out = ctx.spaces(src), ctx.out()
     d = norm_dim(int(ctx.arg(1, "dim", 0)), len(xs))
     keep_other_dims(ctx, xs, out, {d}, {d})
+    ctx.carry(xs[d], out[d])
     n = ctx.size(xs[d])
     start, end, step = _slice_bounds(ctx.node, n)
     if start == 0 and end == n and step == 1:
@@ -166,6 +176,7 @@ def narrow(ctx: RuleContext) -> None:
     xs, out = ctx.spaces(ctx.arg(0)), ctx.out()
     d = norm_dim(int(ctx.arg(1)), len(xs))
     keep_other_dims(ctx, xs, out, {d}, {d})
+    ctx.carry(xs[d], out[d])
     if ctx.size(xs[d]) == ctx.size(out[d]):
         ctx.same(xs[d], out[d])
     else:
@@ -176,6 +187,7 @@ def narrow(ctx: RuleContext) -> None:
 def getitem(ctx: RuleContext) -> None:
     src, index = ctx.arg(0), int(ctx.arg(1))
     ctx.same_all(ctx.spaces(src, index), ctx.out())
+    ctx.carry_all(ctx.spaces(src, index), ctx.out())
     # the rule engine lists output 0 of the tuple among this node's inputs; the getitem that reads it maps it
     ctx.mention(*ctx.out(), *ctx.spaces(src))
 
@@ -185,3 +197,4 @@ def tuple_(ctx: RuleContext) -> None:
     for k, item in enumerate(ctx.node.args):
         if isinstance(item, Ref):
             ctx.same_all(ctx.spaces(item), ctx.out(k))
+            ctx.carry_all(ctx.spaces(item), ctx.out(k))

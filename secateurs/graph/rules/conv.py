@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from secateurs.graph.context import RuleContext
 from secateurs.graph.rules import register
+from secateurs.graph.rules._common import contraction
 
 
 def _conv(ctx: RuleContext, transposed: bool, groups: int) -> None:
@@ -39,6 +40,11 @@ def _conv(ctx: RuleContext, transposed: bool, groups: int) -> None:
             ctx.product(c_out, [g, out_inner])
     if b is not None:
         ctx.same(ctx.spaces(b)[0], c_out)
+    contraction(ctx, [[c_in, ws[0] if transposed else ws[1]]], ctx.node.target)
+    # an output channel is zero where the weight slices that make it are (and the bias, when there is one)
+    ctx.carry([ws[0], ws[1]] + ([ctx.spaces(b)[0]] if b is not None else []), c_out)
+    if batched and b is None:
+        ctx.carry(xs[0], out[0])
 
 
 @register("aten.conv1d", "aten.conv2d", "aten.conv3d")
@@ -70,3 +76,5 @@ def pixel_shuffle(ctx: RuleContext) -> None:
     r2 = ctx.rel.new_space(r, (ctx.node.name, -1, 1))
     ctx.freeze_all([r1, r2], "pixel shuffle factor")
     ctx.product(big, [small, r1, r2])
+    ctx.carry_all(xs[:lead], out[:lead])
+    ctx.carry(xs[lead], out[lead])

@@ -36,6 +36,7 @@ def unary(ctx: RuleContext) -> None:
     if ctx.node.target.startswith("aten.type_as"):
         # type_as(x, other): only x's shape flows; other contributes its dtype.
         ctx.same_all(ctx.spaces(ctx.arg(0)), ctx.out())
+        ctx.carry_all(ctx.spaces(ctx.arg(0)), ctx.out())
         ctx.mention(*ctx.spaces(ctx.arg(1)))
         return
     passthrough(ctx)
@@ -51,6 +52,7 @@ def prelu(ctx: RuleContext) -> None:
     x, w = ctx.arg(0), ctx.arg(1)
     xs, ws = ctx.spaces(x), ctx.spaces(w)
     ctx.same_all(xs, ctx.out())
+    ctx.carry_all(xs, ctx.out())  # prelu(0) = 0 whatever the slope
     if ws and len(xs) >= 2 and ctx.size(ws[0]) == ctx.size(xs[1]) and ctx.size(ws[0]) > 1:
         ctx.same(ws[0], xs[1])
     else:

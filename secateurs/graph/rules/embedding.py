@@ -12,4 +12,5 @@ def embedding(ctx: RuleContext) -> None:
     ws, idx, out = ctx.spaces(w), ctx.spaces(ids), ctx.out()
     ctx.freeze(ws[0], "embedding vocabulary rows")
     ctx.same(ws[1], out[-1])
+    ctx.carry(ws[1], out[-1])
     ctx.same_all(idx, out[:-1])

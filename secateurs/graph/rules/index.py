@@ -26,6 +26,7 @@ def index(ctx: RuleContext) -> None:
     rest_x = [s for i, s in enumerate(xs) if i not in positions]
     rest_out = out[:first] + out[first + n_idx :]
     ctx.same_all(rest_x, rest_out)
+    ctx.carry_all(rest_x, rest_out)
     ctx.mention(*out)
 
 
@@ -38,6 +39,7 @@ def index_select(ctx: RuleContext) -> None:
     for i, (s, o) in enumerate(zip(xs, out, strict=True)):
         if i != d:
             ctx.same(s, o)
+            ctx.carry(s, o)
 
 
 @register("aten.gather", "aten.take_along_dim")
@@ -56,5 +58,6 @@ def gather(ctx: RuleContext) -> None:
         if i != d:
             if ctx.size(s) == ctx.size(o):
                 ctx.same(s, o)
+                ctx.carry(s, o)
             else:
                 ctx.freeze(s, "gather over a larger source dimension")

@@ -2,8 +2,20 @@
 
 from __future__ import annotations
 
+from secateurs.graph.capture import Ref
 from secateurs.graph.context import RuleContext
 from secateurs.graph.rules import register
+
+
+def _affine_zero(ctx: RuleContext, weight: object, bias: object, normalised: int, out: int) -> None:
+    """``out = normalised * weight + bias`` per channel: zero where the weight is zero (or, without a weight,
+    where the normalised input is), and the bias too."""
+    def zero(p: object) -> bool:
+        return isinstance(p, Ref) and bool(ctx.spaces(p)) and ctx.is_zero(ctx.spaces(p)[-1])
+
+    scaled = zero(weight) if ctx.is_tensor_ref(weight) else ctx.is_zero(normalised)
+    if scaled and (bias is None or zero(bias)):
+        ctx.zero(out)
 
 
 def _per_channel(ctx: RuleContext, param_args: list[int], exact: bool) -> None:
@@ -12,6 +24,10 @@ def _per_channel(ctx: RuleContext, param_args: list[int], exact: bool) -> None:
     out = ctx.out(0)
     ctx.same_all(xs, out)
     channel = xs[1] if len(xs) > 1 else xs[0]
+    # (x - mean) / sqrt(var + eps): the statistics of a removed channel are zeroed buffers (batch norm) or its own
+    # values (instance norm), so a zero input channel stays zero before the affine part
+    out_channel = out[1] if len(out) > 1 else out[0]
+    _affine_zero(ctx, ctx.arg(param_args[0]), ctx.arg(param_args[1]), channel, out_channel)
     for i in param_args:
         p = ctx.arg(i)
         if ctx.is_tensor_ref(p):
@@ -49,6 +65,13 @@ def _last_dims(ctx: RuleContext, n_norm: int, param_args: list[int], what: str) 
         p = ctx.arg(i)
         if ctx.is_tensor_ref(p):
             ctx.same_all(ctx.spaces(p), normed)
+    weight = ctx.arg(param_args[0])
+    bias = ctx.arg(param_args[1]) if len(param_args) > 1 else None
+    if isinstance(weight, Ref):  # normalised * weight + bias: zero where the weight (and bias) are
+        out = ctx.out(0)
+        for k in range(n_norm):
+            o = out[len(out) - n_norm + k]
+            ctx.carry([ctx.spaces(weight)[k]] + ([ctx.spaces(bias)[k]] if isinstance(bias, Ref) else []), o)
     ctx.hint("normalized_shape", *normed)
     for s in normed:
         ctx.inexact(s, f"{what} normalises over the dimension")
@@ -78,6 +101,8 @@ def group_norm(ctx: RuleContext) -> None:
     for p in (w, b):
         if ctx.is_tensor_ref(p):
             ctx.same(ctx.spaces(p)[0], channel)
+    if ctx.is_tensor_ref(w):
+        _affine_zero(ctx, w, b, channel, ctx.out(0)[1])
     g = ctx.rel.new_space(groups, (ctx.node.name, -1, 0))
     ctx.hint("num_groups", g)
     inner = ctx.rel.new_space(ctx.size(channel) // groups, (ctx.node.name, -1, 1))

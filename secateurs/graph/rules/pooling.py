@@ -36,6 +36,8 @@ def spatial(ctx: RuleContext) -> None:
     for j in range(ctx.n_outputs()):
         out = list(ctx.out(j))
         ctx.same_all(xs[:lead], out[:lead])
+        if j == 0:  # pooled/resampled/padded values of a zero channel are zero (indices of max_pool aside)
+            ctx.carry_all(xs[:lead], out[:lead])
         ctx.freeze_all(out[lead:], f"spatial dimension of {ctx.node.target}")
     ctx.freeze_all(xs[lead:], f"spatial dimension of {ctx.node.target}")
 
@@ -48,11 +50,14 @@ def pad(ctx: RuleContext) -> None:
     for i in range(0, len(amounts), 2):
         if amounts[i] or (i + 1 < len(amounts) and amounts[i + 1]):
             padded.add(len(xs) - 1 - i // 2)
+    value = ctx.arg(3, "value") if ctx.node.target.startswith("aten.pad") else ctx.arg(2, "value", 0)
     for d, (s, o) in enumerate(zip(xs, out, strict=True)):
         if d in padded:
             ctx.freeze_all([s, o], "padded dimension")
         else:
             ctx.same(s, o)
+            if not value:  # constant padding with a non-zero value fills removed channels too
+                ctx.carry(s, o)
 
 
 @register("aten.unfold")
@@ -64,6 +69,7 @@ def unfold(ctx: RuleContext) -> None:
             ctx.freeze_all([s, out[i], out[-1]], "unfolded dimension")
         else:
             ctx.same(s, out[i])
+            ctx.carry(s, out[i])
 
 
 @register("aten.im2col", "aten.col2im")
@@ -77,4 +83,5 @@ def im2col(ctx: RuleContext) -> None:
     k = ctx.rel.new_space(int(kernel[0]) * int(kernel[1]), (ctx.node.name, -1, 0))
     ctx.freeze(k, "kernel positions of im2col/col2im")
     ctx.product(cols[lead], [image[lead], k])
+    ctx.carry_all(xs[: lead + 1], out[: lead + 1])
     ctx.freeze_all(image[lead + 1 :] + cols[lead + 1 :], f"spatial dimension of {ctx.node.target}")

@@ -1,4 +1,12 @@
-"""Reductions: sum/norm (exact over removed units), mean/var/max (inexact), arg/cum ops (frozen)."""
+"""Reductions: sum/norm/count (exact where removed units are zero), mean/var/max (inexact), arg/cum ops (frozen).
+
+A sum, norm or count over a pruned dimension leaves removed units out; the masked original adds their values.
+The two agree only where those values are zero (``ctx.is_zero``: after a linear layer or a relu, not after a
+sigmoid, an exp or ``+ 1``). Otherwise a float result is marked inexact (checked structurally, as a mean or a
+softmax: the pruned model computes the same statistic over fewer units) and an integer or bool result (a count, a
+flag) freezes the dimension: removal would change it by whole units, a different function rather than an
+approximation.
+"""
 
 from __future__ import annotations
 
@@ -38,6 +46,7 @@ def _reduce_dims(ctx: RuleContext, ndim: int) -> tuple[list[int], bool]:
 def _reduce(ctx: RuleContext, mode: str) -> None:
     xs = list(ctx.spaces(ctx.arg(0)))
     dims, keepdim = _reduce_dims(ctx, len(xs))
+    name = ctx.node.target
     for k in range(ctx.n_outputs()):
         out = list(ctx.out(k))
         if keepdim and len(out) == len(xs):
@@ -45,14 +54,27 @@ def _reduce(ctx: RuleContext, mode: str) -> None:
             kept = [o for i, o in enumerate(out) if i not in dims]
         else:
             kept = out
-        ctx.same_all([s for i, s in enumerate(xs) if i not in dims], kept)
+        src = [s for i, s in enumerate(xs) if i not in dims]
+        ctx.same_all(src, kept)
+        if not name.startswith("aten.logsumexp"):  # every other reduction of zeros is zero (or False)
+            ctx.carry_all(src, kept)
+    dtype = ctx.dtype()
+    integer = dtype is not None and not (dtype.is_floating_point or dtype.is_complex)
     for d in dims:
-        if mode == "exact":
-            ctx.mention(xs[d])
-        elif mode == "inexact":
-            ctx.inexact(xs[d], f"{ctx.node.target} reduces over the dimension")
+        x = xs[d]
+        if mode == "positional":
+            ctx.freeze(x, f"{name} returns positions along the dimension")
+        elif mode == "exact" and ctx.is_zero(x):
+            ctx.mention(x)  # removed units are zero here: they add nothing to the sum, norm or count
+        elif integer:
+            why = "from values that are not zero where units are removed" if mode == "exact" else "that removal changes"
+            ctx.freeze(x, f"{name} gives an integer/bool result (a count or flag) over the dimension {why}: "
+                          "removing units would change it, not approximate it")
+        elif mode == "exact":
+            ctx.inexact(x, f"{name} sums over the dimension values that are not zero where units are removed "
+                           "(e.g. after a sigmoid, exp or an added constant)")
         else:
-            ctx.freeze(xs[d], f"{ctx.node.target} returns positions along the dimension")
+            ctx.inexact(x, f"{name} reduces over the dimension")
 
 
 @register(*EXACT)
@@ -97,6 +119,8 @@ def positional(ctx: RuleContext) -> None:
                 ctx.freeze_all([s, o], f"{name} depends on positions along the dimension")
             else:
                 ctx.same(s, o)
+                if k == 0:
+                    ctx.carry(s, o)
     for ref in ctx.tensor_refs():
         if ref != ctx.arg(0):
             ctx.freeze_all(ctx.spaces(ref), f"operand of {name}")

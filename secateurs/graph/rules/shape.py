@@ -27,6 +27,8 @@ def reshape_spaces(ctx: RuleContext, src: list[int], out: list[int]) -> None:
                 run_b.append(b[j])
                 pb *= ctx.size(b[j])
                 j += 1
+        for o in run_b:  # the output holds the source's values: zero where all of the source run is zero
+            ctx.carry(run_a, o)
         if len(run_a) == 1 and len(run_b) == 1:
             ctx.same(run_a[0], run_b[0])
         elif len(run_a) == 1:
@@ -75,6 +77,7 @@ def permute(ctx: RuleContext) -> None:
         order = list(range(n))[::-1] if n <= 2 or name.startswith("aten.numpy_T") else list(range(n - 2)) + [n - 1, n - 2]
     for i, o in enumerate(order):
         ctx.same(out[i], xs[o])
+        ctx.carry(xs[o], out[i])
 
 
 @register("aten.expand", "aten.expand_as", "aten.broadcast_to")
@@ -86,6 +89,7 @@ def expand(ctx: RuleContext) -> None:
         o = out[i + offset]
         if ctx.size(s) == ctx.size(o):
             ctx.same(s, o)
+            ctx.carry(s, o)
         else:
             ctx.freeze(s, "expanded size-1 dimension")
     # New and expanded output dims are copies whose size is a constant of the graph: they are left
@@ -107,6 +111,7 @@ def repeat(ctx: RuleContext) -> None:
             ctx.mention(o)  # new leading dims: free copies
             continue
         s = xs[j - offset]
+        ctx.carry(s, o)
         if r == 1:
             ctx.same(s, o)
         else:
@@ -125,6 +130,7 @@ def repeat_interleave(ctx: RuleContext) -> None:
         return
     d = norm_dim(int(dim), len(xs))
     for i, (s, o) in enumerate(zip(xs, out, strict=True)):
+        ctx.carry(s, o)
         if i != d:
             ctx.same(s, o)
     copies = ctx.rel.new_space(r, (ctx.node.name, -1, d))
