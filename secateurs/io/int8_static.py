@@ -150,7 +150,9 @@ def rebuild(float_model: nn.Module, tensors: dict[str, torch.Tensor], metadata: 
         raise FileFormatError(f"{source}: unreadable metadata ({str(exc)[:100]})") from None
     if CHECK not in tensors:
         raise FileFormatError(f"{source}: the saved output is missing")
-    converted = prepare_convert(float_model, example_inputs, [], backend)
+    flow = str(metadata.get("flow", "ptq"))
+    converted = _qat_converted(float_model, example_inputs, backend) if flow == "qat" else \
+        prepare_convert(float_model, example_inputs, [], backend)
     _write_nodes(converted, nodes, source)
     _write_tensors(converted, tensors, source)
     args, kwargs = normalize_inputs(example_inputs)
@@ -161,4 +163,17 @@ def rebuild(float_model: nn.Module, tensors: dict[str, torch.Tensor], metadata: 
     if not err <= TOLERANCE:
         raise FileFormatError(f"{source}: the rebuilt int8 model's output differs from the saved one (relative error "
                               f"{err:.3g}); it was saved with another torch/torchao version or quantized backend")
-    return finish(converted, example_inputs, backend, str(metadata.get("flow", "ptq")))
+    return finish(converted, example_inputs, backend, flow)
+
+
+def _qat_converted(float_model: nn.Module, example_inputs: Any, backend: str) -> torch.fx.GraphModule:
+    """A QAT-trained model converts through another graph than a calibrated one: rebuild it the same way."""
+    from secateurs.graph.capture import normalize_inputs
+    from secateurs.quantization import pt2e
+    from secateurs.quantization.qat import prepare_qat
+
+    prepared = pt2e.eval_mode_(prepare_qat(float_model, example_inputs, backend))
+    args, kwargs = normalize_inputs(example_inputs)
+    with torch.no_grad():
+        prepared(*args, **kwargs)
+    return pt2e.convert(prepared)
