@@ -113,7 +113,8 @@ def _write_nodes(gm: torch.fx.GraphModule, saved: Any, source: Any) -> None:
         new = []
         for old, value in zip(node.args, entry[2], strict=True):
             v = _unarg(value, f"{source}: {node.name}")
-            if isinstance(old, torch.fx.Node) != isinstance(v, dict) or (isinstance(v, dict) and v["node"] != old.name):
+            old_name = old.name if isinstance(old, torch.fx.Node) else None
+            if (old_name is None) == isinstance(v, dict) or (isinstance(v, dict) and v["node"] != old_name):
                 raise FileFormatError(f"{source}: quantized op {node.name} reads other values than the saved one")
             new.append(old if isinstance(old, torch.fx.Node) else v)
         node.args = tuple(new)

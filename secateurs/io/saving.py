@@ -166,6 +166,10 @@ def write_int8(directory: Path, qmodel: nn.Module, input_spec: InputSpec | None)
     if input_spec is None:
         raise InvalidArgumentError("saving a statically quantized int8 model needs input_spec= (its rebuild captures "
                                    "and quantizes the pruned model on the example input)")
+    if static.get("flow") == "qat":
+        raise InvalidArgumentError("saving an int8 model converted after QAT is not supported yet: its graph cannot be "
+                                   "rebuilt identically on load. Save the float model (it holds the QAT-trained weights) "
+                                   "and convert again, or quantize it post-training (sc.convert_int8 with calibration=)")
     from secateurs.io.int8_static import encode
 
     tensors, meta = encode(qmodel, input_spec.make())

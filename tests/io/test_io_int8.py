@@ -104,13 +104,13 @@ def test_static_int8_round_trips_exactly(static_saved):
 
 
 def test_static_int8_rebuild_that_does_not_reproduce_the_saved_output_is_refused(static_saved, tmp_path):
+    import shutil
+
     from safetensors import safe_open
     from safetensors.torch import save_file
 
     from secateurs.io.int8_static import CHECK
     from secateurs.io.saving import _sha256
-
-    import shutil
 
     out = tmp_path / "copy"
     shutil.copytree(static_saved[0], out)

@@ -47,7 +47,8 @@ def test_table_plan_meets_the_target_and_times_whole_models_twice(fraction, tmp_
     CALLS.update(model=0, layer=0)
     plan2 = sc.plan(model, x, latency=target)
     assert CALLS["layer"] == 0 and plan2.settings["latency"]["layers_timed"] == 0
-    assert json.loads(open(path).read())["format"] == "secateurs-latency-table"
+    with open(path) as f:
+        assert json.load(f)["format"] == "secateurs-latency-table"
 
 
 def test_table_interpolates_between_grid_widths():
