@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from secateurs.planning.family import plan_family
     from secateurs.planning.sensitivity import sensitivity
     from secateurs.plans import Plan
+    from secateurs.quantization.qat import convert_int8
     from secateurs.recovery import iterative_prune, recover, regularizers
     from secateurs.scoring.score import score
     from secateurs.sparsity import sparsify_2to4
@@ -31,10 +32,10 @@ _LAZY = {
     "compensate": "secateurs.compensation",
     "LatencyTarget": "secateurs.targets", "Ratio": "secateurs.targets", "Budget": "secateurs.targets", "PruneConfig": "secateurs.config", "CriterionSpec": "secateurs.config",
     "score": "secateurs.scoring.score", "sensitivity": "secateurs.planning.sensitivity",
-    "plan_family": "secateurs.planning.family",
+    "plan_family": "secateurs.planning.family", "convert_int8": "secateurs.quantization.qat",
 }
 
-__all__ = ["Budget", "CriterionSpec", "LatencyTarget", "Plan", "PruneConfig", "Ratio", "SecateursError", "__version__", "analyze", "apply", "compensate", "count",
+__all__ = ["Budget", "CriterionSpec", "LatencyTarget", "Plan", "PruneConfig", "Ratio", "SecateursError", "__version__", "analyze", "apply", "compensate", "convert_int8", "count",
            "iterative_prune", "load", "plan", "plan_family", "prune", "recover", "regularizers", "save", "score", "sensitivity",
            "sparsify_2to4", "verify"]
 

@@ -94,7 +94,10 @@ class LatencyTarget:
     sets torch's intra-op threads while timing (default: unchanged); ``device`` the device timed on
     (default: the model's; cpu for a meta-device model, which is timed with random weights).
     ``timer(model, args, kwargs) -> float`` times one forward pass (default: wall clock, ms; not saved in JSON);
-    ``max_probes`` bounds the number of pruned copies timed."""
+    ``max_probes`` bounds the number of pruned copies timed. ``method="table"`` plans from per-layer latency tables
+    instead (``secateurs.selection.latency_table``): each Conv2d/Linear layer is timed alone on a width grid once,
+    the strength is bisected on predicted latency, and only the chosen plan is timed (the prediction error is in
+    ``plan.settings["latency"]``); ``table`` names a JSON file that keeps the measured layers between runs."""
 
     fraction: float
     batch: int | None = None
@@ -105,6 +108,8 @@ class LatencyTarget:
     timer: Timer | None = field(default=None, compare=False)
     tolerance: float = 0.10
     max_probes: int = 10
+    method: str = "measure"
+    table: str | None = None
     kind = "latency"
 
     def __post_init__(self) -> None:
@@ -124,13 +129,18 @@ class LatencyTarget:
             raise InvalidArgumentError(f"LatencyTarget.tolerance must be in (0, 1), got {self.tolerance!r}")
         if self.device is not None and not isinstance(self.device, str):
             raise InvalidTypeError(f"LatencyTarget.device must be a device name such as 'cuda:0', got {self.device!r}")
+        if self.method not in ("measure", "table"):
+            raise InvalidArgumentError(f"LatencyTarget.method must be 'measure' (time pruned copies) or 'table' (per-layer "
+                                       f"lookup tables), got {self.method!r}")
+        if self.table is not None and (not isinstance(self.table, str) or not self.table.endswith(".json")):
+            raise InvalidArgumentError(f"LatencyTarget.table must be the path of a .json file, got {self.table!r}")
         if self.timer is not None and not callable(self.timer):
             raise InvalidTypeError("LatencyTarget.timer must be callable as timer(model, args, kwargs) -> float")
 
     def to_dict(self) -> dict[str, Any]:
         out = {"kind": self.kind, "fraction": float(self.fraction), "batch": self.batch, "threads": self.threads,
                "repeats": self.repeats, "warmup": self.warmup, "device": self.device, "tolerance": self.tolerance,
-               "max_probes": self.max_probes}
+               "max_probes": self.max_probes, "method": self.method, "table": self.table}
         if self.timer is not None:
             out["timer"] = getattr(self.timer, "__name__", type(self.timer).__name__)  # a record; not restored
         return out

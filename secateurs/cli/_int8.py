@@ -12,8 +12,8 @@ from secateurs.errors import InvalidArgumentError
 def add_int8_flag(p: argparse.ArgumentParser, help: str) -> None:
     p.add_argument("--int8", nargs="?", const="dynamic", default=None, choices=("dynamic", "static"), metavar="MODE",
                    help=help)
-    p.add_argument("--int8-backend", choices=("x86", "fbgemm", "qnnpack"), default="x86",
-                   help="quantized kernels for --int8 static (default x86)")
+    p.add_argument("--int8-backend", choices=("x86", "xnnpack"), default="x86",
+                   help="PT2E quantizer for --int8 static: x86 (oneDNN kernels, default) or xnnpack (for executorch; needs executorch)")
 
 
 def check_int8(args: argparse.Namespace) -> None:
@@ -30,7 +30,7 @@ def int8_exports(args: argparse.Namespace, model: Any, x: Any, batches: list[Any
     """Quantize a copy of ``model``: ``({"int8" or "int8_static": stats}, quantized model)``; the caller saves the
     model as model.int8.safetensors."""
     if args.int8 == "static":
-        from secateurs.quantization.static_fx import quantize_static_int8
+        from secateurs.quantization.static import quantize_static_int8
 
         step(args, f"int8 static quantization ({args.int8_backend}) with {len(batches or [])} calibration batches")
         qmodel, stats = quantize_static_int8(model, x, batches or [], backend=args.int8_backend)

@@ -1,4 +1,4 @@
-"""``secateurs export DIR --onnx/--pt2/--int8``: deployable files from a pruned directory, checked against PyTorch."""
+"""``secateurs export DIR --onnx/--pt2/--executorch/--int8``: deployable files from a pruned directory, checked against PyTorch."""
 
 from __future__ import annotations
 
@@ -30,8 +30,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--onnx", action="store_true", help="write DIR/model.onnx, checked with onnxruntime")
     p.add_argument("--pt2", action="store_true",
                    help="write DIR/model.pt2 (torch.export program, for ExecuTorch/AOTInductor), reloaded and checked")
+    p.add_argument("--executorch", nargs="?", const="fp32", default=None, choices=("fp32", "int8", "both"),
+                   metavar="DTYPE", help="write DIR/model.pte (fp32, default) and/or DIR/model.int8.pte (int8, PT2E with "
+                   "the XNNPACK quantizer, needs --calibration) for ExecuTorch's XNNPACK backend, run by the executorch "
+                   "runtime and compared with PyTorch (needs pip install 'secateurs[edge]')")
     add_int8_flag(p, "int8 quantization, fidelity and latency in the report: dynamic (default; Linear layers; with "
-                     "--onnx also DIR/model.int8.onnx) or static (convs and Linear via FX, needs --calibration)")
+                     "--onnx also DIR/model.int8.onnx) or static (convs and Linear via PT2E, needs --calibration)")
     add_calibration_flags(p)
     p.add_argument("--exporter", choices=("auto", "dynamo", "legacy"), default="auto",
                    help="torch.onnx exporter: auto tries dynamo, then legacy (default auto)")
@@ -140,6 +144,20 @@ def _int8(args: argparse.Namespace, root: Path, model: Any, x: Any, calibration:
     return exports
 
 
+def _executorch(args: argparse.Namespace, root: Path, model: Any, x: Any, calibration: Any) -> dict[str, Any]:
+    from secateurs.export.executorch import export_executorch
+
+    out: dict[str, Any] = {}
+    if args.executorch in ("fp32", "both"):
+        step(args, "exporting model.pte (ExecuTorch, XNNPACK, fp32) and running it with the executorch runtime")
+        out["fp32"] = _staged(root, "model.pte", lambda tmp: export_executorch(model, x, tmp))
+    if args.executorch in ("int8", "both"):
+        step(args, "exporting model.int8.pte (ExecuTorch, XNNPACK, int8) and running it with the executorch runtime")
+        out["int8"] = _staged(root, "model.int8.pte", lambda tmp: export_executorch(
+            model, x, tmp, int8=True, calibration=calibration.batches))
+    return out
+
+
 def _written(exports: dict[str, Any]) -> list[str]:
     """The file names recorded in the export entries (``"file": "model.onnx"``, nested for int8 ONNX)."""
     names, stack = [], [exports]
@@ -157,9 +175,12 @@ def run(args: argparse.Namespace) -> int:
     from secateurs.io.inputs import InputSpec
     from secateurs.io.saving import load, read_manifest
 
-    if not (args.onnx or args.int8 or args.pt2):
-        raise InvalidArgumentError("nothing to export: pass --onnx, --pt2 and/or --int8")
+    if not (args.onnx or args.int8 or args.pt2 or args.executorch):
+        raise InvalidArgumentError("nothing to export: pass --onnx, --pt2, --executorch and/or --int8")
     check_int8(args)
+    if args.executorch in ("int8", "both") and not args.calibration:
+        raise InvalidArgumentError("--executorch int8 needs calibration data to set activation ranges: pass "
+                                   "--calibration DIR (images) or synthetic (random inputs)")
     set_threads(args)
     root = Path(args.directory)
     manifest = read_manifest(root)
@@ -178,9 +199,12 @@ def run(args: argparse.Namespace) -> int:
     if args.pt2:
         step(args, "exporting the pruned model as a torch.export program (model.pt2)")
         exports["pt2"] = _staged(root, "model.pt2", lambda tmp: _write_program(model, x, tmp))
+    needs_data = args.int8 == "static" or args.executorch in ("int8", "both")
+    calibration = build_calibration(args, manifest.get("model_spec"), spec) if needs_data else None
+    if args.executorch:
+        exports["executorch"] = _executorch(args, root, model, x, calibration)
     if args.int8:
-        calibration = build_calibration(args, manifest.get("model_spec"), spec) if args.int8 == "static" else None
-        exports.update(_int8(args, root, model, x, calibration))
+        exports.update(_int8(args, root, model, x, calibration if args.int8 == "static" else None))
     if (root / "report.json").is_file():
         from secateurs.cli.report import read_report, write_reports
 
@@ -195,4 +219,5 @@ def run(args: argparse.Namespace) -> int:
 
     for line in export_lines({"exports": exports}):  # the same lines the report gets
         say(args, line.replace("`", ""))
-    return 0 if all(exports.get(k, {}).get("parity_ok", True) for k in ("onnx", "pt2")) else 3
+    checked = [exports.get(k, {}) for k in ("onnx", "pt2")] + list(exports.get("executorch", {}).values())
+    return 0 if all(e.get("parity_ok", True) for e in checked) else 3

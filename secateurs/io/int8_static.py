@@ -1,18 +1,18 @@
-"""The statically quantized (FX) int8 model as safetensors, and its rebuild without pickle.
+"""The statically quantized (PT2E) int8 model as safetensors, and its rebuild without pickle.
 
-A model from ``prepare_fx``/``convert_fx`` keeps int8 conv weights as quantized tensors, Linear weights in
-packed tuples and activation scales/zero points as buffers: only pickle stores that state as it is. Here
-every quantized tensor is written as its int8 values with scale and zero point (per channel: plus the
-axis), tuples element by element, dtypes in the file's metadata. Loading runs ``prepare_fx``/``convert_fx``
-on the pruned float model again (no calibration: every range is then overwritten from the file), loads the
-decoded state strictly, and compares the output on the recorded example input with the one stored at save
-time, so a model rebuilt differently (another torch, another backend) is an error, not a silent change.
+A converted PT2E graph holds its int8 weights, per-channel scales and zero points as tensor attributes
+(``get_attr`` nodes) and its per-tensor activation scales and zero points as numbers in the arguments of its
+``quantize_per_tensor``/``dequantize_per_tensor`` nodes. Saving writes every attribute tensor as it is (int8
+weights stay int8) and the numbers of every quantized-op node as JSON in the file's metadata (floats as exact
+hex), with the first output on the example input. Loading captures and converts the pruned float model again
+(the example input sets throwaway ranges), checks that the graph has the same quantized nodes and attributes,
+writes the saved tensors and numbers into it, compares its output with the saved one, then lowers it for the
+backend. A graph built differently (another torch or torchao) is an error, not a silent change.
 """
 
 from __future__ import annotations
 
 import json
-import warnings
 from typing import Any
 
 import torch
@@ -20,133 +20,161 @@ from torch import nn
 
 from secateurs.errors import FileFormatError, InvalidArgumentError
 
-_Q = "::q"  # key suffixes: <key>::q.int8 / .scale / .zero_point / .axis for a quantized tensor
-_ITEM = "::item"  # <key>::item<i> for the elements of a tuple (packed Linear parameters)
-CHECK = "::check_output"  # the first output on the example input, saved to compare after the rebuild
+CHECK = "::check_output"  # the first output of the converted graph on the example input
 TOLERANCE = 1e-4  # relative, against the largest output magnitude
+_DTYPES = {str(d): d for d in (torch.uint8, torch.int8, torch.int16, torch.int32, torch.float32, torch.float16,
+                               torch.bfloat16, torch.float64, torch.int64)}
 
 
-def _encode(key: str, value: Any, tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> None:
+def _attr(gm: nn.Module, target: str) -> Any:
+    obj: Any = gm
+    for part in target.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _quant_nodes(gm: torch.fx.GraphModule) -> list[torch.fx.Node]:
+    return [n for n in gm.graph.nodes if n.op == "call_function" and "quantized_decomposed" in str(n.target)]
+
+
+def _arg(value: Any) -> Any:
+    """One node argument as JSON: a node by name, a float as exact hex, an int, a dtype by name."""
+    if isinstance(value, torch.fx.Node):
+        return {"node": value.name}
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, float):
+        return {"float": value.hex()}
+    if isinstance(value, int):
+        return value
     if isinstance(value, torch.dtype):
-        meta[key] = str(value)
-    elif isinstance(value, (tuple, list)):
-        meta[key] = f"tuple:{len(value)}"
-        for i, item in enumerate(value):
-            if item is not None:
-                _encode(f"{key}{_ITEM}{i}", item, tensors, meta)
-    elif isinstance(value, torch.Tensor) and value.is_quantized:
-        tensors[f"{key}{_Q}.int8"] = value.int_repr().contiguous()
-        if value.qscheme() in (torch.per_tensor_affine, torch.per_tensor_symmetric):
-            tensors[f"{key}{_Q}.scale"] = torch.tensor([value.q_scale()], dtype=torch.float64)
-            tensors[f"{key}{_Q}.zero_point"] = torch.tensor([value.q_zero_point()], dtype=torch.int64)
-        else:
-            tensors[f"{key}{_Q}.scale"] = value.q_per_channel_scales().to(torch.float64).contiguous()
-            tensors[f"{key}{_Q}.zero_point"] = value.q_per_channel_zero_points().to(torch.int64).contiguous()
-            tensors[f"{key}{_Q}.axis"] = torch.tensor([value.q_per_channel_axis()], dtype=torch.int64)
-        meta[key] = f"quantized:{value.dtype}"
-    elif isinstance(value, torch.Tensor):
-        tensors[key] = value.detach().cpu().contiguous().clone()
-    else:
-        raise InvalidArgumentError(f"cannot store state entry {key!r} of type {type(value).__name__} without pickle")
+        return {"dtype": str(value)}
+    raise InvalidArgumentError(f"cannot store the quantized-op argument {value!r} without pickle")
+
+
+def _unarg(value: Any, where: str) -> Any:
+    if value is None or isinstance(value, (bool, int)):
+        return value
+    if isinstance(value, dict) and len(value) == 1:
+        (kind, v), = value.items()
+        if kind == "float" and isinstance(v, str):
+            try:
+                return float.fromhex(v)
+            except (ValueError, OverflowError):
+                pass
+        if kind == "dtype" and v in _DTYPES:
+            return _DTYPES[v]
+        if kind == "node" and isinstance(v, str):
+            return value
+    raise FileFormatError(f"{where}: argument {str(value)[:80]!r} is not a number, a dtype or a node name")
+
+
+def converted_of(qmodel: nn.Module) -> tuple[torch.fx.GraphModule, dict[str, Any]]:
+    info = dict((getattr(qmodel, "meta", None) or {}).get("secateurs_int8") or {})
+    converted = info.pop("converted", None)
+    if not isinstance(converted, torch.fx.GraphModule):
+        raise InvalidArgumentError("not a statically quantized secateurs model (make it with "
+                                   "secateurs.quantization.static.quantize_static_int8 or sc.convert_int8)")
+    return converted, info
 
 
 def encode(qmodel: nn.Module, example_inputs: Any) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """(tensors, metadata) for safetensors; the metadata records dtypes, tuples and quantized dtypes."""
+    """(tensors, metadata) for safetensors: every attribute tensor of the converted graph, the arguments of its
+    quantized-op nodes, how it was made (backend, ptq/qat) and its output on ``example_inputs``."""
     from secateurs.graph.capture import normalize_inputs
     from secateurs.graph.outputs import flat_tensors
 
+    converted, info = converted_of(qmodel)
     tensors: dict[str, torch.Tensor] = {}
-    meta: dict[str, str] = {}
-    for key, value in qmodel.state_dict().items():
-        _encode(key, value, tensors, meta)
+    for node in converted.graph.nodes:
+        if node.op == "get_attr":
+            value = _attr(converted, str(node.target))
+            if isinstance(value, torch.Tensor):
+                tensors[str(node.target)] = value.detach().cpu().contiguous().clone()
+    nodes = [[n.name, str(n.target), [_arg(a) for a in n.args]] for n in _quant_nodes(converted)]
     args, kwargs = normalize_inputs(example_inputs)
-    with torch.inference_mode():
-        tensors[CHECK] = flat_tensors(qmodel(*args, **kwargs))[0].detach().float().contiguous()
-    return tensors, {"entries": json.dumps(meta)}
+    with torch.no_grad():
+        tensors[CHECK] = flat_tensors(converted(*args, **kwargs))[0].detach().float().contiguous()
+    return tensors, {"nodes": json.dumps(nodes), "backend": str(info.get("backend", "x86")),
+                     "flow": str(info.get("flow", "ptq"))}
 
 
-def _dtype(name: str) -> torch.dtype:
-    """``torch.float32`` from ``"torch.float32"``; nothing but a dtype is looked up."""
-    value = getattr(torch, name.removeprefix("torch."), None) if name.startswith("torch.") else None
-    if not isinstance(value, torch.dtype):
-        raise FileFormatError(f"{name!r} is not a torch dtype")
-    return value
+def _write_nodes(gm: torch.fx.GraphModule, saved: Any, source: Any) -> None:
+    """Put the saved numbers into the rebuilt graph's quantized-op nodes; names, ops and node arguments must match."""
+    current = _quant_nodes(gm)
+    if not isinstance(saved, list) or len(saved) != len(current):
+        raise FileFormatError(f"{source}: the file has {len(saved) if isinstance(saved, list) else '?'} quantized ops, "
+                              f"the rebuilt graph {len(current)}; it was saved with another torch/torchao version")
+    for node, entry in zip(current, saved, strict=True):
+        if not (isinstance(entry, list) and len(entry) == 3 and entry[:2] == [node.name, str(node.target)]
+                and isinstance(entry[2], list) and len(entry[2]) == len(node.args)):
+            raise FileFormatError(f"{source}: quantized op {node.name} ({node.target}) does not match the file's "
+                                  f"{str(entry)[:120]}; it was saved with another torch/torchao version")
+        new = []
+        for old, value in zip(node.args, entry[2], strict=True):
+            v = _unarg(value, f"{source}: {node.name}")
+            old_name = old.name if isinstance(old, torch.fx.Node) else None
+            if (old_name is None) == isinstance(v, dict) or (isinstance(v, dict) and v["node"] != old_name):
+                raise FileFormatError(f"{source}: quantized op {node.name} reads other values than the saved one")
+            new.append(old if isinstance(old, torch.fx.Node) else v)
+        node.args = tuple(new)
+    gm.recompile()
 
 
-def _decode(key: str, tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> Any:
-    kind = meta.get(key)
-    if kind is None:
-        return tensors[key]
-    if not isinstance(kind, str):
-        raise FileFormatError(f"entry {key!r} has kind {kind!r}, not text")
-    if kind.startswith("torch."):
-        return _dtype(kind)
-    if kind.startswith("tuple:"):
-        n = int(kind.split(":", 1)[1])
-        return tuple(_decode(f"{key}{_ITEM}{i}", tensors, meta) if f"{key}{_ITEM}{i}" in tensors or
-                     f"{key}{_ITEM}{i}" in meta else None for i in range(n))
-    if not kind.startswith("quantized:"):
-        raise FileFormatError(f"entry {key!r} has an unknown kind {kind!r}")
-    dtype = _dtype(kind.split(":", 1)[1])
-    values, scale, zero = tensors[f"{key}{_Q}.int8"], tensors[f"{key}{_Q}.scale"], tensors[f"{key}{_Q}.zero_point"]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        if f"{key}{_Q}.axis" in tensors:
-            q = torch._make_per_channel_quantized_tensor(values, scale, zero, int(tensors[f"{key}{_Q}.axis"][0]))
-        else:
-            q = torch._make_per_tensor_quantized_tensor(values, float(scale[0]), int(zero[0]))
-    if q.dtype != dtype:
-        raise FileFormatError(f"quantized tensor {key!r} decodes to {q.dtype}, the file says {dtype}")
-    return q
-
-
-def top_level_keys(tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> list[str]:
-    keys = {k.split("::", 1)[0] for k in tensors if k != CHECK} | set(meta)
-    return sorted(k for k in keys if "::" not in k)
+def _write_tensors(gm: torch.fx.GraphModule, tensors: dict[str, torch.Tensor], source: Any) -> None:
+    targets = {str(n.target) for n in gm.graph.nodes if n.op == "get_attr"
+               and isinstance(_attr(gm, str(n.target)), torch.Tensor)}
+    saved = set(tensors) - {CHECK}
+    if targets != saved:
+        raise FileFormatError(f"{source}: tensors {sorted(saved ^ targets)[:5]} are in only one of the file and the "
+                              "rebuilt graph; it was saved with another torch/torchao version or another model")
+    with torch.no_grad():
+        for target in targets:
+            t, new = _attr(gm, target), tensors[target]
+            if t.shape != new.shape or t.dtype != new.dtype:
+                raise FileFormatError(f"{source}: {target!r} is {new.dtype} {list(new.shape)} in the file, the rebuilt "
+                                      f"graph has {t.dtype} {list(t.shape)}")
+            t.copy_(new)
 
 
 def rebuild(float_model: nn.Module, tensors: dict[str, torch.Tensor], metadata: dict[str, str], example_inputs: Any,
             backend: str, source: Any) -> nn.Module:
-    """The statically quantized model: FX prepare/convert of ``float_model`` (the pruned architecture), then the
-    saved state; its output on ``example_inputs`` must match the one recorded at save time."""
+    """The statically quantized model: PT2E capture/convert of ``float_model`` (the pruned architecture), then the
+    saved tensors and numbers; its output on ``example_inputs`` must match the one recorded at save time."""
     from secateurs.graph.capture import normalize_inputs
     from secateurs.graph.outputs import flat_tensors
-    from secateurs.quantization.static_fx import prepare_convert
+    from secateurs.quantization.static import finish, prepare_convert
 
     try:
-        meta = json.loads(metadata.get("entries", "{}"))
+        nodes = json.loads(metadata.get("nodes", "null"))
     except (ValueError, RecursionError) as exc:
         raise FileFormatError(f"{source}: unreadable metadata ({str(exc)[:100]})") from None
-    if not isinstance(meta, dict) or CHECK not in tensors:
-        raise FileFormatError(f"{source}: the metadata is not a mapping of entries, or the saved output is missing")
-    qmodel = prepare_convert(float_model, example_inputs, [], backend)
-    from collections import OrderedDict
-
-    try:
-        state = OrderedDict((key, _decode(key, tensors, meta)) for key in top_level_keys(tensors, meta))
-    except FileFormatError as exc:
-        raise FileFormatError(f"{source}: {exc}") from None
-    except (KeyError, IndexError, ValueError, TypeError, RuntimeError) as exc:  # missing parts, bad scales/axes
-        raise FileFormatError(f"{source}: a quantized entry is incomplete or malformed ({type(exc).__name__}: "
-                              f"{str(exc)[:100]})") from None
-    # quantized modules read their state by version (packed Linear parameters since version 3)
-    state._metadata = getattr(qmodel.state_dict(), "_metadata", None)  # type: ignore[attr-defined]
-    try:
-        qmodel.load_state_dict(state, strict=True)
-    except (RuntimeError, KeyError, TypeError, ValueError, AttributeError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise FileFormatError(f"{source} does not fit the quantized pruned model: {first}") from None
+    if CHECK not in tensors:
+        raise FileFormatError(f"{source}: the saved output is missing")
+    flow = str(metadata.get("flow", "ptq"))
+    converted = _qat_converted(float_model, example_inputs, backend) if flow == "qat" else \
+        prepare_convert(float_model, example_inputs, [], backend)
+    _write_nodes(converted, nodes, source)
+    _write_tensors(converted, tensors, source)
     args, kwargs = normalize_inputs(example_inputs)
-    previous = torch.backends.quantized.engine
-    torch.backends.quantized.engine = backend
-    try:
-        with torch.inference_mode():
-            got = flat_tensors(qmodel(*args, **kwargs))[0].float()
-    finally:
-        torch.backends.quantized.engine = previous
+    with torch.no_grad():
+        got = flat_tensors(converted(*args, **kwargs))[0].float()
     want = tensors[CHECK]
     err = float((got - want).abs().max()) / max(float(want.abs().max()), 1e-6) if got.shape == want.shape else float("inf")
     if not err <= TOLERANCE:
         raise FileFormatError(f"{source}: the rebuilt int8 model's output differs from the saved one (relative error "
-                              f"{err:.3g}); it was saved with another torch version or quantized backend")
-    return qmodel
+                              f"{err:.3g}); it was saved with another torch/torchao version or quantized backend")
+    return finish(converted, example_inputs, backend, flow)
+
+
+def _qat_converted(float_model: nn.Module, example_inputs: Any, backend: str) -> torch.fx.GraphModule:
+    """A QAT-trained model converts through another graph than a calibrated one: rebuild it the same way."""
+    from secateurs.graph.capture import normalize_inputs
+    from secateurs.quantization import pt2e
+    from secateurs.quantization.qat import prepare_qat
+
+    prepared = pt2e.eval_mode_(prepare_qat(float_model, example_inputs, backend))
+    args, kwargs = normalize_inputs(example_inputs)
+    with torch.no_grad():
+        prepared(*args, **kwargs)
+    return pt2e.convert(prepared)

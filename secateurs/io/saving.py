@@ -153,8 +153,9 @@ def _check_save_args(directory: Any, model_spec: Any, input_spec: Any, extra_fil
 def write_int8(directory: Path, qmodel: nn.Module, input_spec: InputSpec | None) -> dict[str, Any]:
     """Write ``model.int8.safetensors`` into ``directory``; returns the manifest's ``int8`` entry.
 
-    Dynamic models store int8 Linear weights (``io/int8.py``); static FX models store their whole quantized
-    state plus their output on the recorded example input (``io/int8_static.py``), which needs ``input_spec``."""
+    Dynamic models store int8 Linear weights (``io/int8.py``); static (PT2E) models store their converted graph's
+    tensors and quantization numbers plus its output on the recorded example input (``io/int8_static.py``), which
+    needs ``input_spec``."""
     from safetensors.torch import save_file
 
     static = (getattr(qmodel, "meta", None) or {}).get("secateurs_int8")
@@ -163,14 +164,18 @@ def write_int8(directory: Path, qmodel: nn.Module, input_spec: InputSpec | None)
         save_file(tensors, str(directory / INT8_WEIGHTS), metadata={"format": "secateurs-int8-dynamic", "version": __version__})
         return {"mode": "dynamic", "file": INT8_WEIGHTS, "linear_layers": sum(k.endswith(".weight.int8") for k in tensors)}
     if input_spec is None:
-        raise InvalidArgumentError("saving a statically quantized int8 model needs input_spec= (its rebuild runs FX "
-                                   "quantization on the example input)")
+        raise InvalidArgumentError("saving a statically quantized int8 model needs input_spec= (its rebuild captures "
+                                   "and quantizes the pruned model on the example input)")
+    if static.get("flow") == "qat":
+        raise InvalidArgumentError("saving an int8 model converted after QAT is not supported yet: its graph cannot be "
+                                   "rebuilt identically on load. Save the float model (it holds the QAT-trained weights) "
+                                   "and convert again, or quantize it post-training (sc.convert_int8 with calibration=)")
     from secateurs.io.int8_static import encode
 
     tensors, meta = encode(qmodel, input_spec.make())
     save_file(tensors, str(directory / INT8_WEIGHTS),
               metadata={"format": "secateurs-int8-static", "version": __version__, **meta})
-    return {"mode": "static", "backend": static["backend"], "file": INT8_WEIGHTS}
+    return {"mode": "static", "backend": static["backend"], "flow": static.get("flow", "ptq"), "file": INT8_WEIGHTS}
 
 
 def add_int8(directory: str | os.PathLike[str], qmodel: nn.Module) -> dict[str, Any]:

@@ -82,7 +82,18 @@ def plan_for_latency(model: torch.nn.Module, analysis: Analysis, req: Request, f
         start, _ = solve_targets(counts_at, kept, {"macs": lat.fraction})
     except TargetUnreachableError:
         start = 1.0
-    plan = search_latency(model, example_inputs, lat, counts_at, finish, start)
+    if lat.method == "table":
+        from secateurs.selection.latency_plan import search_table
+        from secateurs.surgery.apply import apply_plan
+
+        def pruned_copy(plan: Plan) -> torch.nn.Module:
+            m = meta_copy(model)
+            apply_plan(m, plan)
+            return m
+
+        plan = search_table(model, example_inputs, lat, counts_at, finish, pruned_copy)
+    else:
+        plan = search_latency(model, example_inputs, lat, counts_at, finish, start)
     plan.settings["estimated"] = kept(counts_at(plan.settings["strength"]))
     plan.settings["achieved"].update(measure_kept(model, plan, example_inputs, analysis))
     return plan

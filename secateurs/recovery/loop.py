@@ -16,6 +16,7 @@ from torch import nn
 from secateurs.errors import InvalidArgumentError
 from secateurs.graph.sharded import is_fully_sharded
 from secateurs.recovery import distributed as D
+from secateurs.recovery import schedule as lr_schedule
 from secateurs.recovery.config import EpochRecord, RecoverConfig, RecoverResult
 from secateurs.recovery.distill import (
     FeatureRecorder,
@@ -90,6 +91,11 @@ def recover(
     DistributedDataParallel; give each rank its own share of the data (``secateurs.recovery.shard``).
     """
     cfg = RecoverConfig.make(config, options)
+    if cfg.qat is not None:  # trains the fake-quantized graph of the student with this same function
+        from secateurs.recovery.qat import recover_qat
+
+        return recover_qat(recover, student, data, teacher, loss, cfg, optimizer=optimizer, metric=metric,
+                           regularizer=regularizer)
     regs = _as_list(regularizer)
     pairs = parse_feature_pairs(cfg.feature_pairs)
     if pairs and teacher is None:
@@ -132,7 +138,7 @@ def _resolve_amp(amp: bool | str, dtype: str | None, device: torch.device) -> to
     return getattr(torch, dtype)
 
 
-def _prepare(s: _Setup, first_inputs: Any, optimizer: OptimizerSpec) -> None:
+def _prepare(s: _Setup, first_inputs: Any, optimizer: OptimizerSpec, data: Any) -> None:
     s_rec = None
     if s.pairs and s.teacher is not None:  # recover() refuses feature pairs without a teacher
         s_rec = FeatureRecorder(s.student, [a for a, _ in s.pairs], "student")
@@ -143,6 +149,9 @@ def _prepare(s: _Setup, first_inputs: Any, optimizer: OptimizerSpec) -> None:
     else:
         s.trainable = Trainable(s.student, None, [])
     s.optimizer = make_optimizer(optimizer, s.trainable, s.cfg.lr, s.cfg.momentum, s.cfg.weight_decay)
+    if optimizer is None:  # the schedule drives only the SGD built here
+        lr_schedule.attach(s.optimizer, s.cfg.schedule, lr_schedule.total_steps(s.cfg.steps, s.cfg.epochs, data,
+                                                                                 s.cfg.grad_accum), s.cfg.warmup)
     use_ddp = D.is_distributed() if s.cfg.distributed == "auto" else bool(s.cfg.distributed)
     if use_ddp and not D.is_distributed():
         raise InvalidArgumentError("distributed=True needs an initialized process group with more than one rank")
@@ -262,7 +271,7 @@ def _run(s: _Setup, data: Iterable[Any], optimizer: OptimizerSpec, metric: Calla
             n = micro = 0
             for inputs, targets, last in _batches(data, s.device):
                 if not s.prepared:
-                    _prepare(s, inputs, optimizer)
+                    _prepare(s, inputs, optimizer, data)
                     bar = _progress(s, data)
                 sync = last or (micro + 1) % s.cfg.grad_accum == 0
                 with contextlib.nullcontext() if sync or not s.ddp else s.model.no_sync():  # type: ignore[operator]

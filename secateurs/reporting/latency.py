@@ -45,3 +45,19 @@ def measure_latency(model: nn.Module, example_inputs: ExampleInputs, *, repeats:
     device = next((str(p.device) for p in model.parameters()), "cpu")
     return LatencyStats(statistics.median(times), min(times), max(times), len(times), warmup,
                         torch.get_num_threads(), _batch_of(args, kwargs), device)
+
+
+def compare_latency(models: dict[str, nn.Module], example_inputs: ExampleInputs, *, repeats: int = 10,
+                    warmup: int = 2) -> dict[str, float]:
+    """Median milliseconds of each model (keyed as given), timed in interleaved shuffled rounds
+    (``secateurs.timing``), so a slow moment of the machine affects them all alike."""
+    args, kwargs = normalize_inputs(example_inputs)
+    cuda = uses_cuda(args, kwargs)
+    names = list(models)
+
+    def sample(m: nn.Module) -> Any:
+        return lambda: time_ms(lambda: m(*args, **kwargs), cuda=cuda)
+
+    with torch.inference_mode():
+        times = interleaved([sample(models[n]) for n in names], repeats=repeats, warmup=warmup)
+    return {n: statistics.median(t) for n, t in zip(names, times, strict=True)}

@@ -64,6 +64,10 @@ def export_lines(r: dict[str, Any]) -> list[str]:
     if prog:
         out.append(f"torch.export program `{prog['file']}` ({prog['bytes'] / 1e6:.2f} MB): reloaded without pickle, max abs "
                    f"diff vs PyTorch {prog['max_abs_diff']:.2e} ({'ok' if prog['parity_ok'] else 'MISMATCH'})")
+    for kind, et in (r.get("exports", {}).get("executorch") or {}).items():
+        out.append(f"ExecuTorch {kind} `{et['file']}` ({et['bytes'] / 1e6:.2f} MB, XNNPACK): executorch runtime vs "
+                   f"PyTorch max abs diff {et['max_abs_diff']:.2e} ({'ok' if et['parity_ok'] else 'MISMATCH'}), "
+                   f"runtime latency {et['runtime_latency_ms']:.2f} ms")
     q = r.get("exports", {}).get("int8")
     if q and "quantized_layers" in q:
         out.append(f"int8 dynamic quantization of {q['quantized_layers']} Linear layers: relative error "
@@ -80,7 +84,8 @@ def export_lines(r: dict[str, Any]) -> list[str]:
         out.append(f"int8 static quantization ({qs['method']}, {qs['calibration_batches']} calibration batches) of "
                    f"{layers} layers: relative error {qs['rel_error']:.2e}, max abs diff {qs['max_abs_diff']:.2e}, "
                    f"top-1 agreement {qs['top1_agreement']:.1%}" + (f", latency {qs['latency_ms']:.2f} ms vs "
-                   f"{qs['fp32_latency_ms']:.2f} ms fp32" if qs.get("latency_ms") else "")
+                   f"{qs['fp32_latency_ms']:.2f} ms fp32 pruned" if qs.get("latency_ms") else "")
+                   + (f" and {qs['unpruned_latency_ms']:.2f} ms unpruned" if qs.get("unpruned_latency_ms") else "")
                    + (f"; saved as `{qs['file']}`" if qs.get("file") else ""))
     if qs and qs.get("onnx"):
         o = qs["onnx"]

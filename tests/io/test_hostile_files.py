@@ -174,7 +174,8 @@ def test_pt2_with_a_pickle_in_every_slot(tmp_path, marker, slot):
 
 @pytest.fixture(scope="module")
 def static_saved(tmp_path_factory):
-    from secateurs.quantization.static_fx import quantize_static_int8
+    pytest.importorskip("torchao", reason="int8 static (PT2E) needs torchao: pip install 'secateurs[edge]'")
+    from secateurs.quantization.static import quantize_static_int8
     from secateurs.testing.models import ConcatNet
 
     torch.manual_seed(0)
@@ -201,21 +202,31 @@ def _static_edit(edit):
     return doctor
 
 
-def _entries(edit):
+def _nodes(edit):
     def run(tensors, metadata):
-        entries = json.loads(metadata["entries"])
-        return tensors, {**metadata, "entries": json.dumps(edit(entries))}
+        nodes = json.loads(metadata["nodes"])
+        return tensors, {**metadata, "nodes": json.dumps(edit(nodes))}
     return run
 
 
+def _first_arg(kind, value):
+    """Replace the first number argument of the first quantized op (its scale) by ``{kind: value}``."""
+    def edit(nodes):
+        args = nodes[0][2]
+        i = next(i for i, a in enumerate(args) if isinstance(a, dict) and "float" in a)
+        args[i] = {kind: value} if kind else value
+        return nodes
+    return edit
+
+
 STATIC = {
-    "entries nested deep": _static_edit(lambda t, m: (t, {**m, "entries": "[" * 100_000})),
-    "entries a list": _static_edit(lambda t, m: (t, {**m, "entries": "[1]"})),
-    "kind names a torch function": _static_edit(_entries(lambda e: {**e, next(iter(e)): "torch.load"})),
-    "kind names a torch module": _static_edit(_entries(lambda e: {**e, next(iter(e)): "torch.os"})),
-    "kind unknown": _static_edit(_entries(lambda e: {k: "pickle:x" for k in e})),
-    "kind not text": _static_edit(_entries(lambda e: {k: 5 for k in e})),
-    "scale missing": _static_edit(lambda t, m: ({k: v for k, v in t.items() if not k.endswith("::q.scale")}, m)),
+    "nodes nested deep": _static_edit(lambda t, m: (t, {**m, "nodes": "[" * 100_000})),
+    "nodes a mapping": _static_edit(lambda t, m: (t, {**m, "nodes": "{}"})),
+    "node renamed": _static_edit(_nodes(lambda n: [["x", *e[1:]] for e in n])),
+    "dtype names a torch function": _static_edit(_nodes(_first_arg("dtype", "torch.load"))),
+    "float not hex": _static_edit(_nodes(_first_arg("float", "1e5; import os"))),
+    "number a string": _static_edit(_nodes(_first_arg(None, "0.5"))),
+    "int8 weight missing": _static_edit(lambda t, m: ({k: v for k, v in t.items() if "frozen_param" not in k}, m)),
     "check output missing": _static_edit(lambda t, m: ({k: v for k, v in t.items() if k != "::check_output"}, m)),
 }
 

@@ -78,10 +78,11 @@ def test_add_int8_to_an_existing_directory(tmp_path):
     torch.testing.assert_close(sc.load(out, MLP, int8=True)(x), q(x), rtol=0, atol=0)
 
 
-@pytest.fixture
-def static_saved(tmp_path):
+@pytest.fixture(scope="module")
+def static_saved(tmp_path_factory):
+    pytest.importorskip("torchao", reason="int8 static (PT2E) needs torchao: pip install 'secateurs[edge]'")
     from secateurs.io.inputs import InputSpec
-    from secateurs.quantization.static_fx import quantize_static_int8
+    from secateurs.quantization.static import quantize_static_int8
     from secateurs.testing.models import ConcatNet
 
     torch.manual_seed(0)
@@ -89,27 +90,31 @@ def static_saved(tmp_path):
     model, x = ConcatNet().eval(), spec.make()
     report = sc.prune(model, x, ratio=0.5)
     q, _ = quantize_static_int8(model, x, [spec.make(seed=i) for i in range(1, 4)], latency=False)
-    out = sc.save(model, report.plan, tmp_path / "s", int8=q, input_spec=spec)
+    out = sc.save(model, report.plan, tmp_path_factory.mktemp("static") / "s", int8=q, input_spec=spec)
     return out, q, ConcatNet, spec
 
 
 def test_static_int8_round_trips_exactly(static_saved):
     out, q, factory, spec = static_saved
-    assert read_manifest(out)["int8"] == {"mode": "static", "backend": "x86", "file": INT8_WEIGHTS}
+    assert read_manifest(out)["int8"] == {"mode": "static", "backend": "x86", "flow": "ptq", "file": INT8_WEIGHTS}
     loaded = sc.load(out, factory, int8=True)
     for seed in (0, 5):  # the recorded input and another one
         x = spec.make(seed=seed)
         torch.testing.assert_close(loaded(x), q(x), rtol=0, atol=0)
 
 
-def test_static_int8_rebuild_that_does_not_reproduce_the_saved_output_is_refused(static_saved):
+def test_static_int8_rebuild_that_does_not_reproduce_the_saved_output_is_refused(static_saved, tmp_path):
+    import shutil
+
     from safetensors import safe_open
     from safetensors.torch import save_file
 
     from secateurs.io.int8_static import CHECK
     from secateurs.io.saving import _sha256
 
-    out, _, factory, _ = static_saved
+    out = tmp_path / "copy"
+    shutil.copytree(static_saved[0], out)
+    factory = static_saved[2]
     path = out / INT8_WEIGHTS
     with safe_open(str(path), framework="pt") as f:
         tensors, metadata = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()  # noqa: SIM118
@@ -123,8 +128,9 @@ def test_static_int8_rebuild_that_does_not_reproduce_the_saved_output_is_refused
 
 
 def test_static_int8_needs_the_example_input_to_be_saved(tmp_path):
+    pytest.importorskip("torchao", reason="int8 static (PT2E) needs torchao")
     from secateurs.errors import InvalidArgumentError
-    from secateurs.quantization.static_fx import quantize_static_int8
+    from secateurs.quantization.static import quantize_static_int8
     from secateurs.testing.models import ConcatNet
 
     model, x = ConcatNet().eval(), torch.randn(1, 3, 16, 16)
