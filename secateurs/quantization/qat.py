@@ -73,15 +73,16 @@ def sync_weights_(model: nn.Module, prepared: torch.fx.GraphModule) -> int:
 
 def convert_int8(model: nn.Module, example_inputs: ExampleInputs, *, calibration: Iterable[Any] | None = None,
                  backend: str | None = None) -> nn.Module:
-    """The int8 model of ``model``: after ``recover(..., qat="int8")``, the converted fake-quantized graph (its
-    learned ranges and weights); otherwise post-training static quantization calibrated on ``calibration`` batches
-    (default: the example input alone, which gives poor ranges: pass real batches). ``model`` is not changed.
+    """The int8 model of ``model``: after ``recover(..., qat="int8")`` and without ``calibration``, the converted
+    fake-quantized graph (its learned ranges and weights); otherwise post-training static quantization calibrated on
+    ``calibration`` batches (default: the example input alone, which gives poor ranges: pass real batches).
+    ``model`` is not changed.
 
     The result runs on the backend's int8 kernels (x86: oneDNN) and saves with ``sc.save(..., int8=...)``."""
     from secateurs.quantization.static import finish, prepare_convert
 
     state = qat_state(model)
-    if state is None:
+    if state is None or calibration is not None:
         batches = list(calibration) if calibration is not None else [example_inputs]
         if not batches:
             raise InvalidArgumentError("convert_int8 needs at least one calibration batch")

@@ -103,6 +103,7 @@ def test_static_int8_round_trips_exactly(static_saved):
         torch.testing.assert_close(loaded(x), q(x), rtol=0, atol=0)
 
 
+@pytest.mark.slow  # a second PT2E quantization of the model
 def test_static_int8_rebuild_that_does_not_reproduce_the_saved_output_is_refused(static_saved, tmp_path):
     import shutil
 
@@ -127,6 +128,7 @@ def test_static_int8_rebuild_that_does_not_reproduce_the_saved_output_is_refused
         sc.load(out, factory, int8=True)
 
 
+@pytest.mark.slow
 def test_static_int8_needs_the_example_input_to_be_saved(tmp_path):
     pytest.importorskip("torchao", reason="int8 static (PT2E) needs torchao")
     from secateurs.errors import InvalidArgumentError

@@ -33,6 +33,7 @@ def trained():
     return model, x, spec, report.plan, before, result
 
 
+@pytest.mark.slow  # trains with fake quantization and converts: minutes on 2 cores
 def test_qat_trains_the_student_and_converts(trained):
     model, x, _, _, before, result = trained
     assert len(result.epochs) == 2 and result.steps == 6
@@ -46,6 +47,7 @@ def test_qat_trains_the_student_and_converts(trained):
     assert out.shape == ref.shape and float((out - ref).norm() / ref.norm()) < 0.3
 
 
+@pytest.mark.slow
 def test_qat_int8_save_is_refused_until_its_rebuild_matches(trained, tmp_path):
     model, x, spec, plan, _, _ = trained
     q = sc.convert_int8(model, x)

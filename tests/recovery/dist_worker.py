@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from conftest import image_batches, mlp, small_cnn, vector_batches
+from recovery_data import image_batches, mlp, small_cnn, vector_batches
 
 import secateurs as sc
 from secateurs.errors import PlanError

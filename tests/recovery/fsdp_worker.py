@@ -12,7 +12,7 @@ import traceback
 from pathlib import Path
 
 import torch
-from conftest import mlp, vector_batches
+from recovery_data import mlp, vector_batches
 
 import secateurs as sc
 from secateurs.recovery import distributed as D

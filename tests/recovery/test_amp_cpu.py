@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import image_batches, small_cnn
+from recovery_data import image_batches, small_cnn
 
 import secateurs as sc
 from secateurs.recovery.loop import _resolve_amp
@@ -26,7 +26,7 @@ def _train(amp: bool) -> tuple[list[float], list[torch.dtype]]:
     model = small_cnn(8)
     seen: list[torch.dtype] = []
     hook = model[0].register_forward_hook(lambda _m, _i, out: seen.append(out.dtype))
-    result = sc.recover(model, data, epochs=6, lr=0.1, amp=amp, progress=False)
+    result = sc.recover(model, data, epochs=6, lr=0.1, schedule="constant", amp=amp, progress=False)
     hook.remove()
     assert all(p.dtype == torch.float32 for p in model.parameters())  # master weights stay float32
     return result.losses, seen

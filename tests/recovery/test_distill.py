@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import image_batches, mlp, small_cnn, vector_batches
+from recovery_data import image_batches, mlp, small_cnn, vector_batches
 
 import secateurs as sc
 from secateurs.errors import InvalidArgumentError

@@ -2,7 +2,7 @@ import json
 
 import pytest
 import torch
-from conftest import image_batches, small_cnn
+from recovery_data import image_batches, small_cnn
 
 import secateurs as sc
 from secateurs.errors import InvalidArgumentError

@@ -1,6 +1,6 @@
 import pytest
 import torch
-from conftest import image_batches, mlp, small_cnn
+from recovery_data import image_batches, mlp, small_cnn
 
 import secateurs as sc
 from secateurs.errors import InvalidArgumentError
