@@ -27,6 +27,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("depth",),
     ("planning",),
     ("verification",),
+    ("rotation",),
     ("compensation",),
     ("sparsity",),
     ("reporting",),
