@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from secateurs.plans import Plan
     from secateurs.recovery import iterative_prune, recover, regularizers
     from secateurs.scoring.score import score
+    from secateurs.sheared import shear
     from secateurs.sparsity import sparsify_2to4
     from secateurs.targets import Budget, LatencyTarget, Ratio
 
@@ -31,12 +32,12 @@ _LAZY = {
     "compensate": "secateurs.compensation",
     "LatencyTarget": "secateurs.targets", "Ratio": "secateurs.targets", "Budget": "secateurs.targets", "PruneConfig": "secateurs.config", "CriterionSpec": "secateurs.config",
     "score": "secateurs.scoring.score", "sensitivity": "secateurs.planning.sensitivity",
-    "plan_family": "secateurs.planning.family",
+    "plan_family": "secateurs.planning.family", "shear": "secateurs.sheared",
 }
 
 __all__ = ["Budget", "CriterionSpec", "LatencyTarget", "Plan", "PruneConfig", "Ratio", "SecateursError", "__version__", "analyze", "apply", "compensate", "count",
            "iterative_prune", "load", "plan", "plan_family", "prune", "recover", "regularizers", "save", "score", "sensitivity",
-           "sparsify_2to4", "verify"]
+           "shear", "sparsify_2to4", "verify"]
 
 
 def __getattr__(name: str) -> Any:

@@ -36,6 +36,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("export",),
     ("api",),
     ("recovery",),
+    ("sheared",),
     ("integrations", "testing"),
     ("__init__",),  # the facade: lazy verbs over everything above
     ("cli",),

@@ -90,7 +90,7 @@ def _outputs(model: nn.Module, path: str, data: CalibrationData, batches: list[A
     blocks = list(container(model, path))
     gone = sorted(i for run in runs for i in run[1:])
     last = _LastOutput(blocks[-1])
-    out = []
+    out: list[torch.Tensor] = []
     with _merged(blocks, runs), bypassed(model, {path: gone} if gone else {}), last.hooked():
         for k, batch in enumerate(batches):
             last.value = None

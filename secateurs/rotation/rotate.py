@@ -63,7 +63,7 @@ def _owners(model: nn.Module) -> dict[int, list[tuple[nn.Module, str, str]]]:
 
 def _replace(rot: Rotation, owners: list[tuple[nn.Module, str, str]], value: torch.Tensor) -> None:
     """Give every owner of one parameter the new value (one new Parameter, so tied names stay tied)."""
-    old = owners[0][0]._parameters[owners[0][1]]
+    old = owners[0][0].get_parameter(owners[0][1])
     new = nn.Parameter(value.to(old.dtype), requires_grad=old.requires_grad)
     for module, attr, _ in owners:
         rot._saved.append((module, attr, module._parameters[attr]))
@@ -80,7 +80,7 @@ def _untie(rot: Rotation, model: nn.Module, fqn: str) -> None:
         config.tie_word_embeddings = False
     path, _, attr = fqn.rpartition(".")
     module = model.get_submodule(path) if path else model
-    old = module._parameters[attr]
+    old = module.get_parameter(attr)
     rot._saved.append((module, attr, old))
     module._parameters[attr] = nn.Parameter(old.detach().clone(), requires_grad=old.requires_grad)
 
@@ -135,7 +135,7 @@ def rotate_(model: nn.Module, analysis: Analysis, example_inputs: ExampleInputs,
         with torch.no_grad():
             _fold(rot, model)
             _rotate_members(rot, model)
-        error = _relative_error(reference, run(model, example_inputs))
+        error = max_relative_error(reference, run(model, example_inputs))
         tol = default_tolerance(reference) if tolerance is None else tolerance
         if not error <= tol:
             raise VerificationError(
@@ -151,7 +151,8 @@ def rotate_(model: nn.Module, analysis: Analysis, example_inputs: ExampleInputs,
     return rot
 
 
-def _relative_error(reference: list[torch.Tensor], outputs: list[torch.Tensor]) -> float:
+def max_relative_error(reference: list[torch.Tensor], outputs: list[torch.Tensor]) -> float:
+    """Largest absolute difference of any floating output, relative to that output's largest value (as verify)."""
     worst = 0.0
     for a, b in zip(reference, outputs, strict=True):
         if a.is_floating_point() and a.numel():

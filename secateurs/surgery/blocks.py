@@ -69,7 +69,7 @@ def merge_layers_(model: nn.Module, merged: dict[str, list[list[int]]]) -> None:
         for run in runs:
             if any(not 0 <= i < len(blocks) for i in run):
                 raise ApplyError(f"plan merges blocks {run} of {path!r}, which has {len(blocks)}")
-            values = merged_parameters(blocks, run)
+            values = merged_parameters(list(blocks), run)
             first = blocks[run[0]]
             for name, value in values.items():
                 owner_path, _, attr = name.rpartition(".")
