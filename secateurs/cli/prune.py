@@ -19,6 +19,7 @@ from secateurs.cli._common import (
     step,
 )
 from secateurs.cli._config_flags import TARGET_FLAGS, add_prune_flags, build_config, config_options
+from secateurs.cli._distill import add_distill_flags, check_distill, distill, teacher_copy
 from secateurs.cli._int8 import add_int8_flag, check_int8, int8_exports
 from secateurs.cli._measure import add_latency_flags, batch_sizes, fit_static_batch, measure
 from secateurs.cli._overrides import add_overrides_flags, read_overrides
@@ -41,6 +42,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_overrides_flags(p)
     add_calibration_flags(p)
     add_sparsity_flags(p)
+    add_distill_flags(p)
     add_config_flags(p, "prune")
     add_latency_flags(p)
     add_output_flags(p)
@@ -92,6 +94,7 @@ def _validate(args: argparse.Namespace, config: PruneConfig) -> None:
 
         source_kind(args.calibration)  # a missing path fails before the model is built
     check_int8(args)
+    check_distill(args)
 
 
 def _calibration(args: argparse.Namespace, source: Any, spec: Any, config: PruneConfig) -> Any:
@@ -170,7 +173,13 @@ def run(args: argparse.Namespace) -> int:
         before = measure(model, spec, sizes, args.repeats, is_quiet(args))
     step(args, "planning, pruning and verifying")
     x = spec.make()
+    teacher = teacher_copy(args, model)
     result = sc.prune(model, x, config, calibration=batches if _uses_data(config) else None)
+    distilled = None
+    if teacher is not None:
+        step(args, f"distilling from the unpruned model ({args.distill_steps} steps, {args.distill_loss})")
+        distilled = distill(args, model, teacher, list(batches or []))
+        del teacher
     sparsity, sparsity_doc = None, None
     if args.sparsity_2to4:
         step(args, f"2:4 sparsity of Linear weights ({args.sparsity_2to4})")
@@ -181,7 +190,7 @@ def run(args: argparse.Namespace) -> int:
         after = measure(model, spec, sizes, args.repeats, is_quiet(args))
     doc = build_report(result, model_spec=source.spec, input_desc=spec.to_dict(), latency=latency_rows(before, after))
     doc["notes"].extend([batch_note] if batch_note else [])
-    for key, value in (("sensitivity", sensitivity_doc), ("sparsity", sparsity_doc)):
+    for key, value in (("sensitivity", sensitivity_doc), ("sparsity", sparsity_doc), ("distillation", distilled)):
         if value is not None:
             doc[key] = value
     if calibration is not None:
