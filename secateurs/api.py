@@ -68,7 +68,7 @@ def plan(model: nn.Module, example_inputs: ExampleInputs, config: PruneConfig | 
     refuse_for_program(model, drop_layers=config.removes_layers(), rotate=config.rotate)
     drop = choose_drop(model, config.drop_layers, config.layer_importance, calibration, config.merge_layers)
     analysis = analysis or _analyze(model, example_inputs)
-    width_config, rotation = rotate_for_plan(model, analysis, example_inputs, config, calibration)
+    width_config, rotation, analysis = rotate_for_plan(model, analysis, example_inputs, config, calibration)
     try:
         p = make_plan(model, without_dropped(analysis, drop), width_config,
                       calibration=width_calibration(config, calibration), loss_fn=loss_fn, example_inputs=example_inputs)
@@ -126,7 +126,7 @@ def prune(model: nn.Module, example_inputs: ExampleInputs, config: PruneConfig |
     config, defaults = resolve_defaults(config, model, calibration)
     drop, width_cal = _width_and_depth(model, config, calibration)
     analysis = _analyze(model, example_inputs)
-    width_config, rotation = rotate_for_plan(model, analysis, example_inputs, config, calibration)
+    width_config, rotation, analysis = rotate_for_plan(model, analysis, example_inputs, config, calibration)
     try:
         p = make_plan(model, without_dropped(analysis, drop), width_config, calibration=width_cal, loss_fn=loss_fn,
                       example_inputs=example_inputs)

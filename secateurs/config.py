@@ -75,6 +75,9 @@ class PruneConfig:
     rotate: bool = field(default=False, metadata=_opt(
         "SliceGPT: rotate the residual stream into the principal axes of calibration activations before pruning "
         "the hidden size (ratio hidden=...), so the dimensions removed carry the least variance", "--rotate"))
+    rotate_per_layer: bool = field(default=False, metadata=_opt(
+        "with rotate: one rotation per stretch of the stream with SliceGPT's shortcut matrices (not a stock "
+        "architecture: save with secateurs.save, reload with secateurs.load)", "--rotate-per-layer"))
     compensate: str | Any | None = field(default=AUTO, metadata=_opt(
         "refit the layers reading pruned channels from calibration data: lstsq, bias or none; auto (default): the "
         "model kind's measured choice when importance is auto and calibration data is given, else none",
@@ -265,8 +268,11 @@ def _validate_llm_options(c: PruneConfig) -> None:
     if c.merge_layers and not isinstance(c.target, (Ratio, type(None))):
         raise InvalidArgumentError("merge_layers= cannot be combined with a macs=/params=/latency= target yet; pass "
                                    "ratio= for the width part")
-    if not isinstance(c.rotate, bool):
-        raise InvalidTypeError(f"rotate must be True or False, got {c.rotate!r}")
+    for name in ("rotate", "rotate_per_layer"):
+        if not isinstance(getattr(c, name), bool):
+            raise InvalidTypeError(f"{name} must be True or False, got {getattr(c, name)!r}")
+    if c.rotate_per_layer and not c.rotate:
+        raise InvalidArgumentError("rotate_per_layer=True chooses how rotate=True rotates: pass rotate=True too")
     if c.rotate and not isinstance(c.target, (Ratio, type(None))):
         raise InvalidArgumentError("rotate=True slices the hidden size by a ratio: pass ratio={'hidden': r} (with any "
                                    "other kinds), not a macs=/params=/latency= target")

@@ -21,7 +21,7 @@ from secateurs.errors import InvalidArgumentError, InvalidTypeError
 NOT_GENERATED = {"target": ("--ratio", "--macs", "--params", "--latency"), "overrides": ("--overrides", "--sensitivity")}
 TARGET_FLAGS = ("ratio", "macs", "params", "latency")
 _INT = {"round_to", "min_keep", "seed", "drop_layers", "merge_layers"}
-_SWITCH = {"rotate"}  # boolean fields: the flag alone turns them on
+_SWITCH = {"rotate", "rotate_per_layer"}  # boolean fields: the flag alone turns them on
 _FLOAT = {"max_ratio", "tolerance"}
 
 

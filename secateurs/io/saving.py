@@ -316,6 +316,9 @@ def _unpruned(root: Path, manifest: dict[str, Any], plan: Plan, model_factory: C
         model = model_factory()
     if not isinstance(model, nn.Module):
         raise InvalidTypeError(f"load() needs an nn.Module to rebuild into, got {type(model).__name__}")
+    from secateurs.rotation.shortcuts import add_recorded_shortcuts_
+
+    add_recorded_shortcuts_(model, plan)  # a per-layer rotation's shortcut matrices, part of the planned model
     want = manifest.get("fingerprint_unpruned")
     got = fingerprint(model)
     if got != want or plan.fingerprint != want:

@@ -33,12 +33,12 @@ class Axes:
 
 
 @contextlib.contextmanager
-def _gram_hooks(norms: list[nn.Module], width: int, current: list[Any]) -> Iterator[torch.Tensor]:
-    gram = torch.zeros(width, width, dtype=torch.float64)
+def _gram_hooks(norms: list[nn.Module], width: int, current: list[Any]) -> Iterator[list[torch.Tensor]]:
+    grams = [torch.zeros(width, width, dtype=torch.float64) for _ in norms]
     count = torch.zeros((), dtype=torch.float64)
     handles = []
 
-    def hook(mod: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    def hook(mod: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], site: int) -> None:
         x = _hidden_in(args, kwargs)
         if x is None or x.shape[-1] != width:
             return
@@ -49,13 +49,15 @@ def _gram_hooks(norms: list[nn.Module], width: int, current: list[Any]) -> Itera
             keep &= weights.reshape(-1).cpu() > 0
         rows = rows[keep]
         rows = rows / rows.norm(dim=1, keepdim=True)
-        gram.add_(rows.T @ rows)
-        count.add_(len(rows))
+        grams[site].add_(rows.T @ rows)
+        if site == 0:
+            count.add_(len(rows))
 
-    for m in norms:
-        handles.append(m.register_forward_pre_hook(hook, with_kwargs=True))
+    for i, m in enumerate(norms):
+        handles.append(m.register_forward_pre_hook(
+            lambda mod, args, kwargs, i=i: hook(mod, args, kwargs, i), with_kwargs=True))
     try:
-        yield gram
+        yield grams
     finally:
         for h in handles:
             h.remove()
@@ -63,11 +65,20 @@ def _gram_hooks(norms: list[nn.Module], width: int, current: list[Any]) -> Itera
 
 
 def principal_axes(model: nn.Module, norms: list[nn.Module], width: int, calibration: Any) -> Axes:
-    """Run the calibration batches and diagonalise the second moment of the normalised norm inputs."""
+    """Run the calibration batches and diagonalise the second moment of the normalised norm inputs (all norms)."""
+    return _diagonalised(_grams(model, norms, width, calibration), sum_sites=True)[0]
+
+
+def site_axes(model: nn.Module, norms: list[nn.Module], width: int, calibration: Any) -> list[Axes]:
+    """The principal axes at each norm's input separately (``rotate_per_layer``), in the order of ``norms``."""
+    return _diagonalised(_grams(model, norms, width, calibration), sum_sites=False)
+
+
+def _grams(model: nn.Module, norms: list[nn.Module], width: int, calibration: Any) -> tuple[list[torch.Tensor], int, int]:
     data = as_calibration(calibration)
     current: list[Any] = [None]
     batches = 0
-    with eval_mode(model), torch.no_grad(), _gram_hooks(norms, width, current) as gram:
+    with eval_mode(model), torch.no_grad(), _gram_hooks(norms, width, current) as grams:
         for k, batch in enumerate(data.batches):
             if data.max_batches is not None and k >= data.max_batches:
                 break
@@ -78,6 +89,14 @@ def principal_axes(model: nn.Module, norms: list[nn.Module], width: int, calibra
     if batches == 0 or tokens == 0:
         raise InvalidArgumentError("rotate=True found no calibration tokens: pass calibration=<iterable of batches "
                                    "shaped like example_inputs>")
-    values, vectors = torch.linalg.eigh(gram / tokens)
-    order = torch.argsort(values, descending=True, stable=True)
-    return Axes(vectors[:, order], values[order].clamp(min=0.0), tokens, batches)
+    return grams, tokens, batches
+
+
+def _diagonalised(found: tuple[list[torch.Tensor], int, int], sum_sites: bool) -> list[Axes]:
+    grams, tokens, batches = found
+    out = []
+    for gram in ([sum(grams)] if sum_sites else grams):
+        values, vectors = torch.linalg.eigh(gram / tokens)
+        order = torch.argsort(values, descending=True, stable=True)
+        out.append(Axes(vectors[:, order], values[order].clamp(min=0.0), tokens, batches))
+    return out

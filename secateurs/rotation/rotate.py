@@ -14,6 +14,7 @@ their length. One Q for every block keeps the architecture stock: ``save_pretrai
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +27,10 @@ from secateurs.graph.analysis import Analysis
 from secateurs.graph.capture import ExampleInputs
 from secateurs.graph.groups import Group
 from secateurs.plans import Plan
-from secateurs.rotation.pca import Axes, principal_axes
+from secateurs.rotation.pca import principal_axes, site_axes
+from secateurs.rotation.per_layer import combined_eigenvalues, member_stretch, shortcut_weights, stretches
+from secateurs.rotation.per_layer import record as per_layer_record
+from secateurs.rotation.shortcuts import install, uninstall
 from secateurs.rotation.stream import Norm, Stream, find_stream
 from secateurs.verification.oracle import default_tolerance, run
 
@@ -36,13 +40,19 @@ class Rotation:
     """A rotation done in place: what it touched, the axes, and how to undo it."""
 
     stream: Stream
-    axes: Axes
+    eigenvalues: torch.Tensor  # one per hidden index: what slicing it loses (per-layer: averaged over stretches)
     record: dict[str, Any]
     _saved: list[tuple[nn.Module, str, Any]] = field(default_factory=list, repr=False)
     _config: tuple[Any, dict[str, Any]] | None = field(default=None, repr=False)
+    _shortcuts: list[tuple[Any, list[Any]]] = field(default_factory=list, repr=False)
+    _model: nn.Module | None = field(default=None, repr=False)
 
     def undo(self) -> None:
-        """Put back every parameter (and the config) as it was before the rotation."""
+        """Put back every parameter (and the config) as it was before the rotation; remove any shortcut."""
+        for site, handles in reversed(self._shortcuts):
+            assert self._model is not None
+            uninstall(self._model, site, handles)
+        self._shortcuts.clear()
         for module, attr, old in reversed(self._saved):
             module._parameters[attr] = old
         if self._config is not None:
@@ -106,8 +116,7 @@ def _fold(rot: Rotation, model: nn.Module) -> None:
                  norm.weight_for(torch.ones_like(scale)))
 
 
-def _rotate_members(rot: Rotation, model: nn.Module) -> None:
-    q = rot.axes.q
+def _rotate_members(rot: Rotation, model: nn.Module, basis: Callable[[str], torch.Tensor]) -> None:
     owners = _owners(model)
     done: set[int] = set()
     skip = rot.stream.norm_weights()
@@ -119,22 +128,37 @@ def _rotate_members(rot: Rotation, model: nn.Module) -> None:
             continue
         done.add(id(param))
         t = param.detach().double().movedim(dim, -1)
-        _replace(rot, owners[id(param)], (t @ q.to(t.device)).movedim(-1, dim))
+        _replace(rot, owners[id(param)], (t @ basis(fqn).to(t.device)).movedim(-1, dim))
 
 
 def rotate_(model: nn.Module, analysis: Analysis, example_inputs: ExampleInputs, calibration: Any, *,
-            tolerance: float | None = None) -> Rotation:
-    """Fold, compute Q from ``calibration`` and rotate ``model`` in place; undone (and an error raised) when the
-    outputs on ``example_inputs`` change by more than ``tolerance`` (relative to their largest value)."""
+            tolerance: float | None = None, per_layer: bool = False) -> Rotation:
+    """Fold, compute Q from ``calibration`` and rotate ``model`` in place (``per_layer``: one Q per stretch of the
+    stream, with shortcuts); undone (and an error raised) when the outputs on ``example_inputs`` change by more
+    than ``tolerance`` (relative to their largest value)."""
     stream = find_stream(model, analysis)
     modules = dict(model.named_modules())
-    axes = principal_axes(model, [modules[n.path] for n in stream.norms], stream.width, calibration)
+    extra: dict[str, Any] = {"per_layer": False}
+    if per_layer:
+        order, writers, sites = stretches(model, stream)
+        stretch_axes = site_axes(model, [modules[n.path] for n in order], stream.width, calibration)
+        where = member_stretch(stream, order, writers)
+        eigenvalues, first = combined_eigenvalues(stretch_axes), stretch_axes[0]
+        extra = per_layer_record(sites)
+    else:
+        first = principal_axes(model, [modules[n.path] for n in stream.norms], stream.width, calibration)
+        eigenvalues = first.eigenvalues
     reference = run(model, example_inputs)
-    rot = Rotation(stream, axes, {})
+    rot = Rotation(stream, eigenvalues, {}, _model=model)
     try:
         with torch.no_grad():
             _fold(rot, model)
-            _rotate_members(rot, model)
+            if per_layer:
+                _rotate_members(rot, model, lambda fqn: stretch_axes[where[fqn]].q)
+                for site, weight in zip(sites, shortcut_weights(stretch_axes), strict=True):
+                    rot._shortcuts.append((site, install(model, site, weight.to(_float_dtype(model)))))
+            else:
+                _rotate_members(rot, model, lambda fqn: first.q)
         error = max_relative_error(reference, run(model, example_inputs))
         tol = default_tolerance(reference) if tolerance is None else tolerance
         if not error <= tol:
@@ -146,9 +170,13 @@ def rotate_(model: nn.Module, analysis: Analysis, example_inputs: ExampleInputs,
         raise
     rot.record = {"method": "slicegpt", "width": stream.width, "exact_rel_error": error,
                   "norms": [{"path": n.path, "a": n.a, "b": n.b, "consumers": n.consumers} for n in stream.norms],
-                  "untied": rot._config is not None,
-                  "calibration": {"batches": axes.batches, "tokens": axes.tokens}}
+                  "untied": rot._config is not None, **extra,
+                  "calibration": {"batches": first.batches, "tokens": first.tokens}}
     return rot
+
+
+def _float_dtype(model: nn.Module) -> torch.dtype:
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
 
 
 def max_relative_error(reference: list[torch.Tensor], outputs: list[torch.Tensor]) -> float:
@@ -199,7 +227,7 @@ class PrincipalAxesScores:
         self.eigenvalues = eigenvalues.double().cpu().numpy()
 
     def scores(self, group: Group, ctx: Any) -> np.ndarray:
-        if {(m.fqn, m.dim) for m in group.members} == self.members:
+        if {(m.fqn, m.dim) for m in group.members} >= self.members:  # per-layer: the shortcuts join the group
             return self.eigenvalues.copy()
         return self.base.scores(group, ctx)
 
@@ -212,9 +240,9 @@ def kept_variance(rotation: Rotation, plan: Plan) -> float:
     members = {(m.fqn, m.dim) for m in rotation.stream.group.members}
     removed: list[int] = []
     for g in plan.groups:
-        if {(f, d) for f, d in g.members} == members:
+        if {(f, d) for f, d in g.members} >= members:
             removed = list(g.removed)
-    values = rotation.axes.eigenvalues
+    values = rotation.eigenvalues
     total = float(values.sum())
     return 1.0 - float(values[removed].sum()) / total if total > 0 else 1.0
 

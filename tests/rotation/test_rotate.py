@@ -131,3 +131,28 @@ def test_what_cannot_be_rotated_is_refused_and_left_unchanged():
     with pytest.raises(VerificationError, match="restored"):
         sc.prune(llama, x, ratio={"hidden": 0.25}, rotate=True, calibration=token_batches(2), tolerance=1e-15)
     assert all(torch.equal(v, old[k]) for k, v in llama.state_dict().items())
+
+
+def test_per_layer_rotation_is_exact_alone_and_reloads_through_secateurs_load(tiny_lm, tmp_path):
+    base, calib = tiny_lm
+    x = calib[0]
+    model = copy.deepcopy(base)
+    before = model(**x).logits
+    alone = sc.prune(model, x, ratio={"hidden": 0.0}, rotate=True, rotate_per_layer=True, calibration=calib,
+                     importance="l2", compensate=None)
+    assert alone.verification.mode == "exact" and alone.plan.settings["rotation"]["per_layer"]
+    torch.testing.assert_close(model(**x).logits, before, rtol=1e-4, atol=1e-4)
+    assert len(alone.plan.settings["rotation"]["shortcuts"]) == 2 * 4
+    model = copy.deepcopy(base)
+    r = sc.prune(model, x, ratio={"hidden": 0.5}, rotate=True, rotate_per_layer=True, calibration=calib,
+                 importance="l2", compensate=None, round_to=10)
+    assert model.model.layers[0].attn_shortcut.weight.shape == (60, 60)
+    assert _perplexity(model) < 8.0  # plain hidden pruning at 50% is above 20 (bench/bench_llm_methods.py)
+    sc.save(model, r.plan, tmp_path / "sc")
+    from secateurs.testing.lm import load_tiny_lm
+
+    loaded = sc.load(tmp_path / "sc", model_factory=load_tiny_lm)
+    torch.testing.assert_close(loaded(**x).logits, model(**x).logits)
+    torch.testing.assert_close(copy.deepcopy(model)(**x).logits, model(**x).logits)  # hooks follow the copy
+    with pytest.raises(InvalidArgumentError, match="rotate=True too"):
+        sc.PruneConfig(rotate_per_layer=True)
