@@ -7,7 +7,8 @@ decoders with Llama-style attribute names (Llama, Mistral, Qwen2/3, Gemma).
 
 Targets are config fields: ``num_hidden_layers``, ``hidden_size``, ``intermediate_size``, ``num_attention_heads``,
 ``num_key_value_heads``. Query heads are pruned as secateurs' ``query_heads`` units are: the same position in every
-key/value group, so every group keeps ``num_attention_heads / num_key_value_heads`` of them.
+key/value group, so every group keeps ``num_attention_heads / num_key_value_heads`` of them (a target naming only
+``num_key_value_heads`` keeps every group's query heads).
 """
 
 from __future__ import annotations
@@ -91,6 +92,8 @@ def structures(layout: Layout, target: Mapping[str, int]) -> list[Structure]:
     full = {"num_hidden_layers": layout.n_layers, "hidden_size": layout.hidden, "intermediate_size": layout.ffn,
             "num_attention_heads": layout.heads, "num_key_value_heads": layout.kv_heads}
     want = {k: full[k] for k in FIELDS} | dict(target)
+    if "num_attention_heads" not in target and isinstance(want["num_key_value_heads"], int):
+        want["num_attention_heads"] = want["num_key_value_heads"] * layout.group_size  # groups keep their queries
     for k, v in want.items():
         if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= full[k]:
             raise InvalidArgumentError(f"target {k}={v!r} must be an integer from 1 to the model's {full[k]}")

@@ -152,6 +152,7 @@ def shear(model: nn.Module, data: Iterable[Any] | Mapping[str, Iterable[Any]], t
                 if weights is not None:
                     result_log["domains"].append({"step": step + 1, **weights})
                 if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
+                    loss, penalty = D.mean_across_ranks([loss, penalty])  # every rank logs (and records) the same
                     result_log["history"].append({"step": step + 1, "loss": loss, "lagrangian": penalty, **report})
                 if cfg.checkpoint_dir and ((step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps):
                     _checkpoint(cfg, trainer, batches, noise, structs, target, result_log, step + 1, model)
