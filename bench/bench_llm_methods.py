@@ -78,7 +78,9 @@ def rotate_part(base: Any, calib: list[Any], n: int, ratios: list[float]) -> lis
         for method, kw in (("plain, l2", {"importance": "l2", "compensate": None}),
                            ("plain, defaults (wanda + lstsq)", {"calibration": calib}),
                            ("rotate, l2", {"rotate": True, "calibration": calib, "importance": "l2", "compensate": None}),
-                           ("rotate, defaults (+ lstsq)", {"rotate": True, "calibration": calib})):
+                           ("rotate, defaults (+ lstsq)", {"rotate": True, "calibration": calib}),
+                           ("rotate per layer, l2", {"rotate": True, "rotate_per_layer": True, "calibration": calib,
+                                                     "importance": "l2", "compensate": None})):
             model = copy.deepcopy(base)
             t0 = time.time()
             rep = quiet_prune(model, x, ratio={"hidden": r}, round_to=10, **kw)
@@ -120,22 +122,26 @@ def finetune(model: Any, data: list[Any], steps: int, lr: float, teacher: Any = 
     return result.losses
 
 
-def one_shot(base: Any, calib: list[Any]) -> Any:
+def one_shot(base: Any, calib: list[Any], **kw: Any) -> Any:
     model = copy.deepcopy(base)
-    quiet_prune(model, calib[0], calibration=calib, **ONE_SHOT)
+    quiet_prune(model, calib[0], calibration=calib, **ONE_SHOT, **kw)
     return model
 
 
 def shear_part(base: Any, calib: list[Any], train: list[Any], n: int, s_steps: int, r_steps: int,
                lr: float) -> list[dict[str, Any]]:
     rows = []
-    model = one_shot(base, calib)
-    rows.append({"setting": "before fine-tuning", "method": "one-shot (defaults)", **measure(model, n)})
-    t0 = time.time()
-    losses = finetune(model, train, s_steps + r_steps, lr)
-    rows.append({"setting": f"{s_steps + r_steps} fine-tuning steps", "method": "one-shot (defaults)",
-                 "seconds": round(time.time() - t0), "losses": losses, **measure(model, n)})
-    print(json.dumps(rows[-1])[:300], flush=True)
+    for name, kw in (("one-shot (defaults: wanda + lstsq)", {}),
+                     ("one-shot (l2)", {"importance": "l2", "compensate": None})):
+        model = one_shot(base, calib, **kw)
+        rows.append({"setting": "before fine-tuning", "method": name, **measure(model, n)})
+        t0 = time.time()
+        losses = finetune(model, train, r_steps, lr)
+        rows.append({"setting": f"{r_steps} fine-tuning steps", "method": name, "losses": losses, **measure(model, n)})
+        losses += finetune(model, train[r_steps % len(train):] + train[:r_steps % len(train)], s_steps, lr)
+        rows.append({"setting": f"{s_steps + r_steps} fine-tuning steps", "method": name,
+                     "seconds": round(time.time() - t0), "losses": losses, **measure(model, n)})
+        print(json.dumps(rows[-1])[:300], flush=True)
     model = copy.deepcopy(base)
     t0 = time.time()
     result = sc.shear(model, train, SHEAR_TARGET, steps=s_steps, lr=lr, log_every=10, progress=False)

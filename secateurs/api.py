@@ -61,7 +61,12 @@ def plan(model: nn.Module, example_inputs: ExampleInputs, config: PruneConfig | 
 
     ``drop_layers=N`` also removes N whole residual blocks (decoder layers) chosen by ``layer_importance``
     (``"block_influence"``, default, or ``"angular"``) on the ``calibration`` batches; with no ratio only layers
-    are dropped. See ``secateurs.depth``.
+    are dropped. See ``secateurs.depth``. ``merge_layers=N`` removes N blocks by merging runs of them (LaCo).
+
+    ``importance`` and ``compensate`` default to ``"auto"``: with ``calibration`` the measured choice for the model
+    kind, else ``l2`` (``secateurs.planning.defaults``); ``plan.config`` records what they resolved to.
+    ``rotate=True`` (SliceGPT) rotates the residual stream of ``model`` IN PLACE first (the function is unchanged,
+    checked), so the plan fits the rotated model; see docs/llm-methods.md.
     """
     config = PruneConfig.build(config, **options)
     config, defaults = resolve_defaults(config, model, calibration)
