@@ -26,7 +26,7 @@ from secateurs.planning.build import build_plan
 from secateurs.plans import Plan
 from secateurs.rotation.rotate import max_relative_error
 from secateurs.rotation.stream import find_stream
-from secateurs.sheared.hooks import MaskValues, masked
+from secateurs.sheared.hooks import MaskValues, head_scale, masked
 from secateurs.sheared.layout import Layout
 from secateurs.surgery.apply import _snapshot, apply_plan
 from secateurs.verification.oracle import run
@@ -49,7 +49,6 @@ def _untie_embeddings(model: nn.Module, layout: Layout) -> None:
 def fold_(model: nn.Module, layout: Layout, values: dict[str, torch.Tensor]) -> None:
     """Write mask values into the weights (new Parameters, so a module snapshot taken before restores them)."""
     hidden, layers, ffn = values.get("hidden"), values.get("layers"), values.get("ffn")
-    from secateurs.sheared.hooks import _head_scale
 
     def put(module: nn.Module, attr: str, value: torch.Tensor) -> None:
         old = module.get_parameter(attr)
@@ -66,7 +65,7 @@ def fold_(model: nn.Module, layout: Layout, values: dict[str, torch.Tensor]) -> 
             rows = torch.ones(layout.hidden)
             rows = rows * layers[i] if layers is not None else rows
             rows = rows * hidden if hidden is not None else rows
-            heads = _head_scale(values, layout, i)
+            heads = head_scale(values, layout, i)
             cols_attn = heads.repeat_interleave(layout.head_dim) if heads is not None else None
             cols_mlp = ffn[i] if ffn is not None else None
             for module, cols in ((attn, cols_attn), (mlp, cols_mlp)):

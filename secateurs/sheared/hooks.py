@@ -28,7 +28,7 @@ class MaskValues:
         self.current: dict[str, torch.Tensor] = {}
 
 
-def _head_scale(values: dict[str, torch.Tensor], layout: Layout, layer: int) -> torch.Tensor | None:
+def head_scale(values: dict[str, torch.Tensor], layout: Layout, layer: int) -> torch.Tensor | None:
     kv, q = values.get("kv_heads"), values.get("query_heads")
     if kv is None and q is None:
         return None
@@ -55,7 +55,7 @@ def masked(layout: Layout, values: MaskValues) -> Iterator[None]:
 
     def heads_in(layer: int) -> Any:
         def hook(mod: nn.Module, args: tuple[Any, ...]) -> Any:
-            scale = _head_scale(values.current, layout, layer)
+            scale = head_scale(values.current, layout, layer)
             if scale is None:
                 return None
             x = args[0]
