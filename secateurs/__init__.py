@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from secateurs.quantization.qat import convert_int8
     from secateurs.recovery import iterative_prune, recover, regularizers
     from secateurs.scoring.score import score
+    from secateurs.sheared import shear
     from secateurs.sparsity import sparsify_2to4
     from secateurs.targets import Budget, LatencyTarget, Ratio
 
@@ -33,11 +34,12 @@ _LAZY = {
     "LatencyTarget": "secateurs.targets", "Ratio": "secateurs.targets", "Budget": "secateurs.targets", "PruneConfig": "secateurs.config", "CriterionSpec": "secateurs.config",
     "score": "secateurs.scoring.score", "sensitivity": "secateurs.planning.sensitivity",
     "plan_family": "secateurs.planning.family", "convert_int8": "secateurs.quantization.qat",
+    "shear": "secateurs.sheared",
 }
 
 __all__ = ["Budget", "CriterionSpec", "LatencyTarget", "Plan", "PruneConfig", "Ratio", "SecateursError", "__version__", "analyze", "apply", "compensate", "convert_int8", "count",
            "iterative_prune", "load", "plan", "plan_family", "prune", "recover", "regularizers", "save", "score", "sensitivity",
-           "sparsify_2to4", "verify"]
+           "shear", "sparsify_2to4", "verify"]
 
 
 def __getattr__(name: str) -> Any:

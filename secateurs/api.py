@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,9 +19,13 @@ from secateurs.graph.capture import ExampleInputs, capture
 from secateurs.graph.counting import graph_macs, param_count, state_bytes
 from secateurs.graph.program_limits import refuse_for_program
 from secateurs.planning.build import build_plan
+from secateurs.planning.defaults import fit_memory
+from secateurs.planning.defaults import resolve as resolve_defaults
 from secateurs.planning.make import make_plan
 from secateurs.plans import Plan
 from secateurs.reporting.prune_report import PruneReport
+from secateurs.rotation.planning import record_rotation, rotate_for_plan
+from secateurs.rotation.rotate import check_rotated, finish_slice_
 from secateurs.scoring.registry import get_criterion
 from secateurs.surgery.apply import apply_plan, snapshot_modules
 from secateurs.verification.oracle import (
@@ -56,25 +61,47 @@ def plan(model: nn.Module, example_inputs: ExampleInputs, config: PruneConfig | 
 
     ``drop_layers=N`` also removes N whole residual blocks (decoder layers) chosen by ``layer_importance``
     (``"block_influence"``, default, or ``"angular"``) on the ``calibration`` batches; with no ratio only layers
-    are dropped. See ``secateurs.depth``.
+    are dropped. See ``secateurs.depth``. ``merge_layers=N`` removes N blocks by merging runs of them (LaCo).
+
+    ``importance`` and ``compensate`` default to ``"auto"``: with ``calibration`` the measured choice for the model
+    kind, else ``l2`` (``secateurs.planning.defaults``); ``plan.config`` records what they resolved to.
+    ``rotate=True`` (SliceGPT) rotates the residual stream of ``model`` IN PLACE first (the function is unchanged,
+    checked), so the plan fits the rotated model; see docs/llm-methods.md.
     """
     config = PruneConfig.build(config, **options)
-    refuse_for_program(model, drop_layers=config.drop_layers)
-    drop = choose_drop(model, config.drop_layers, config.layer_importance, calibration)
+    config, defaults = resolve_defaults(config, model, calibration)
+    refuse_for_program(model, drop_layers=config.removes_layers(), rotate=config.rotate)
+    drop = choose_drop(model, config.drop_layers, config.layer_importance, calibration, config.merge_layers)
     analysis = analysis or _analyze(model, example_inputs)
-    p = make_plan(model, without_dropped(analysis, drop), config, calibration=width_calibration(config, calibration),
-                  loss_fn=loss_fn, example_inputs=example_inputs)
-    return attach(p, drop)
+    width_config, rotation, analysis = rotate_for_plan(model, analysis, example_inputs, config, calibration)
+    try:
+        p = make_plan(model, without_dropped(analysis, drop), width_config,
+                      calibration=width_calibration(config, calibration), loss_fn=loss_fn, example_inputs=example_inputs)
+    except Exception:
+        if rotation is not None:
+            rotation.undo()
+        raise
+    return _recorded(attach(record_rotation(p, rotation, config), drop), defaults)
+
+
+def _recorded(p: Plan, defaults: dict[str, Any] | None) -> Plan:
+    if defaults is not None:
+        p.settings["defaults"] = defaults
+    return p
 
 
 def apply(model: nn.Module, plan: Plan) -> nn.Module:
-    """Apply ``plan`` in place. Transactional: on any error the model is left as it was."""
+    """Apply ``plan`` in place. Transactional: on any error the model is left as it was. A plan made with
+    ``rotate=True`` fits the model ``sc.plan`` rotated (its norms are rescaled after the slice)."""
     if not isinstance(model, nn.Module):
         raise InvalidTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if not isinstance(plan, Plan):
         raise InvalidTypeError(f"plan must be a secateurs.Plan (from sc.plan or sc.Plan.from_json), got "
                                f"{type(plan).__name__}")
-    return apply_plan(model, plan)
+    check_rotated(model, plan)
+    apply_plan(model, plan)
+    finish_slice_(model, plan)
+    return model
 
 
 def verify(reference: nn.Module | Mapping[str, Any], pruned: nn.Module, plan: Plan, example_inputs: ExampleInputs,
@@ -106,31 +133,53 @@ def prune(model: nn.Module, example_inputs: ExampleInputs, config: PruneConfig |
     relative to the unpruned model, before and after.
     """
     config = PruneConfig.build(config, **options)
+    config, defaults = resolve_defaults(config, model, calibration)
     drop, width_cal = _width_and_depth(model, config, calibration)
     analysis = _analyze(model, example_inputs)
-    p = attach(make_plan(model, without_dropped(analysis, drop), config, calibration=width_cal, loss_fn=loss_fn,
-                         example_inputs=example_inputs), drop)
-    pending = None
-    if config.compensate is not None:
-        from secateurs.compensation.pipeline import prepare
+    width_config, rotation, analysis = rotate_for_plan(model, analysis, example_inputs, config, calibration)
+    try:
+        p = make_plan(model, without_dropped(analysis, drop), width_config, calibration=width_cal, loss_fn=loss_fn,
+                      example_inputs=example_inputs)
+        p = _recorded(attach(record_rotation(p, rotation, config), drop), defaults)
+        p.config = config = _auto_compensation(model, p, config, defaults)
+        pending = None
+        if config.compensate is not None:
+            from secateurs.compensation.pipeline import prepare
 
-        pending = prepare(model, p, example_inputs, config.compensate, calibration)  # statistics of the unpruned model
-    return _apply_verified(model, analysis, p, example_inputs, config.check, config.tolerance, pending)
+            pending = prepare(model, p, example_inputs, config.compensate, calibration)  # the unpruned model's statistics
+        return _apply_verified(model, analysis, p, example_inputs, config.check, config.tolerance, pending)
+    except Exception:
+        if rotation is not None:
+            rotation.undo()
+        raise
+
+
+def _auto_compensation(model: nn.Module, p: Plan, config: PruneConfig, defaults: dict[str, Any] | None) -> PruneConfig:
+    """An automatic compensation only where width was pruned, and ``bias`` where least squares would not fit in memory."""
+    if defaults is None or defaults.get("compensate") is None:
+        return config
+    if not p.removed_units():
+        defaults["compensate"] = None
+        return dataclasses.replace(config, compensate=None)
+    from secateurs.compensation.gather import gram_bytes
+
+    return fit_memory(config, defaults, gram_bytes(model, p))
 
 
 def _width_and_depth(model: nn.Module, config: PruneConfig, calibration: Any) -> tuple[Any, Any]:
     """(layers to drop, calibration for the width criterion), checking the compensation request before any batch
     is read."""
-    refuse_for_program(model, drop_layers=config.drop_layers, compensate=config.compensate)
+    refuse_for_program(model, drop_layers=config.removes_layers(), compensate=config.compensate, rotate=config.rotate)
     width_cal = width_calibration(config, calibration)
     if config.compensate is not None:
         from secateurs.compensation.gather import check_request
 
         needs_data = bool(getattr(get_criterion(config.importance), "needs_data", False))
-        check_request(config.compensate, calibration, read_twice=needs_data or bool(config.drop_layers))
+        check_request(config.compensate, calibration,
+                      read_twice=needs_data or config.removes_layers() or config.rotate)
         if not needs_data:
             width_cal = None  # read by the compensation only: no "unused calibration" warning when planning
-    return choose_drop(model, config.drop_layers, config.layer_importance, calibration), width_cal
+    return choose_drop(model, config.drop_layers, config.layer_importance, calibration, config.merge_layers), width_cal
 
 
 def _apply_verified(model: nn.Module, analysis: Analysis, p: Plan, example_inputs: ExampleInputs, check: bool | str,
@@ -164,6 +213,7 @@ def _apply_verified(model: nn.Module, analysis: Analysis, p: Plan, example_input
     if not p.exact and p.removed_units() and subset_result is None:
         notes.append("some pruned groups normalise over the pruned dimension: verified structurally, not numerically")
     compensation = None
+    finish_slice_(model, p)  # a rotated model's norms, after its hidden size was sliced
     if pending is not None:
         try:
             compensation = pending.finish(model, p)  # after verification, which checks the plain surgery

@@ -22,6 +22,9 @@ from secateurs.targets import Budget, LatencyTarget, Ratio, Target, target_from_
 
 CONFIG_FORMAT = 1
 SCOPES = ("local", "global")
+#: ``importance``/``compensate`` left to secateurs: resolved when planning (``secateurs.planning.defaults``) to the
+#: best measured data-aware choice for the model kind when calibration data is given, else ``l2`` / none
+AUTO = "auto"
 NORMALIZERS = ("mean", "max", "standardize", "none")
 CHECKS = (True, False, "full")
 
@@ -44,8 +47,9 @@ class PruneConfig:
     """Every pruning option. ``target=None`` means ``Ratio(0.5)`` (or, with ``drop_layers``, no width pruning)."""
 
     target: Target | None = field(default=None, metadata=_opt("what to aim for: Ratio, Budget or LatencyTarget"))
-    importance: str | Any = field(default="l2", metadata=_opt(
-        "importance criterion (l1, l2, taylor, wanda, fluctuation, ...)", "--importance"))
+    importance: str | Any = field(default=AUTO, metadata=_opt(
+        "importance criterion (l1, l2, taylor, wanda, fluctuation, ...); auto (default): the best measured data-aware "
+        "criterion for the model kind when calibration data is given, else l2", "--importance"))
     scope: str = field(default="local", metadata=_opt(
         "rank units per group (local: every layer the same width) or across groups of a kind (global)", "--scope",
         choices=SCOPES))
@@ -65,8 +69,19 @@ class PruneConfig:
         "also remove N whole residual blocks (decoder layers), scored on the calibration data", "--drop-layers"))
     layer_importance: str | None = field(default=None, metadata=_opt(
         "how drop_layers scores blocks: block_influence (default) or angular", "--layer-importance"))
-    compensate: str | Any | None = field(default=None, metadata=_opt(
-        "refit the layers reading pruned channels from calibration data: lstsq or bias", "--compensate"))
+    merge_layers: int | None = field(default=None, metadata=_opt(
+        "remove N whole blocks by merging runs of consecutive ones into one (LaCo), chosen on the calibration data",
+        "--merge-layers"))
+    rotate: bool = field(default=False, metadata=_opt(
+        "SliceGPT: rotate the residual stream into the principal axes of calibration activations before pruning "
+        "the hidden size (ratio hidden=...), so the dimensions removed carry the least variance", "--rotate"))
+    rotate_per_layer: bool = field(default=False, metadata=_opt(
+        "with rotate: one rotation per stretch of the stream with SliceGPT's shortcut matrices (not a stock "
+        "architecture: save with secateurs.save, reload with secateurs.load)", "--rotate-per-layer"))
+    compensate: str | Any | None = field(default=AUTO, metadata=_opt(
+        "refit the layers reading pruned channels from calibration data: lstsq, bias or none; auto (default): the "
+        "model kind's measured choice when importance is auto and calibration data is given, else none",
+        "--compensate"))
     check: bool | str = field(default=True, metadata=_opt(
         "verify against the masked original: true, false or full (also check exact groups on a copy)", "--check"))
     tolerance: float | None = field(default=None, metadata=_opt(
@@ -128,7 +143,11 @@ class PruneConfig:
         """The target of width pruning: ``Ratio(0.5)`` by default, nothing (ratio 0) when only layers are dropped."""
         if self.target is not None:
             return self.target
-        return Ratio(0.0) if self.drop_layers else Ratio(0.5)
+        return Ratio(0.0) if self.drop_layers or self.merge_layers else Ratio(0.5)
+
+    def removes_layers(self) -> bool:
+        """Whether whole blocks go (dropped or merged away)."""
+        return bool(self.drop_layers or self.merge_layers)
 
 
 _TARGET_WORDS = ("ratio", "macs", "params", "latency")
@@ -222,17 +241,41 @@ def _validate(c: PruneConfig) -> None:
     if c.layer_importance is not None and not c.drop_layers:
         raise InvalidArgumentError(f"layer_importance={c.layer_importance!r} is given without drop_layers=N; pass "
                                    "drop_layers= the number of blocks to remove")
+    _validate_llm_options(c)
     if isinstance(c.target, Budget) and c.drop_layers:
         raise InvalidArgumentError("drop_layers= cannot be combined with a macs=/params= budget yet (the budget "
                                    "solver does not count dropped blocks); pass ratio= for the width part")
     if isinstance(c.target, LatencyTarget) and c.drop_layers:
         raise InvalidArgumentError("drop_layers= cannot be combined with a latency= target yet (the latency search "
                                    "does not time dropped blocks); pass ratio= for the width part")
+    if isinstance(c.compensate, str) and c.compensate.lower() == "none":
+        object.__setattr__(c, "compensate", None)
     if c.check not in CHECKS or (c.check is not True and c.check is not False and c.check != "full"):
         raise InvalidArgumentError(f"check must be True, False or 'full', got {c.check!r}")
     if c.tolerance is not None and (isinstance(c.tolerance, bool) or not isinstance(c.tolerance, (int, float))
                                     or not (c.tolerance > 0 and math.isfinite(c.tolerance))):
         raise InvalidArgumentError(f"tolerance must be a positive number, got {c.tolerance!r}")
+
+
+def _validate_llm_options(c: PruneConfig) -> None:
+    if c.merge_layers is not None and (isinstance(c.merge_layers, bool) or not isinstance(c.merge_layers, int)
+                                       or c.merge_layers < 0):
+        raise InvalidTypeError(f"merge_layers must be a non-negative integer (the number of blocks removed by merging), "
+                               f"got {c.merge_layers!r}")
+    if c.merge_layers and c.drop_layers:
+        raise InvalidArgumentError("pass drop_layers= or merge_layers=, not both: each chooses the blocks to remove "
+                                   "its own way")
+    if c.merge_layers and not isinstance(c.target, (Ratio, type(None))):
+        raise InvalidArgumentError("merge_layers= cannot be combined with a macs=/params=/latency= target yet; pass "
+                                   "ratio= for the width part")
+    for name in ("rotate", "rotate_per_layer"):
+        if not isinstance(getattr(c, name), bool):
+            raise InvalidTypeError(f"{name} must be True or False, got {getattr(c, name)!r}")
+    if c.rotate_per_layer and not c.rotate:
+        raise InvalidArgumentError("rotate_per_layer=True chooses how rotate=True rotates: pass rotate=True too")
+    if c.rotate and not isinstance(c.target, (Ratio, type(None))):
+        raise InvalidArgumentError("rotate=True slices the hidden size by a ratio: pass ratio={'hidden': r} (with any "
+                                   "other kinds), not a macs=/params=/latency= target")
 
 
 # -- JSON encoding of the fields that are not plain values ----------------------------------------------------------

@@ -44,11 +44,15 @@ class Plan:
     literals: dict[str, dict[str, Any]] = field(default_factory=dict)
     # the options the plan was made with: ``sc.plan(model, x, plan.config)`` on the same weights makes it again
     config: PruneConfig | None = None
+    # container path -> runs of consecutive block indices merged into their first block (LaCo), before dropping;
+    # every other index of a run is also in ``dropped_layers``
+    merged_layers: dict[str, list[list[int]]] = field(default_factory=dict)
 
     @property
     def exact(self) -> bool:
-        """True when every group that removes units can be checked exactly against the masked original."""
-        return all(g.exact for g in self.groups if g.removed)
+        """True when every group that removes units can be checked exactly against the masked original (merged
+        layers change the function by design: never exact)."""
+        return not self.merged_layers and all(g.exact for g in self.groups if g.removed)
 
     def removed_units(self) -> int:
         return sum(len(g.removed) for g in self.groups)
@@ -118,6 +122,8 @@ class Plan:
                 settings=dict(d.get("settings", {})),
                 version=str(d.get("version", "")),
                 dropped_layers={str(k): [int(i) for i in v] for k, v in (d.get("dropped_layers") or {}).items()},
+                merged_layers={str(k): [[int(i) for i in run] for run in v]
+                               for k, v in (d.get("merged_layers") or {}).items()},
                 config=None if d.get("config") is None else PruneConfig.from_dict(d["config"]),
             )
         except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:  # config errors included
@@ -137,6 +143,7 @@ class Plan:
                                       f"no tensors under those indices (it has {len(present)} blocks)")
             if len(gone) >= len(present):
                 raise FileFormatError(f"plan drops every layer of {container!r}; at least one must remain")
+        self._validate_merges()
         for fqn, dims in self.keep.items():
             if fqn not in self.shapes:
                 raise FileFormatError(f"plan keeps indices of {fqn!r}, which is not among its recorded shapes")
@@ -149,3 +156,14 @@ class Plan:
         from secateurs.plan_checks import check_groups
 
         check_groups(self)
+
+    def _validate_merges(self) -> None:
+        for container, runs in self.merged_layers.items():
+            gone = set(self.dropped_layers.get(container, []))
+            flat = [i for run in runs for i in run]
+            if len(flat) != len(set(flat)) or any(len(r) < 2 or r != list(range(r[0], r[0] + len(r))) for r in runs):
+                raise FileFormatError(f"plan merges layers {runs} of {container!r}: each run must be at least two "
+                                      "consecutive indices, and runs must not overlap")
+            if not {i for run in runs for i in run[1:]} <= gone or gone & {run[0] for run in runs}:
+                raise FileFormatError(f"plan merges layers {runs} of {container!r} but drops {sorted(gone)}: every "
+                                      "index of a run but the first must be dropped, the first kept")

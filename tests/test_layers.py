@@ -28,6 +28,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("depth",),
     ("planning",),
     ("verification",),
+    ("rotation",),
     ("compensation",),
     ("sparsity",),
     ("reporting",),
@@ -36,6 +37,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("export",),
     ("api",),
     ("recovery",),
+    ("sheared",),
     ("integrations", "testing"),
     ("__init__",),  # the facade: lazy verbs over everything above
     ("cli",),

@@ -65,7 +65,7 @@ def test_delegated_registries_are_iterated_by_their_test_file(what):
 
 
 # -- contracts of the other registries ----------------------------------------------------------------------------
-CONTRACT_NAMES = {"slice-refreshing module", "compute op", "calibration layout", "feature map", "depth adapter", "compensation method", "2:4 sparsity method",
+CONTRACT_NAMES = {"data-aware default", "shear layout", "slice-refreshing module", "compute op", "calibration layout", "feature map", "depth adapter", "compensation method", "2:4 sparsity method",
                   "layer_importance", "model spec scheme"}
 
 
@@ -235,3 +235,29 @@ def test_a_slice_refreshing_module_has_a_handler_that_refreshes_its_attributes(k
     handler must refresh those attributes, so the class has one."""
     handlers = REGISTRIES["surgery handler"].entries()
     assert any(isinstance(k, type) and k.__name__ == key for k in handlers), f"no surgery handler for {key}"
+
+
+@pytest.mark.parametrize("key", _cases("data-aware default"))
+def test_data_aware_default_names_registered_methods_and_its_evidence(key):
+    from secateurs.compensation.methods import METHODS
+    from secateurs.scoring.registry import CRITERIA
+
+    entry = REGISTRIES["data-aware default"].entries()[key]
+    crit = REGISTRIES["importance criterion"].find(entry.importance)
+    assert crit is not None and getattr(CRITERIA.get(entry.importance)(), "needs_data", False)
+    assert entry.compensate in (None, "none") or entry.compensate in METHODS
+    assert "bench/" in entry.evidence or "docs/" in entry.evidence  # where the choice was measured
+
+
+@pytest.mark.parametrize("key", _cases("shear layout"))
+def test_shear_layout_describes_its_model(key):
+    from secateurs.testing.hf import tiny
+
+    finder = REGISTRIES["shear layout"].entries()[key]
+    cases = {"transformers.modeling_utils.PreTrainedModel": lambda: tiny("llama").model}
+    assert key in cases, f"add a model for shear layout {key!r}"
+    model = cases[key]()
+    layout = finder(model)
+    blocks = model.get_submodule(layout.blocks_path)
+    assert layout.n_layers == len(blocks) == len(layout.attn_out) == len(layout.mlp_out)
+    assert layout.hidden == model.config.hidden_size and layout.heads % layout.kv_heads == 0

@@ -18,8 +18,12 @@ def add_calibration_flags(p: argparse.ArgumentParser) -> None:
 
 
 def needs_data(importance: str) -> bool:
+    """Whether the criterion reads calibration data (``"auto"`` does whenever data is given)."""
+    from secateurs.config import AUTO
     from secateurs.scoring.registry import get_criterion
 
+    if isinstance(importance, str) and importance == AUTO:
+        return True
     return bool(getattr(get_criterion(importance), "needs_data", False))
 
 

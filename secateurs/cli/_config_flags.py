@@ -20,7 +20,8 @@ from secateurs.errors import InvalidArgumentError, InvalidTypeError
 #: fields set by other flags than their own (see the module docstring)
 NOT_GENERATED = {"target": ("--ratio", "--macs", "--params", "--latency"), "overrides": ("--overrides", "--sensitivity")}
 TARGET_FLAGS = ("ratio", "macs", "params", "latency")
-_INT = {"round_to", "min_keep", "seed", "drop_layers"}
+_INT = {"round_to", "min_keep", "seed", "drop_layers", "merge_layers"}
+_SWITCH = {"rotate", "rotate_per_layer"}  # boolean fields: the flag alone turns them on
 _FLOAT = {"max_ratio", "tolerance"}
 
 
@@ -69,6 +70,8 @@ def add_prune_flags(p: argparse.ArgumentParser) -> None:
         kwargs: dict[str, Any] = {"dest": f.name, "default": None, "help": f.metadata["help"] + _default(f)}
         if f.metadata.get("repeat"):
             kwargs.update(action="append", metavar="PATTERN")
+        elif f.name in _SWITCH:
+            kwargs.update(action="store_const", const=True)
         elif f.name in _INT:
             kwargs["type"] = int
         elif f.name in _FLOAT:

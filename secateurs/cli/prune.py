@@ -22,12 +22,13 @@ from secateurs.cli._common import (
     step,
 )
 from secateurs.cli._config_flags import TARGET_FLAGS, add_prune_flags, build_config, config_options
+from secateurs.cli._distill import add_distill_flags, check_distill, distill, teacher_copy
 from secateurs.cli._int8 import add_int8_flag, check_int8, int8_exports
 from secateurs.cli._measure import add_latency_flags, batch_sizes, fit_static_batch, measure
 from secateurs.cli._overrides import add_overrides_flags, read_overrides
 from secateurs.cli._sparsity import add_sparsity_flags, sparsify
 from secateurs.cli.config import add_config_flags
-from secateurs.config import PruneConfig
+from secateurs.config import AUTO, PruneConfig
 from secateurs.errors import InvalidArgumentError
 
 
@@ -44,6 +45,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_overrides_flags(p)
     add_calibration_flags(p)
     add_sparsity_flags(p)
+    add_distill_flags(p)
     add_config_flags(p, "prune")
     add_latency_flags(p)
     add_output_flags(p)
@@ -51,8 +53,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _uses_data(config: PruneConfig) -> bool:
-    """Whether sc.prune reads the calibration batches: the criterion, compensation or layer dropping."""
-    return needs_data(config.importance) or config.compensate is not None or bool(config.drop_layers)
+    """Whether sc.prune reads the calibration batches: the criterion (``auto`` included), compensation, layer
+    dropping or merging, or the rotation."""
+    compensates = config.compensate is not None and (config.compensate != AUTO or config.importance == AUTO)
+    return needs_data(config.importance) or compensates or config.removes_layers() or config.rotate
 
 
 def _validate(args: argparse.Namespace, config: PruneConfig) -> None:
@@ -61,19 +65,23 @@ def _validate(args: argparse.Namespace, config: PruneConfig) -> None:
     from secateurs.depth.criteria import get_layer_criterion
     from secateurs.scoring.registry import criterion_name, get_criterion
 
-    criterion = get_criterion(config.importance)
+    auto = isinstance(config.importance, str) and config.importance == AUTO  # resolved by sc.prune on the data
+    criterion = get_criterion("l2" if auto else config.importance)
     name = criterion_name(criterion)
     if getattr(criterion, "needs_grads", False):
         raise InvalidArgumentError(f"importance {name!r} needs gradients of a training loss, which "
                                    "needs labels the command line cannot supply; use the Python API "
                                    "(secateurs.prune(..., calibration=loader, loss_fn=...)) or a data criterion such as wanda")
-    if config.compensate is not None:
+    if config.compensate is not None and config.compensate != AUTO:
         as_compensation(config.compensate)
     if config.layer_importance is not None:
         get_layer_criterion(config.layer_importance)
-    if config.drop_layers is not None and config.drop_layers < 1:
-        raise InvalidArgumentError(f"--drop-layers must be a positive integer, got {config.drop_layers}")
-    for flag, value in (("--compensate", config.compensate), ("--drop-layers", config.drop_layers)):
+    for flag, n in (("--drop-layers", config.drop_layers), ("--merge-layers", config.merge_layers)):
+        if n is not None and n < 1:
+            raise InvalidArgumentError(f"{flag} must be a positive integer, got {n}")
+    named = None if config.compensate == AUTO else config.compensate
+    for flag, value in (("--compensate", named), ("--drop-layers", config.drop_layers),
+                        ("--merge-layers", config.merge_layers), ("--rotate", config.rotate)):
         if value and not args.calibration:
             raise InvalidArgumentError(f"{flag} needs calibration data: pass --calibration DIR (images), FILE.txt "
                                        "(text) or synthetic (random inputs)")
@@ -89,6 +97,7 @@ def _validate(args: argparse.Namespace, config: PruneConfig) -> None:
 
         source_kind(args.calibration)  # a missing path fails before the model is built
     check_int8(args)
+    check_distill(args)
 
 
 def _calibration(args: argparse.Namespace, source: Any, spec: Any, config: PruneConfig) -> Any:
@@ -97,7 +106,7 @@ def _calibration(args: argparse.Namespace, source: Any, spec: Any, config: Prune
         return None
     step(args, f"loading calibration data ({args.calibration})")
     calibration = build_calibration(args, source.spec, spec)
-    if not _uses_data(config) and args.sparsity_2to4 != "wanda" and args.int8 != "static":
+    if not _uses_data(config) and args.sparsity_2to4 != "wanda" and args.int8 != "static":  # "auto" uses it
         import warnings
 
         warnings.warn(f"--calibration is not used by importance {_name(config)!r}", stacklevel=2)
@@ -116,7 +125,8 @@ def _dry_run(args: argparse.Namespace, model: Any, spec: Any, out: Path, config:
 
     step(args, "planning (dry run: the model is not changed)")
     calibration = _calibration(args, source, spec, config)
-    batches = calibration.batches if calibration and (needs_data(config.importance) or config.drop_layers) else None
+    batches = calibration.batches if calibration and (needs_data(config.importance) or config.removes_layers()
+                                                      or config.rotate) else None
     plan = sc.plan(model, spec.make(), config, calibration=batches)
     with atomic_dir(out, args.force) as tmp:
         write_text(tmp / "plan.json", plan.to_json(indent=1))
@@ -165,7 +175,13 @@ def run(args: argparse.Namespace) -> int:
         before = measure(model, spec, sizes, args.repeats, is_quiet(args))
     step(args, "planning, pruning and verifying")
     x = spec.make()
+    teacher = teacher_copy(args, model)
     result = sc.prune(model, x, config, calibration=batches if _uses_data(config) else None)
+    distilled = None
+    if teacher is not None:
+        step(args, f"distilling from the unpruned model ({args.distill_steps} steps, {args.distill_loss})")
+        distilled = distill(args, model, teacher, list(batches or []))
+        del teacher
     sparsity, sparsity_doc = None, None
     if args.sparsity_2to4:
         step(args, f"2:4 sparsity of Linear weights ({args.sparsity_2to4})")
@@ -176,7 +192,7 @@ def run(args: argparse.Namespace) -> int:
         after = measure(model, spec, sizes, args.repeats, is_quiet(args))
     doc = build_report(result, model_spec=source.spec, input_desc=spec.to_dict(), latency=latency_rows(before, after))
     doc["notes"].extend([batch_note] if batch_note else [])
-    for key, value in (("sensitivity", sensitivity_doc), ("sparsity", sparsity_doc)):
+    for key, value in (("sensitivity", sensitivity_doc), ("sparsity", sparsity_doc), ("distillation", distilled)):
         if value is not None:
             doc[key] = value
     if calibration is not None:

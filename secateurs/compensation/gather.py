@@ -71,3 +71,14 @@ def gather(model: nn.Module, plan: Plan, calibration: Any, *, method: str = "lst
     notes.extend(f"{c.path}: never called on floating inputs during calibration; not compensated"
                  for c in unfoldable if c.path not in stats.moments)
     return ConsumerStatistics(kept, stats, gram, notes)
+
+
+def gram_bytes(model: nn.Module, plan: Plan) -> int:
+    """Memory the Gram matrices of a least-squares compensation of ``plan`` would take (float64, F x F per layer)."""
+    consumers, _ = find_consumers(model, plan)
+    total = 0
+    for c in consumers:
+        out_dim = 1 if c.fmap.in_dim == 0 else 0
+        features = c.weight.numel() // max(int(c.weight.shape[out_dim]), 1)
+        total += features * features * 8
+    return total

@@ -18,11 +18,12 @@ from secateurs.plans import Plan
 from secateurs.surgery.apply import snapshot_modules
 
 
-def _check_pruned(model: nn.Module, c: Consumer) -> nn.Module:
+def _check_pruned(model: nn.Module, c: Consumer, path: str) -> nn.Module:
+    """The pruned module of consumer ``c``, at ``path`` (its name after dropped layers renumbered the blocks)."""
     try:
-        module = model.get_submodule(c.path)
+        module = model.get_submodule(path)
     except AttributeError:
-        raise InvalidArgumentError(f"model has no module {c.path!r}; pass the model the plan was applied to") from None
+        raise InvalidArgumentError(f"model has no module {path!r}; pass the model the plan was applied to") from None
     w = module._parameters.get("weight")
     full_rows = int(c.original_weight.shape[c.out_dim])
     rows, cols = full_rows if c.kept_out is None else len(c.kept_out), len(c.kept_in) * c.fmap.per_channel
@@ -34,7 +35,7 @@ def _check_pruned(model: nn.Module, c: Consumer) -> nn.Module:
     return module
 
 
-def _write(model: nn.Module, module: nn.Module, c: Consumer, fit: Fit, result: CompensationResult,
+def _write(model: nn.Module, module: nn.Module, path: str, c: Consumer, fit: Fit, result: CompensationResult,
            unsaved: list[str]) -> None:
     w = module._parameters["weight"]
     assert w is not None  # checked by _check_pruned
@@ -47,14 +48,14 @@ def _write(model: nn.Module, module: nn.Module, c: Consumer, fit: Fit, result: C
     if fit.bias is not None:
         b = fit.bias if c.kept_out is None else fit.bias[c.kept_out]
         if module._parameters.get("bias") is None:
-            add_bias_(model, c.path, result.added_biases, result.config_flags, unsaved)
+            add_bias_(model, path, result.added_biases, result.config_flags, unsaved)
         old = module._parameters["bias"]
         assert old is not None
         module._parameters["bias"] = nn.Parameter(b.to(dtype=old.dtype, device=old.device),
                                                   requires_grad=old.requires_grad)
         changed = True
     if changed:
-        result.layers.append(c.path)
+        result.layers.append(path)
 
 
 def compensate(model: nn.Module, plan: Plan, statistics: ConsumerStatistics, *, method: str | None = None,
@@ -78,13 +79,14 @@ def compensate(model: nn.Module, plan: Plan, statistics: ConsumerStatistics, *, 
                                    f"method={name!r}) before apply")
     if isinstance(ridge, bool) or not isinstance(ridge, (int, float)) or not (ridge >= 0 and math.isfinite(ridge)):
         raise InvalidArgumentError(f"ridge must be a finite number >= 0, got {ridge!r}")
-    modules = [(c, _check_pruned(model, c)) for c in statistics.consumers]
+    modules = [(c, path, _check_pruned(model, c, path)) for c in statistics.consumers
+               if (path := plan.renamed(c.path)) is not None]  # consumers in dropped blocks are gone
     result = CompensationResult(name, [], notes=list(statistics.notes))
     undo = snapshot_modules(list(model.modules()))
     unsaved: list[str] = []
     try:
         with torch.no_grad():
-            for c, module in modules:
+            for c, path, module in modules:
                 with_bias = c.bias is not None or add_bias
                 fit = m.fit(c, statistics.stats.moments[c.path], ridge=float(ridge), with_bias=with_bias)
                 if fit.note:
@@ -93,7 +95,7 @@ def compensate(model: nn.Module, plan: Plan, statistics: ConsumerStatistics, *, 
                     if t is not None and not bool(torch.isfinite(t).all()):
                         raise ApplyError(f"{c.path}: the {name} fit is not finite (degenerate calibration inputs?); "
                                          "raise ridge=")
-                _write(model, module, c, fit, result, unsaved)
+                _write(model, module, path, c, fit, result, unsaved)
                 c.release()
     except Exception as exc:
         undo.restore()

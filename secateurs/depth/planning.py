@@ -54,18 +54,33 @@ def choose_layers(model: nn.Module, drop_layers: int, layer_importance: str, cal
 
 @dataclass
 class DropChoice:
-    """The blocks a layer criterion chose: the container path and the record kept in ``plan.settings``."""
+    """The blocks a layer criterion chose (or LaCo merged away): the container path and the record kept in
+    ``plan.settings``."""
 
     container: str
     record: dict[str, Any]
+    key: str = "drop_layers"  # the settings entry: "drop_layers" or "merge_layers"
 
     @property
     def dropped(self) -> list[int]:
         return list(self.record["dropped"])
 
+    @property
+    def runs(self) -> list[list[int]]:
+        return [list(r) for r in self.record.get("runs", [])]
 
-def choose_drop(model: nn.Module, drop_layers: Any, layer_importance: str | None, calibration: Any) -> DropChoice | None:
-    """Validate the arguments and score the blocks; None when no layer is to be dropped."""
+
+def choose_drop(model: nn.Module, drop_layers: Any, layer_importance: str | None, calibration: Any,
+                merge_layers: int | None = None) -> DropChoice | None:
+    """Validate the arguments and score the blocks (or choose the runs to merge); None when no layer is removed."""
+    if merge_layers:
+        if calibration is None:
+            raise InvalidArgumentError(
+                f"merge_layers={merge_layers} chooses the layers to merge by how similar the merged model stays on "
+                "calibration data: pass calibration=<iterable of batches shaped like example_inputs>")
+        from secateurs.depth.merge import choose_merges
+
+        return DropChoice(*choose_merges(model, int(merge_layers), calibration), key="merge_layers")
     name = check_drop_args(drop_layers, layer_importance, calibration)
     if name is None:
         return None
@@ -89,15 +104,17 @@ def attach(plan: Plan, choice: DropChoice | None) -> Plan:
     if choice is None:
         return plan
     plan.dropped_layers = {choice.container: choice.dropped}
-    plan.settings["drop_layers"] = choice.record
+    if choice.runs:
+        plan.merged_layers = {choice.container: choice.runs}
+    plan.settings[choice.key] = choice.record
     plan.validate()
     return plan
 
 
 def width_calibration(config: PruneConfig, calibration: Any) -> Any:
-    """The calibration batches for the width criterion of a plan that also drops layers: given only when that
-    criterion reads data (the batches are for the layer criterion otherwise)."""
-    if not config.drop_layers:
+    """The calibration batches for the width criterion of a plan that also drops or merges layers or rotates: given
+    only when that criterion reads data (the batches are for the layer choice or the rotation otherwise)."""
+    if not (config.removes_layers() or config.rotate):
         return calibration
     from secateurs.scoring.registry import get_criterion
 

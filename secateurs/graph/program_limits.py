@@ -20,7 +20,7 @@ _WAY_OUT = ("use a weight, gradient or activation criterion (l2, taylor, wanda, 
 
 def refuse_for_program(model: nn.Module, *, drop_layers: Any = None, compensate: Any = None,
                        moments_criterion: str | None = None, sparsity: str | None = None,
-                       sequential: bool = False) -> None:
+                       sequential: bool = False, rotate: bool = False) -> None:
     from secateurs.graph.program import is_program_graph
 
     if not is_program_graph(model):
@@ -41,7 +41,11 @@ def refuse_for_program(model: nn.Module, *, drop_layers: Any = None, compensate:
         raise InvalidArgumentError(
             "2:4 sparsity masks the weights of nn.Linear modules; a torch.export program has none (its layers are "
             "graph ops). Apply the masks to the original nn.Module (prune it, sparsify_2to4, then export)")
+    if rotate:
+        raise InvalidArgumentError(
+            "rotate=True folds RMS norms into nn.Linear modules and rotates their weights; a torch.export program has "
+            "neither. Rotate and prune the original nn.Module, then export it")
     if drop_layers:
         raise InvalidArgumentError(
-            "drop_layers= removes blocks of an nn.ModuleList; a torch.export program has no block modules. Drop layers "
+            "drop_layers= (or merge_layers=) removes blocks of an nn.ModuleList; a torch.export program has no block modules. Drop layers "
             "on the original nn.Module, then export it")

@@ -179,6 +179,9 @@ def _unpruned(root: Path, manifest: dict[str, Any], plan: Plan, model_factory: C
         model = model_factory()
     if not isinstance(model, nn.Module):
         raise InvalidTypeError(f"load() needs an nn.Module to rebuild into, got {type(model).__name__}")
+    from secateurs.rotation.shortcuts import add_recorded_shortcuts_
+
+    add_recorded_shortcuts_(model, plan)  # a per-layer rotation's shortcut matrices, part of the planned model
     state = model.state_dict(keep_vars=True)
     got = {name: list(t.shape) for name, t in state.items()}
     if got != plan.shapes:

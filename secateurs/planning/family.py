@@ -24,6 +24,7 @@ from secateurs.graph.analysis import Analysis, analyze
 from secateurs.graph.capture import ExampleInputs
 from secateurs.graph.groups import Group
 from secateurs.planning.build import build_plan
+from secateurs.planning.defaults import resolve as resolve_defaults
 from secateurs.planning.make import make_plan
 from secateurs.planning.targets import measure_kept, within
 from secateurs.plans import Plan
@@ -101,7 +102,7 @@ def plan_family(
         raise InvalidArgumentError("plan_family does not take latency targets yet: use macs=[...] and time the plans")
     if config is None and "scope" not in options and "uniform" not in options:
         options["scope"] = "global"
-    base = PruneConfig.build(config, **options)
+    base, defaults = resolve_defaults(PruneConfig.build(config, **options), model, calibration)
     analysis = analysis or analyze(model, example_inputs)
     criterion = _ScoredOnce(get_criterion(base.importance))
     order = sorted(range(len(values)), key=lambda i: _strength(metric, values[i]))
@@ -115,6 +116,8 @@ def plan_family(
         if previous is not None:
             plan = _nested(model, analysis, previous, plan, metric, values[i], example_inputs)
         plan.settings["family"] = {"metric": metric, "values": values, "index": i}
+        if defaults is not None:
+            plan.settings["defaults"] = defaults
         plans[i] = previous = plan
     return [plans[i] for i in range(len(values))]
 

@@ -11,6 +11,7 @@ from secateurs.calibration.data import LossFn
 from secateurs.config import PruneConfig
 from secateurs.graph.analysis import Analysis
 from secateurs.planning.build import build_plan
+from secateurs.planning.defaults import resolve as resolve_defaults
 from secateurs.planning.request import read_request
 from secateurs.planning.targets import plan_for_latency, plan_for_targets
 from secateurs.plans import Plan
@@ -26,6 +27,7 @@ from secateurs.targets import DEFAULT_KINDS
 def make_plan(model: torch.nn.Module, analysis: Analysis, config: PruneConfig, *, calibration: Any = None,
               loss_fn: LossFn | None = None, example_inputs: Any = None) -> Plan:
     """The width plan ``config`` asks for (layers to drop are chosen before, by ``secateurs.depth``)."""
+    config, defaults = resolve_defaults(config, model, calibration)  # "auto" resolved here when a caller did not
     criterion = get_criterion(config.importance)
     req = read_request(model, criterion, config)
     tensors = dict(model.state_dict(keep_vars=True))
@@ -49,6 +51,7 @@ def make_plan(model: torch.nn.Module, analysis: Analysis, config: PruneConfig, *
         "normalize": req.normalize if req.scope == "global" else None,
         "calibration": {"batches": stats.n_batches, "gradients": stats.has_grads} if stats is not None else None,
         "loss_fn": getattr(loss_fn, "__name__", type(loss_fn).__name__) if loss_fn is not None else None,
+        **({"defaults": defaults} if defaults is not None else {}),
     }
 
     def finish(counts: Counts) -> Plan:

@@ -16,7 +16,8 @@ class RecoverConfig:
     ``epochs`` passes over ``data``, or exactly ``steps`` optimizer steps when ``steps`` is set (the data
     is cycled). ``alpha`` weighs distillation against the task loss: ``alpha * kd + (1 - alpha) * task``;
     ``None`` means 1.0 with a teacher and no task loss, 0.5 with both, 0.0 without a teacher.
-    ``distill_loss`` compares student and teacher outputs: ``"kl"`` on logits (with ``temperature``),
+    ``distill_loss`` compares student and teacher outputs: ``"kl"`` (forward KL) or ``"reverse_kl"`` (MiniLLM's
+    token-level reverse KL) on logits (with ``temperature``),
     ``"mse"`` or ``"cosine"`` on embeddings. ``amp``: ``True`` autocasts to ``amp_dtype`` (default float16 on
     CUDA, bfloat16 on CPU; float16 adds a GradScaler), ``"auto"`` enables it on CUDA only.
 

@@ -30,6 +30,22 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
     return F.kl_div(s, t, reduction="batchmean", log_target=True) * temperature**2
 
 
+def reverse_kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Token-level reverse KL, KL(softmax(s/T) || softmax(t/T)) * T^2, averaged over every position (MiniLLM,
+    Gu et al., 2024): mode-seeking, the student is penalised for putting mass where the teacher puts little,
+    rather than for missing some of the teacher's mass (forward KL, ``kd_loss``). MiniLLM optimises the
+    sequence-level reverse KL with policy gradients over sampled continuations; this is its per-token form on
+    the teacher-forced data, which needs no sampling.
+    """
+    if temperature <= 0:
+        raise InvalidArgumentError(f"temperature must be positive, got {temperature!r}")
+    _check_shapes(student_logits, teacher_logits, "logits")
+    n_classes = student_logits.shape[-1]
+    s = F.log_softmax(student_logits.float().reshape(-1, n_classes) / temperature, dim=-1)
+    t = F.log_softmax(teacher_logits.float().reshape(-1, n_classes) / temperature, dim=-1)
+    return (s.exp() * (s - t)).sum(-1).mean() * temperature**2
+
+
 def _check_shapes(student: torch.Tensor, teacher: torch.Tensor, what: str) -> None:
     if student.shape != teacher.shape:
         raise InvalidArgumentError(
@@ -55,7 +71,8 @@ def cosine_distill_loss(student_out: torch.Tensor, teacher_out: torch.Tensor, te
 DistillLoss = Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]
 
 DISTILL_LOSSES: dict[str, DistillLoss] = {
-    "kl": kd_loss,  # logits of a classifier or LM
+    "kl": kd_loss,  # logits of a classifier or LM: forward KL(teacher || student)
+    "reverse_kl": reverse_kd_loss,  # logits of an LM: reverse KL(student || teacher), MiniLLM
     "mse": mse_distill_loss,  # embeddings, regression outputs
     "cosine": cosine_distill_loss,  # embeddings compared by direction (sentence embeddings)
 }

@@ -87,8 +87,9 @@ def apply_plan(model: nn.Module, plan: Plan) -> nn.Module:
     before = _shapes_before(plan, touched_paths)
     try:
         if plan.dropped_layers:  # first, so config sync in the width handlers sees only the blocks that remain
-            from secateurs.surgery.blocks import drop_layers_
+            from secateurs.surgery.blocks import drop_layers_, merge_layers_
 
+            merge_layers_(model, plan.merged_layers)  # LaCo: runs merged into their first block, the rest dropped
             drop_layers_(model, plan.dropped_layers)
         _slice_tensors(state, owners, plan)
         for path in sorted(touched_paths, key=lambda p: -p.count(".") if p else 1):

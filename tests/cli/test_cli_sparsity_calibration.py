@@ -57,8 +57,10 @@ def test_synthetic_calibration_warns(tmp_path, capsys):
     rc, err = _run(capsys, _prune(tmp_path / "p", "--importance", "activation", "--calibration", "synthetic",
                                   "--calibration-batches", "2", "--dry-run"))
     assert rc == 0 and "warning: synthetic calibration" in err
-    rc, err = _run(capsys, _prune(tmp_path / "q", "--calibration", "synthetic", "--dry-run"))
+    rc, err = _run(capsys, _prune(tmp_path / "q", "--importance", "l2", "--calibration", "synthetic", "--dry-run"))
     assert rc == 0 and "warning: --calibration is not used by importance 'l2'" in err
+    rc, err = _run(capsys, _prune(tmp_path / "r", "--calibration", "synthetic", "--dry-run"))  # auto reads it
+    assert rc == 0 and "is not used" not in err
 
 
 @pytest.mark.parametrize("extra,match", [

@@ -1,0 +1,55 @@
+"""``prune --distill-steps N``: recover the pruned model by logit distillation from the unpruned one (Minitron).
+
+With ``--importance activation`` (width), ``--drop-layers N`` (depth) and ``--distill-steps`` this is the
+Minitron recipe in one command (NVIDIA, 2024, "Compact Language Models via Pruning and Knowledge Distillation").
+The teacher is a copy of the model taken before pruning; the data are the ``--calibration`` batches, cycled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+from typing import Any
+
+from secateurs.cli._common import is_quiet
+from secateurs.errors import InvalidArgumentError
+
+
+def add_distill_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--distill-steps", type=int, default=0, metavar="N",
+                   help="after pruning, N steps of logit distillation from the unpruned model on the --calibration "
+                        "batches (Minitron: with --importance activation and --drop-layers)")
+    p.add_argument("--distill-loss", choices=("kl", "reverse_kl"), default="kl",
+                   help="forward KL (default) or MiniLLM's reverse KL")
+    p.add_argument("--distill-lr", type=float, default=1e-4, metavar="LR", help="AdamW learning rate (default 1e-4)")
+    p.add_argument("--distill-temperature", type=float, default=1.0, metavar="T", help="softmax temperature (default 1)")
+
+
+def check_distill(args: argparse.Namespace) -> None:
+    if args.distill_steps < 0:
+        raise InvalidArgumentError(f"--distill-steps must be >= 0, got {args.distill_steps}")
+    if args.distill_steps and not args.calibration:
+        raise InvalidArgumentError("--distill-steps distils on the --calibration batches: pass --calibration FILE.txt "
+                                   "(text for a language model), a folder of images, or synthetic")
+    if args.distill_steps and not args.distill_lr > 0:
+        raise InvalidArgumentError(f"--distill-lr must be positive, got {args.distill_lr}")
+
+
+def teacher_copy(args: argparse.Namespace, model: Any) -> Any:
+    """The unpruned model to distil from (None without --distill-steps)."""
+    return copy.deepcopy(model).eval() if args.distill_steps else None
+
+
+def distill(args: argparse.Namespace, model: Any, teacher: Any, batches: list[Any]) -> dict[str, Any]:
+    """Distil in place; the report section (steps, loss, first and last epoch losses)."""
+    import torch
+
+    import secateurs as sc
+
+    data = [(b, None) for b in batches]
+    result = sc.recover(model, data, teacher=teacher, distill_loss=args.distill_loss, temperature=args.distill_temperature,
+                        steps=args.distill_steps, seed=0, max_grad_norm=1.0, progress=not is_quiet(args),
+                        optimizer=lambda p: torch.optim.AdamW(p, lr=args.distill_lr, weight_decay=0.0))
+    model.eval()
+    return {"steps": result.steps, "loss": args.distill_loss, "lr": args.distill_lr,
+            "temperature": args.distill_temperature, "batches": len(batches), "epoch_losses": result.losses}
