@@ -103,7 +103,7 @@ def _check_group_dict(g: Any, i: int) -> None:
     if not _ints(g["removed"], 0):
         raise _bad(f"groups[{i}].removed", "a list of unit indices", g["removed"])
     for m in g["members"]:
-        if not (isinstance(m, list) and len(m) == 2 and isinstance(m[0], str) and _int(m[1], 0)):
+        if not (isinstance(m, (list, tuple)) and len(m) == 2 and isinstance(m[0], str) and _int(m[1], 0)):
             raise _bad(f"groups[{i}].members", "a list of [tensor name, dim] pairs", m)
 
 
