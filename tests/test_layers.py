@@ -18,6 +18,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("_version", "errors"),
     ("registry", "timing", "_plotting", "plugins", "targets"),
     ("config",),
+    ("plan_codec",),
     ("plans",),
     ("graph",),
     ("calibration",),
