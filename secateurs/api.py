@@ -135,8 +135,8 @@ def _apply_verified(model: nn.Module, analysis: Analysis, p: Plan, example_input
     can_run = has_weights(model)
     subset_result = _exact_subset(model, analysis, p, example_inputs, check, tolerance) if check and can_run else None
     reference = masked_outputs(model, p, example_inputs) if check and can_run else None
-    undo = _snapshot(list(model.modules()))
-    apply_plan(model, p)
+    undo = _snapshot(list(model.modules()))  # its journal keeps the replaced tensors (spilled to a file when large)
+    apply_plan(model, p, journal=undo.journal)
     result = None
     notes: list[str] = []
     after: list[Any] = []  # the re-export check's capture of the pruned model, reused to count its MACs
@@ -164,6 +164,7 @@ def _apply_verified(model: nn.Module, analysis: Analysis, p: Plan, example_input
         except Exception:
             undo.restore()
             raise
+    undo.journal.drop()  # final: the replaced tensors (or their spill file) are let go
     return PruneReport(model, p, result, macs_before, macs_after, params_before, param_count(model), notes,
                        compensation, bytes_before, state_bytes(model))
 

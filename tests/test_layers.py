@@ -16,7 +16,7 @@ ROOT = pathlib.Path(secateurs.__file__).parent
 #: lowest first; a unit (top-level module or package of secateurs) may import only units of lower layers
 LAYERS: list[tuple[str, ...]] = [
     ("_version", "errors"),
-    ("registry", "timing", "_plotting", "plugins", "targets"),
+    ("registry", "timing", "_plotting", "plugins", "targets", "progress"),
     ("config",),
     ("plan_codec",),
     ("plans",),
@@ -37,6 +37,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("api",),
     ("recovery",),
     ("integrations", "testing"),
+    ("outofcore",),  # reads Hugging Face checkpoints; the same stages run part by part
     ("__init__",),  # the facade: lazy verbs over everything above
     ("cli",),
     ("__main__",),

@@ -26,6 +26,7 @@ from torch import nn
 
 from secateurs.calibration.data import CalibrationData, progress
 from secateurs.calibration.hooks import all_reduce_, channel_hooks
+from secateurs.calibration.residency import Residency
 from secateurs.calibration.stats import Statistics
 from secateurs.errors import InvalidArgumentError
 from secateurs.graph.capture import eval_mode, normalize_inputs
@@ -127,23 +128,26 @@ def _tables(stats: Statistics) -> list[dict[str, Any]]:
 
 
 def collect_sequential(model: nn.Module, data: CalibrationData, *, hooks: Hooks | None = None,
-                       trace: list[BlockStep] | None = None) -> Statistics:
+                       trace: list[BlockStep] | None = None, residency: Residency | None = None) -> Statistics:
     """Activation statistics equal to ``collect(model, data)``, holding one block boundary at a time.
 
     ``hooks(model, stats, blocks)`` installs the recording hooks (by default the per-channel ones of
     ``collect``); hooks that keep per-forward state should reset it when a block starts.
     ``trace``, when given a list, receives a ``BlockStep`` after each block (what was held then).
+    ``residency`` says which weights to load for each step (``data.residency``; all are in memory by default).
     """
     install = hooks or (lambda m, s, b: channel_hooks(m, s))
+    res = residency or data.residency or Residency()
     path, blocks = find_blocks(model, data.blocks)
     stats = Statistics()
     with eval_mode(model), torch.no_grad():
         with install(model, stats, list(blocks)):
-            inputs, calls = _capture(model, data, blocks[0])
+            with res.head():
+                inputs, calls = _capture(model, data, blocks[0])
             head = {key for table in _tables(stats) for key in table}
-            outputs = _run_blocks(blocks, calls, trace)
+            outputs = _run_blocks(blocks, calls, trace, res, data.progress)
         tail = Statistics()
-        with install(model, tail, list(blocks)):
+        with install(model, tail, list(blocks)), res.tail():
             _replay_tail(model, path, blocks, inputs, outputs)
     prefix = path + "."
     for mine, theirs in zip(_tables(stats), _tables(tail), strict=True):
@@ -194,17 +198,18 @@ def _capture(model: nn.Module, data: CalibrationData, first: nn.Module) -> tuple
 
 
 def _run_blocks(blocks: nn.ModuleList | nn.Sequential, calls: list[_BlockCall],
-                trace: list[BlockStep] | None) -> list[Any]:
+                trace: list[BlockStep] | None, res: Residency, bar: bool | None) -> list[Any]:
     """Feed the cached hidden states through one block at a time; the raw outputs of the last block."""
     hidden = [c.hidden() for c in calls]
     for c in calls:  # the hidden states live in ``hidden`` only, so each is freed once consumed
         c.args, c.kwargs = c.with_hidden(torch.empty(0))
     raw: list[Any] = []
-    for b, block in enumerate(blocks):
+    for b, block in enumerate(progress(blocks, bar, len(blocks), "calibration blocks")):
         raw = []
-        for k, c in enumerate(calls):
-            args, kwargs = c.with_hidden(hidden[k])
-            raw.append(block(*args, **kwargs))
+        with res.block(b):
+            for k, c in enumerate(calls):
+                args, kwargs = c.with_hidden(hidden[k])
+                raw.append(block(*args, **kwargs))
         outs = [_first_tensor(o, b) for o in raw]
         if trace is not None:
             alive = {id(t): t for t in hidden + outs}

@@ -21,6 +21,7 @@ from secateurs.calibration.stats import Statistics
 from secateurs.errors import InvalidArgumentError, PlanError
 from secateurs.graph.groups import Group
 from secateurs.graph.program_limits import refuse_for_program
+from secateurs.progress import bar
 from secateurs.scoring.registry import Criterion, ScoringContext, criterion_name, get_criterion
 
 
@@ -83,7 +84,7 @@ def statistics_for(criterion: Criterion, model: torch.nn.Module, calibration: An
 def score_groups(criterion: Criterion, groups: Sequence[Group], ctx: ScoringContext) -> dict[int, np.ndarray]:
     """``criterion``'s scores for each group, checked: one finite float per unit."""
     out: dict[int, np.ndarray] = {}
-    for g in groups:
+    for g in bar(groups, "scoring", len(groups)):
         scores = np.asarray(criterion.scores(g, ctx), dtype=np.float64)
         if scores.shape != (g.n_units,):
             raise PlanError(f"criterion returned {scores.shape} scores for group {g.name} of {g.n_units} units")
