@@ -46,7 +46,9 @@ class _Captured(Exception):
 
 
 @dataclass
-class _BlockCall:
+class BlockCall:
+    """The arguments one block was called with for one batch; the hidden states are the first tensor."""
+
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
 
@@ -159,13 +161,13 @@ def collect_sequential(model: nn.Module, data: CalibrationData, *, hooks: Hooks 
     return stats
 
 
-def _capture(model: nn.Module, data: CalibrationData, first: nn.Module) -> tuple[list[Any], list[_BlockCall]]:
+def _capture(model: nn.Module, data: CalibrationData, first: nn.Module) -> tuple[list[Any], list[BlockCall]]:
     """Run every batch up to the first block; keep the model inputs and the block's arguments."""
     inputs: list[Any] = []
-    calls: list[_BlockCall] = []
+    calls: list[BlockCall] = []
 
     def stop(_: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        calls.append(_BlockCall(args, dict(kwargs)))
+        calls.append(BlockCall(args, dict(kwargs)))
         raise _Captured
 
     total = data.max_batches
@@ -197,7 +199,7 @@ def _capture(model: nn.Module, data: CalibrationData, first: nn.Module) -> tuple
     return inputs, calls
 
 
-def _run_blocks(blocks: nn.ModuleList | nn.Sequential, calls: list[_BlockCall],
+def _run_blocks(blocks: nn.ModuleList | nn.Sequential, calls: list[BlockCall],
                 trace: list[BlockStep] | None, res: Residency, bar: bool | None) -> list[Any]:
     """Feed the cached hidden states through one block at a time; the raw outputs of the last block."""
     hidden = [c.hidden() for c in calls]
@@ -210,7 +212,7 @@ def _run_blocks(blocks: nn.ModuleList | nn.Sequential, calls: list[_BlockCall],
             for k, c in enumerate(calls):
                 args, kwargs = c.with_hidden(hidden[k])
                 raw.append(block(*args, **kwargs))
-        outs = [_first_tensor(o, b) for o in raw]
+        outs = [first_tensor(o, b) for o in raw]
         if trace is not None:
             alive = {id(t): t for t in hidden + outs}
             trace.append(BlockStep(b, len(alive), sum(t.numel() for t in alive.values())))
@@ -220,7 +222,7 @@ def _run_blocks(blocks: nn.ModuleList | nn.Sequential, calls: list[_BlockCall],
     return raw
 
 
-def _first_tensor(out: Any, b: int) -> torch.Tensor:
+def first_tensor(out: Any, b: int) -> torch.Tensor:
     h = out[0] if isinstance(out, (tuple, list)) else getattr(out, "last_hidden_state", out)
     if not isinstance(h, torch.Tensor):
         raise InvalidArgumentError(f"block {b} returned {type(out).__name__} without a hidden-state tensor first; "
@@ -258,3 +260,24 @@ def _same(a: Any, b: Any) -> bool:
     if isinstance(a, (int, float, str, bool, type(None))):
         return a == b
     return False
+
+
+def block_inputs(model: nn.Module, data: CalibrationData) -> tuple[list[Any], list[BlockCall]]:
+    """Run every batch up to the first block: (the model inputs of each batch, the first block's call)."""
+    _, blocks = find_blocks(model, data.blocks)
+    with eval_mode(model), torch.no_grad():
+        return _capture(model, data, blocks[0])
+
+
+def outputs_after_blocks(model: nn.Module, inputs: list[Any], last: list[Any], path: str | None = None) -> list[Any]:
+    """The model's outputs when every block returns ``last[k]`` for batch ``k``: what the modules after the
+    blocks (final norm, head) make of given last-block outputs."""
+    _, blocks = find_blocks(model, path)
+    state: dict[str, Any] = {"batch": 0, "kwargs": []}
+    stubs: list[nn.Module] = [_Replay(i, last, state) for i in range(len(blocks))]
+    out = []
+    with eval_mode(model), torch.no_grad(), _swapped(blocks, stubs):
+        for k, (args, kwargs) in enumerate(inputs):
+            state["batch"] = k
+            out.append(model(*args, **kwargs))
+    return out
