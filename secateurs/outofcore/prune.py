@@ -195,9 +195,11 @@ def _part(ckpt: Checkpoint, model: nn.Module, pruned: nn.Module, plan: Plan, par
 
 def _write_config(pruned: nn.Module, ckpt: Checkpoint, directory: Path) -> None:
     config: Any = copy.deepcopy(getattr(pruned, "config"))  # noqa: B009  # a PreTrainedModel's config
-    original = ckpt.config_dict()
-    if "use_cache" in original:
-        config.use_cache = original["use_cache"]  # turned off for the capture only
+    import transformers
+
+    original = transformers.AutoConfig.from_pretrained(ckpt.root, local_files_only=True)
+    if hasattr(original, "use_cache"):
+        config.use_cache = original.use_cache  # turned off on the weightless model only
     config.save_pretrained(directory)
 
 
