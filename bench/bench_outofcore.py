@@ -150,6 +150,34 @@ def equal(args: argparse.Namespace) -> None:
                       "in_memory_verification": report.verification.message if report.verification else None}))
 
 
+def plansize(args: argparse.Namespace) -> None:
+    """Plan JSON of the full Llama-3-8B shape on the meta device (importance random), format 2 vs format 1."""
+    import dataclasses
+
+    import torch
+    import transformers
+
+    sys.path.insert(0, str(HERE))
+    from llm_shapes import config_dict
+
+    import secateurs as sc
+
+    c = config_dict(args.layers)
+    config = transformers.LlamaConfig(**{k: v for k, v in c.items() if k not in ("architectures", "model_type")})
+    with torch.device("meta"):
+        model = transformers.LlamaForCausalLM(config).to(torch.bfloat16).eval()
+    x = {"input_ids": torch.randint(1, 1000, (1, 8)), "use_cache": False}
+    rows = {}
+    for ratio in ({"heads": 0.25, "ffn": 0.3}, {"heads": 0.5, "ffn": 0.3}, {"ffn": 0.3, "hidden": 0.25}):
+        plan = sc.plan(model, x, ratio=ratio, importance="random", round_to=8)
+        old = dataclasses.asdict(dataclasses.replace(plan, config=None))  # format 1: every index listed
+        old["keep"] = {k: {str(d): i for d, i in v.items()} for k, v in plan.keep.items()}
+        old["config"], old["format"] = plan.config.to_dict() if plan.config else None, 1
+        rows[json.dumps(ratio)] = {"format2_bytes": len(plan.to_json()), "format1_bytes": len(json.dumps(old)),
+                                   "units_removed": plan.removed_units()}
+    print(json.dumps(rows, indent=1))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -165,10 +193,13 @@ def main() -> None:
         c.add_argument("--ratio", default="heads=0.25,ffn=0.3")
         c.add_argument("--importance", default="l2")
         c.add_argument("--calibration-batches", type=int, default=8)
+    ps = sub.add_parser("plansize")
+    ps.add_argument("--layers", type=int, default=32)
     k = sub.add_parser("check")
     k.add_argument("dst")
     args = p.parse_args()
-    {"make": make, "cli": cli, "parts": parts, "_parts": _child_parts, "check": check, "equal": equal}[args.cmd](args)
+    {"make": make, "cli": cli, "parts": parts, "_parts": _child_parts, "check": check, "equal": equal,
+     "plansize": plansize}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from secateurs.cli._common import emit_json, is_quiet, say, step
+from secateurs.cli._common import emit_json, say, step
 from secateurs.config import PruneConfig
 from secateurs.errors import InvalidArgumentError
 
@@ -73,7 +73,6 @@ def run_out_of_core(args: argparse.Namespace, config: PruneConfig, calibration_f
     from secateurs.cli._common import input_spec
     from secateurs.io.specs import resolve
     from secateurs.outofcore import prune_checkpoint
-    from secateurs.progress import progress_set
 
     _refuse_flags(args)
     source = resolve(args.model)
@@ -81,9 +80,7 @@ def run_out_of_core(args: argparse.Namespace, config: PruneConfig, calibration_f
     batches = calibration_for(source, spec)
     step(args, f"pruning {source.spec} out of core into {args.output} (no latency measurement)")
     x = {**spec.make(), "use_cache": False}
-    with progress_set(False if is_quiet(args) else None):
-        report = prune_checkpoint(str(args.model)[3:], args.output, x, config, calibration=batches,
-                                  overwrite=args.force)
+    report = prune_checkpoint(str(args.model)[3:], args.output, x, config, calibration=batches, overwrite=args.force)
     emit_json(args, {"out_of_core": True, **report.to_dict()})
     say(args, report.summary())
     say(args, f"saved to {args.output} (Hugging Face checkpoint: from_pretrained loads it; plan.json beside it)")

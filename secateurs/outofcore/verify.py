@@ -10,7 +10,7 @@ RMSNorm). Only the part being checked has weights in memory (the caller loads an
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -18,7 +18,13 @@ from torch import nn
 from torch.utils._pytree import tree_leaves
 
 from secateurs.calibration.data import CalibrationData
-from secateurs.calibration.sequential import BlockCall, block_inputs, first_tensor, outputs_after_blocks
+from secateurs.calibration.sequential import (
+    BlockCall,
+    block_inputs,
+    find_blocks,
+    first_tensor,
+    outputs_after_blocks,
+)
 from secateurs.errors import VerificationError
 from secateurs.graph.capture import ExampleInputs, eval_mode
 from secateurs.plans import Plan
@@ -38,67 +44,61 @@ class PartCheck:
                 "ok": self.ok}
 
 
+@dataclass
+class _Chain:
+    """One model run part by part: its inputs, the first block's calls, the last raw block outputs."""
+
+    model: nn.Module
+    inputs: list[Any] = field(default_factory=list)
+    calls: list[BlockCall] = field(default_factory=list)
+    raw: list[Any] = field(default_factory=list)
+
+    def step(self, data: CalibrationData, block: int | None, hidden: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Run one part: before the blocks (``block`` None, ``hidden`` empty), block ``block`` on ``hidden``, or
+        after the blocks (``block`` None) with ``hidden`` as the last block's outputs."""
+        with eval_mode(self.model), torch.no_grad():
+            if block is None and not hidden:
+                self.inputs, self.calls = block_inputs(self.model, data)
+                return [c.hidden() for c in self.calls]
+            if block is not None:
+                layer = find_blocks(self.model)[1][block]
+                self.raw = [layer(*a, **k) for a, k in (c.with_hidden(h) for c, h in zip(self.calls, hidden, strict=True))]
+                return [first_tensor(r, block) for r in self.raw]
+            last = [_with_first(r, h) for r, h in zip(self.raw, hidden, strict=True)]
+            return [t for out in outputs_after_blocks(self.model, self.inputs, last) for t in _tensors(out)]
+
+
 class PartChecker:
-    """``original(part)`` runs the loaded original part masked and keeps its outputs; ``pruned(part)`` runs the
-    loaded pruned part on the same hidden states and compares. Parts go in order: before blocks, each block,
-    after blocks (for which the tensors before the blocks must be loaded too)."""
+    """``original(block)`` runs the loaded original part masked and keeps its outputs; ``pruned(name, block)``
+    runs the loaded pruned part on the same hidden states and compares. ``block`` is None before the blocks;
+    ``after=True`` marks the part after them (its step needs the tensors before the blocks loaded too)."""
 
     def __init__(self, original: nn.Module, pruned: nn.Module, plan: Plan, example_inputs: ExampleInputs,
                  tolerance: float | None = None) -> None:
-        self.m, self.p, self.plan = original, pruned, plan
+        self.m, self.p = _Chain(original), _Chain(pruned)
+        self.plan, self.tolerance = plan, tolerance
         self.data = CalibrationData([example_inputs], sequential=True)
-        self.tolerance = tolerance
         self.hidden_keep = _hidden_keep(original, plan)
         self._h: list[torch.Tensor] = []  # hidden states of the masked original chain
-        self._pending: list[Any] = []  # the original part's outputs, waiting for the pruned part
-        self._calls: tuple[list[BlockCall], list[BlockCall]] = ([], [])
-        self._inputs: tuple[list[Any], list[Any]] = ([], [])
-        self._raw: tuple[list[Any], list[Any]] = ([], [])  # last raw block outputs (their structure, for replay)
-
-    def _masked(self) -> Any:
-        loaded = {k: v for k, v in self.plan.keep.items() if not _get(self.m, k).is_meta}
-        return masked(self.m, replace(self.plan, keep=loaded))
+        self._pending: list[torch.Tensor] = []  # the original part's outputs, waiting for the pruned part
 
     def original(self, block: int | None, after: bool = False) -> None:
-        with self._masked(), eval_mode(self.m), torch.no_grad():
-            if block is None and not after:
-                inputs, calls = block_inputs(self.m, self.data)
-                self._inputs, self._calls = (inputs, self._inputs[1]), (calls, self._calls[1])
-                self._h = [c.hidden() for c in calls]
-                self._pending = list(self._h)
-            elif block is not None:
-                blocks = _blocks(self.m)
-                raw = [blocks[block](*c.with_hidden(h)[0], **c.with_hidden(h)[1]) for c, h in zip(self._calls[0], self._h, strict=True)]
-                self._raw = (raw, self._raw[1])
-                self._pending = [first_tensor(r, block) for r in raw]
-            else:
-                last = [_with_first(r, h) for r, h in zip(self._raw[0], self._h, strict=True)]
-                self._pending = [t for out in outputs_after_blocks(self.m, self._inputs[0], last) for t in _tensors(out)]
+        loaded = {k: v for k, v in self.plan.keep.items() if not _get(self.m.model, k).is_meta}
+        with masked(self.m.model, replace(self.plan, keep=loaded)):
+            self._pending = self.m.step(self.data, block, self._h if block is not None or after else [])
+        if block is None and not after:
+            self._h = self._pending
 
     def pruned(self, name: str, block: int | None, after: bool = False) -> PartCheck:
-        with eval_mode(self.p), torch.no_grad():
-            try:
-                got = self._run_pruned(block, after)
-            except Exception as exc:
-                raise VerificationError(f"pruned {name} does not run: {type(exc).__name__}: {exc}") from exc
+        hidden = [self._cut(h) for h in self._h] if block is not None or after else []
+        try:
+            got = self.p.step(self.data, block, hidden)
+        except Exception as exc:
+            raise VerificationError(f"pruned {name} does not run: {type(exc).__name__}: {exc}") from exc
         want = self._pending if after else [self._cut(t) for t in self._pending]
         if block is not None:
             self._h = self._pending  # the next block reads the masked original's output
         return self._compare(name, want, got)
-
-    def _run_pruned(self, block: int | None, after: bool) -> list[torch.Tensor]:
-        if block is None and not after:
-            inputs, calls = block_inputs(self.p, self.data)
-            self._inputs, self._calls = (self._inputs[0], inputs), (self._calls[0], calls)
-            return [c.hidden() for c in calls]
-        if block is not None:
-            blocks = _blocks(self.p)
-            cut = [self._cut(h) for h in self._h]
-            raw = [blocks[block](*c.with_hidden(h)[0], **c.with_hidden(h)[1]) for c, h in zip(self._calls[1], cut, strict=True)]
-            self._raw = (self._raw[0], raw)
-            return [first_tensor(r, block) for r in raw]
-        last = [_with_first(r, self._cut(h)) for r, h in zip(self._raw[1], self._h, strict=True)]
-        return [t for out in outputs_after_blocks(self.p, self._inputs[1], last) for t in _tensors(out)]
 
     def _cut(self, h: torch.Tensor) -> torch.Tensor:
         return h if self.hidden_keep is None else h.index_select(-1, self.hidden_keep)
@@ -115,8 +115,7 @@ class PartChecker:
             if a.is_floating_point() and a.numel():
                 err = (a.float() - b.float()).abs().max().item()
                 rel = max(rel, err / max(a.float().abs().max().item(), 1e-6))
-        ok = rel <= tol
-        if not ok:
+        if not rel <= tol:  # NaN too
             raise VerificationError(f"pruned {name} differs from the masked original: relative error {rel:.3g} > "
                                     f"tolerance {tol:g}")
         return PartCheck(name, "exact", rel, tol, True)
@@ -127,12 +126,6 @@ def _get(model: nn.Module, fqn: str) -> torch.Tensor:
     module = model.get_submodule(path) if path else model
     t = module._parameters.get(attr)
     return t if t is not None else module._buffers[attr]  # type: ignore[return-value]
-
-
-def _blocks(model: nn.Module) -> Any:
-    from secateurs.calibration.sequential import find_blocks
-
-    return find_blocks(model)[1]
 
 
 def _hidden_keep(model: nn.Module, plan: Plan) -> torch.Tensor | None:
