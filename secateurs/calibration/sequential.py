@@ -16,7 +16,7 @@ block received; the replay pass checks that the model really passes the same one
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
@@ -104,6 +104,8 @@ class _Replay(nn.Module):
         if self.index == 0:
             seen.clear()
         seen.append(kwargs)
+        if self.state.get("stop_after") == self.index:
+            raise _Captured  # the keyword arguments are checked; the modules after the blocks are not needed
         return self.outputs[self.state["batch"]]
 
 
@@ -130,13 +132,16 @@ def _tables(stats: Statistics) -> list[dict[str, Any]]:
 
 
 def collect_sequential(model: nn.Module, data: CalibrationData, *, hooks: Hooks | None = None,
-                       trace: list[BlockStep] | None = None, residency: Residency | None = None) -> Statistics:
+                       trace: list[BlockStep] | None = None, residency: Residency | None = None,
+                       needed: Collection[str] | None = None) -> Statistics:
     """Activation statistics equal to ``collect(model, data)``, holding one block boundary at a time.
 
     ``hooks(model, stats, blocks)`` installs the recording hooks (by default the per-channel ones of
     ``collect``); hooks that keep per-forward state should reset it when a block starts.
     ``trace``, when given a list, receives a ``BlockStep`` after each block (what was held then).
     ``residency`` says which weights to load for each step (``data.residency``; all are in memory by default).
+    ``needed``: the module paths whose statistics will be read; the modules after the blocks run in the tail pass
+    only when one of them is neither before nor inside the blocks (by default they always run).
     """
     install = hooks or (lambda m, s, b: channel_hooks(m, s))
     res = residency or data.residency or Residency()
@@ -149,8 +154,12 @@ def collect_sequential(model: nn.Module, data: CalibrationData, *, hooks: Hooks 
             head = {key for table in _tables(stats) for key in table}
             outputs = _run_blocks(blocks, calls, trace, res, data.progress)
         tail = Statistics()
-        with install(model, tail, list(blocks)), res.tail():
-            _replay_tail(model, path, blocks, inputs, outputs)
+        if needed is None or any(p not in head and not p.startswith(path + ".") for p in needed):
+            with install(model, tail, list(blocks)), res.tail():
+                _replay_tail(model, path, blocks, inputs, outputs)
+        else:  # no statistics wanted after the blocks: only check the blocks' keyword arguments
+            with res.head():
+                _replay_tail(model, path, blocks, inputs, outputs, check_only=True)
     prefix = path + "."
     for mine, theirs in zip(_tables(stats), _tables(tail), strict=True):
         for key, value in theirs.items():
@@ -231,14 +240,16 @@ def first_tensor(out: Any, b: int) -> torch.Tensor:
 
 
 def _replay_tail(model: nn.Module, path: str, blocks: nn.ModuleList | nn.Sequential, inputs: list[Any],
-                 outputs: list[Any]) -> None:
-    """Run the modules after the blocks on the cached last-block outputs; check every block got block 0's kwargs."""
-    state: dict[str, Any] = {"batch": 0, "kwargs": []}
+                 outputs: list[Any], check_only: bool = False) -> None:
+    """Run the modules after the blocks on the cached last-block outputs; check every block got block 0's kwargs
+    (``check_only``: stop after the last block, the modules after it are not run)."""
+    state: dict[str, Any] = {"batch": 0, "kwargs": [], "stop_after": len(blocks) - 1 if check_only else None}
     stubs: list[nn.Module] = [_Replay(i, outputs, state) for i in range(len(blocks))]
     with _swapped(blocks, stubs):
         for k, (args, kwargs) in enumerate(inputs):
             state["batch"] = k
-            model(*args, **kwargs)
+            with contextlib.suppress(_Captured):
+                model(*args, **kwargs)
             seen = state["kwargs"]
             for i, kw in enumerate(seen[1:], start=1):
                 if not _same(seen[0], kw):

@@ -19,6 +19,7 @@ from torch import nn
 from secateurs.calibration.residency import Residency
 from secateurs.calibration.sequential import find_blocks
 from secateurs.outofcore.checkpoint import Checkpoint
+from secateurs.outofcore.memory import trim
 from secateurs.outofcore.skeleton import load_, release_, stored_names
 
 
@@ -74,6 +75,7 @@ class Resident(Residency):
             yield
         finally:
             release_(self.model, list(names))
+            trim()
 
     def head(self) -> contextlib.AbstractContextManager[None]:
         return self.loaded(self.plan.prefix.tensors)
@@ -102,6 +104,7 @@ class LazyTensors(Mapping[str, torch.Tensor]):
         if t is not None:
             self._cache.move_to_end(source)
             return t
+        trim()  # what the criterion freed since the last read
         t = self.ckpt.read([source])[source]
         self.reads += 1
         size = t.numel() * t.element_size()

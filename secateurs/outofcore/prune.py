@@ -26,6 +26,7 @@ from secateurs.graph.analysis import analyze
 from secateurs.graph.capture import ExampleInputs
 from secateurs.io.atomic import atomic_dir, check_target, write_text
 from secateurs.outofcore.checkpoint import Checkpoint
+from secateurs.outofcore.memory import trim
 from secateurs.outofcore.parts import LazyTensors, Part, Resident, Schedule, schedule
 from secateurs.outofcore.skeleton import build_skeleton, load_, release_
 from secateurs.outofcore.verify import PartCheck, PartChecker
@@ -185,12 +186,14 @@ def _part(ckpt: Checkpoint, model: nn.Module, pruned: nn.Module, plan: Plan, par
     cut = {n: sliced(original.pop(n), plan.keep[n]) if n in plan.keep else original.pop(n) for n in names}
     writer.write({n: cut[n] for n in part.tensors})
     if checker is None:
+        trim()
         return None
     load_(pruned, cut)
     try:
         return checker.pruned(part.name, part.block, after)
     finally:
         release_(pruned, list(names))
+        trim()
 
 
 def _write_config(pruned: nn.Module, ckpt: Checkpoint, directory: Path) -> None:

@@ -77,8 +77,9 @@ def statistics_for(criterion: Criterion, model: torch.nn.Module, calibration: An
         )
     if loss_fn is not None and not callable(loss_fn):
         raise InvalidArgumentError(f"loss_fn must be callable as loss_fn(output, batch), got {type(loss_fn).__name__}")
+    needed = {m.fqn.rpartition(".")[0] for g in groups for m in g.members} if groups else None
     return collect(model, calibration, loss_fn=loss_fn, grads=grads, grad_stats=grad_stats or ("sum", "sq"),
-                   moments=moments)
+                   moments=moments, needed=needed)
 
 
 def score_groups(criterion: Criterion, groups: Sequence[Group], ctx: ScoringContext) -> dict[int, np.ndarray]:
