@@ -142,8 +142,8 @@ def _plan(model: nn.Module, ckpt: Checkpoint, sched: Schedule, analysis: Any, co
         data = as_calibration(calibration)
         cal = CalibrationData(data.batches, data.inputs, data.max_batches, data.progress, True, sched.container,
                               Resident(model, ckpt, sched))
-    budget = max(sum(ckpt.tensors[n].nbytes for n in p.tensors) for p in sched.parts)
-    lazy = LazyTensors(model, ckpt, budget=min(budget, 2**30))
+    budget = max(sum(ckpt.tensors[n].nbytes for n in p.tensors) for p in sched.blocks)  # groups live in a block
+    lazy = LazyTensors(model, ckpt, budget=budget)
     plan = make_plan(model, analysis, config, calibration=cal if cal is not None else calibration, tensors=lazy,
                      example_inputs=x)
     lazy.clear()
