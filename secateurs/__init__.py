@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from secateurs.compensation import compensate
     from secateurs.config import CriterionSpec, PruneConfig
     from secateurs.io import load, save
+    from secateurs.outofcore import prune_checkpoint
     from secateurs.planning.family import plan_family
     from secateurs.planning.sensitivity import sensitivity
     from secateurs.plans import Plan
@@ -34,11 +35,11 @@ _LAZY = {
     "LatencyTarget": "secateurs.targets", "Ratio": "secateurs.targets", "Budget": "secateurs.targets", "PruneConfig": "secateurs.config", "CriterionSpec": "secateurs.config",
     "score": "secateurs.scoring.score", "sensitivity": "secateurs.planning.sensitivity",
     "plan_family": "secateurs.planning.family", "convert_int8": "secateurs.quantization.qat",
-    "shear": "secateurs.sheared",
+    "shear": "secateurs.sheared", "prune_checkpoint": "secateurs.outofcore",
 }
 
 __all__ = ["Budget", "CriterionSpec", "LatencyTarget", "Plan", "PruneConfig", "Ratio", "SecateursError", "__version__", "analyze", "apply", "compensate", "convert_int8", "count",
-           "iterative_prune", "load", "plan", "plan_family", "prune", "recover", "regularizers", "save", "score", "sensitivity",
+           "iterative_prune", "load", "plan", "plan_family", "prune", "prune_checkpoint", "recover", "regularizers", "save", "score", "sensitivity",
            "shear", "sparsify_2to4", "verify"]
 
 

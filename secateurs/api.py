@@ -189,8 +189,8 @@ def _apply_verified(model: nn.Module, analysis: Analysis, p: Plan, example_input
     can_run = has_weights(model)
     subset_result = _exact_subset(model, analysis, p, example_inputs, check, tolerance) if check and can_run else None
     reference = reference_outputs(model, p, example_inputs) if check else None  # on meta: shapes and dtypes only
-    undo = snapshot_modules(list(model.modules()))
-    apply_plan(model, p)
+    undo = snapshot_modules(list(model.modules()))  # its journal keeps the replaced tensors (spilled when large)
+    apply_plan(model, p, journal=undo.journal)
     result = None
     notes: list[str] = []
     after: list[Any] = []  # the re-export check's capture of the pruned model, reused to count its MACs
@@ -220,6 +220,7 @@ def _apply_verified(model: nn.Module, analysis: Analysis, p: Plan, example_input
         except Exception:
             undo.restore()
             raise
+    undo.journal.drop()  # final: the replaced tensors (or their spill file) are let go
     return PruneReport(model, p, result, macs_before, macs_after, params_before, param_count(model), notes,
                        compensation, bytes_before, state_bytes(model))
 

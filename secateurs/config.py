@@ -64,6 +64,11 @@ class PruneConfig:
     min_keep: int = field(default=1, metadata=_opt("never keep fewer units per group", "--min-keep"))
     max_ratio: float | None = field(default=None, metadata=_opt("remove at most this fraction of any group",
                                                                 "--max-ratio"))
+    valid_heads: bool = field(default=True, metadata=_opt(
+        "keep only head counts the model's own config accepts (Hugging Face: e.g. LlamaConfig wants hidden_size "
+        "divisible by num_attention_heads), rounding to the nearest, so save_pretrained output reloads; false: the "
+        "counts asked",
+        "--valid-heads"))
     seed: int = field(default=0, metadata=_opt("seed of the random criterion and of tie-breaking", "--seed"))
     drop_layers: int | None = field(default=None, metadata=_opt(
         "also remove N whole residual blocks (decoder layers), scored on the calibration data", "--drop-layers"))
@@ -227,6 +232,8 @@ def _validate(c: PruneConfig) -> None:
         v = getattr(c, name)
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise InvalidArgumentError(f"{name} must be a positive integer, got {v!r}")
+    if not isinstance(c.valid_heads, bool):
+        raise InvalidTypeError(f"valid_heads must be True or False, got {c.valid_heads!r}")
     if isinstance(c.seed, bool) or not isinstance(c.seed, int):
         raise InvalidTypeError(f"seed must be an integer, got {c.seed!r}")
     if c.max_ratio is not None and (isinstance(c.max_ratio, bool) or not isinstance(c.max_ratio, (int, float))

@@ -9,8 +9,7 @@ from typing import Any
 from secateurs._version import __version__
 from secateurs.config import PruneConfig
 from secateurs.errors import FileFormatError, InvalidTypeError
-
-FORMAT = 1
+from secateurs.plan_codec import FORMAT, READABLE, as_lists, read_keep, read_removed, write_indices
 
 
 @dataclass
@@ -83,8 +82,9 @@ class Plan:
         return {new: v for k, v in out.items() if (new := self.renamed(k)) is not None}
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(replace(self, config=None))
-        d["keep"] = {k: {str(dim): idx for dim, idx in v.items()} for k, v in self.keep.items()}
+        d = asdict(replace(self, config=None, keep={}))
+        d.update(write_indices(self.keep, self.shapes, d["groups"]))  # index lists as runs/bitmaps (plan_codec)
+        d["format"] = FORMAT
         d["config"] = None if self.config is None else self.config.to_dict()
         return d
 
@@ -103,14 +103,17 @@ class Plan:
 
     @staticmethod
     def from_dict(d: dict[str, Any]) -> Plan:
-        if not isinstance(d, dict) or d.get("format") != FORMAT:
-            raise FileFormatError(f"not a secateurs plan of format {FORMAT} (found format {d.get('format') if isinstance(d, dict) else None!r})")
+        if not isinstance(d, dict) or d.get("format") not in READABLE:
+            raise FileFormatError(f"not a secateurs plan of format {' or '.join(map(str, READABLE))} (found format "
+                                  f"{d.get('format') if isinstance(d, dict) else None!r}); a newer secateurs wrote it?")
         from secateurs.plan_checks import check_plan_dict
 
+        d = as_lists(d)  # index sets written out (format 2) so the checks and the reader see plain lists
         check_plan_dict(d)  # the type of every field, named when wrong
         try:
-            keep = {k: {int(dim): [int(i) for i in idx] for dim, idx in v.items()} for k, v in d["keep"].items()}
-            groups = [GroupRecord(**{**g, "members": [tuple(m) for m in g["members"]]}) for g in d.get("groups", [])]
+            keep = read_keep(d)
+            groups = [GroupRecord(**{**g, "members": [tuple(m) for m in g["members"]], "removed": read_removed(d, g)})
+                      for g in d.get("groups", [])]
             plan = Plan(
                 fingerprint=str(d["fingerprint"]),
                 shapes={k: [int(s) for s in v] for k, v in d["shapes"].items()},

@@ -16,9 +16,9 @@ ROOT = pathlib.Path(secateurs.__file__).parent
 #: lowest first; a unit (top-level module or package of secateurs) may import only units of lower layers
 LAYERS: list[tuple[str, ...]] = [
     ("_version", "errors"),
-    ("registry", "timing", "_plotting", "plugins", "targets"),
+    ("registry", "timing", "_plotting", "plugins", "targets", "progress"),
     ("config",),
-    ("plan_checks",),
+    ("plan_checks", "plan_codec"),
     ("plans",),
     ("graph",),
     ("calibration",),
@@ -39,6 +39,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("recovery",),
     ("sheared",),
     ("integrations", "testing"),
+    ("outofcore",),  # reads Hugging Face checkpoints; the same stages run part by part
     ("__init__",),  # the facade: lazy verbs over everything above
     ("cli",),
     ("__main__",),

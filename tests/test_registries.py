@@ -66,7 +66,7 @@ def test_delegated_registries_are_iterated_by_their_test_file(what):
 
 # -- contracts of the other registries ----------------------------------------------------------------------------
 CONTRACT_NAMES = {"data-aware default", "shear layout", "slice-refreshing module", "compute op", "calibration layout", "feature map", "depth adapter", "compensation method", "2:4 sparsity method",
-                  "layer_importance", "model spec scheme"}
+                  "layer_importance", "model spec scheme", "count constraint provider"}
 
 
 def _case(key: Any) -> Any:
@@ -261,3 +261,27 @@ def test_shear_layout_describes_its_model(key):
     blocks = model.get_submodule(layout.blocks_path)
     assert layout.n_layers == len(blocks) == len(layout.attn_out) == len(layout.mlp_out)
     assert layout.hidden == model.config.hidden_size and layout.heads % layout.kv_heads == 0
+
+
+@pytest.mark.parametrize("key", _cases("count constraint provider"))
+def test_count_constraint_provider_accepts_the_unpruned_counts_and_rejects_some(key):
+    transformers = pytest.importorskip("transformers")
+    from secateurs.graph.analysis import analyze
+
+    provider = REGISTRIES["count constraint provider"].entries()[key]
+    cases = {"transformers.modeling_utils.PreTrainedModel": lambda: transformers.LlamaForCausalLM(transformers.LlamaConfig(
+        vocab_size=64, hidden_size=80, intermediate_size=64, num_hidden_layers=1, num_attention_heads=8,
+        num_key_value_heads=4, head_dim=10, max_position_embeddings=32)).eval()}
+    assert key in cases, f"add a model for count constraint provider {key!r}"
+    model = cases[key]()
+    x = {"input_ids": torch.randint(1, 64, (1, 6)), "use_cache": False}
+    groups = analyze(model, x).groups
+    by_id = {g.id: g for g in groups}
+    found = provider(model, groups, {g.id: g.n_units for g in groups})
+    assert found, "the provider constrains nothing on a model its config limits (hidden 80 is not divisible by 3 or 6 heads)"
+    for c in found:
+        full = tuple(by_id[i].n_units for i in c.groups)
+        assert full in c.allowed, f"{c.where}: the unpruned counts {full} must be allowed"
+        every = {tuple(k) for k in __import__("itertools").product(*[range(1, by_id[i].n_units + 1) for i in c.groups])}
+        assert c.allowed < every, f"{c.where}: a constraint that allows every count constrains nothing"
+        assert c.why and c.where

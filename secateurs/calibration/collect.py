@@ -27,6 +27,7 @@ def collect(
     moments: Collection[str] = (),
     gram: bool = True,
     channels: bool = True,
+    needed: Collection[str] | None = None,
 ) -> Statistics:
     """Forward every batch (and backward ``loss_fn(output, batch)`` when ``grads``) and return statistics.
 
@@ -36,13 +37,15 @@ def collect(
     for Taylor) and ``"sq"`` (squared gradients, for the Fisher); float32 at least, float64 for float64 models.
     ``moments`` names modules (Linear, Conv, HF Conv1D) whose input features get a sum and, with ``gram``, a
     Gram matrix (``stats.moments``; see ``calibration.features``); ``channels=False`` skips the per-channel
-    statistics of every layer when only those moments are wanted.
+    statistics of every layer when only those moments are wanted. ``needed`` (sequential mode) names the
+    modules whose statistics will be read: when none of them comes after the blocks, the last pass (final
+    norm and head over every batch) is skipped.
     """
     data = as_calibration(calibration)
     if grads and loss_fn is None:
         raise InvalidArgumentError("gradient statistics need loss_fn=lambda output, batch: <scalar loss tensor>")
     if data.sequential:
-        return _collect_sequential(model, data, grads, moments, gram, channels)
+        return _collect_sequential(model, data, grads, moments, gram, channels, needed)
     unknown = set(grad_stats) - {"sum", "sq"}
     if unknown:
         raise InvalidArgumentError(f"grad_stats entries must be 'sum' or 'sq', got {sorted(unknown)}")
@@ -54,7 +57,7 @@ def collect(
 
 
 def _collect_sequential(model: nn.Module, data: CalibrationData, grads: bool, moments: Collection[str], gram: bool,
-                        channels: bool) -> Statistics:
+                        channels: bool, needed: Collection[str] | None) -> Statistics:
     from secateurs.graph.program_limits import refuse_for_program
 
     refuse_for_program(model, sequential=True)
@@ -68,7 +71,7 @@ def _collect_sequential(model: nn.Module, data: CalibrationData, grads: bool, mo
         with channel_hooks(m, st) if channels else contextlib.nullcontext(), moment_hooks(m, st, moments, gram, blocks):
             yield
 
-    return collect_sequential(model, data, hooks=install)
+    return collect_sequential(model, data, hooks=install, needed=needed)
 
 
 def _run_batches(model: nn.Module, data: CalibrationData, loss_fn: LossFn | None, grad_stats: tuple[str, ...],

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from secateurs.errors import InvalidArgumentError, InvalidTypeError
 from secateurs.graph.capture import normalize_inputs
+from secateurs.progress import bar
+
+if TYPE_CHECKING:
+    from secateurs.calibration.residency import Residency
 
 LossFn = Callable[[Any, Any], torch.Tensor]
 
@@ -37,6 +41,7 @@ class CalibrationData:
     progress: bool | None = None
     sequential: bool = False
     blocks: str | None = None
+    residency: Residency | None = None  # sequential only: which weights to load per step (out of core)
 
 
 def as_calibration(calibration: Any) -> CalibrationData:
@@ -50,11 +55,8 @@ def as_calibration(calibration: Any) -> CalibrationData:
     return CalibrationData(calibration)
 
 
-def progress(items: Iterable[Any], enabled: bool | None, total: int | None) -> Iterable[Any]:
-    from tqdm.auto import tqdm
-
-    # disable=None lets tqdm hide the bar when stderr is not a terminal
-    return tqdm(items, desc="calibration", total=total, disable=None if enabled is None else not enabled, leave=False)
+def progress(items: Iterable[Any], enabled: bool | None, total: int | None, desc: str = "calibration") -> Iterable[Any]:
+    return bar(items, desc, total, enabled)  # None: a bar on a terminal only; secateurs.progress turns all off
 
 
 def forward_batch(model: nn.Module, data: CalibrationData, batch: Any, i: int) -> Any:

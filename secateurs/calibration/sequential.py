@@ -16,7 +16,7 @@ block received; the replay pass checks that the model really passes the same one
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +26,7 @@ from torch import nn
 
 from secateurs.calibration.data import CalibrationData, progress
 from secateurs.calibration.hooks import all_reduce_, channel_hooks
+from secateurs.calibration.residency import Residency
 from secateurs.calibration.stats import Statistics
 from secateurs.errors import InvalidArgumentError
 from secateurs.graph.capture import eval_mode, normalize_inputs
@@ -45,7 +46,9 @@ class _Captured(Exception):
 
 
 @dataclass
-class _BlockCall:
+class BlockCall:
+    """The arguments one block was called with for one batch; the hidden states are the first tensor."""
+
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
 
@@ -101,6 +104,8 @@ class _Replay(nn.Module):
         if self.index == 0:
             seen.clear()
         seen.append(kwargs)
+        if self.state.get("stop_after") == self.index:
+            raise _Captured  # the keyword arguments are checked; the modules after the blocks are not needed
         return self.outputs[self.state["batch"]]
 
 
@@ -127,24 +132,34 @@ def _tables(stats: Statistics) -> list[dict[str, Any]]:
 
 
 def collect_sequential(model: nn.Module, data: CalibrationData, *, hooks: Hooks | None = None,
-                       trace: list[BlockStep] | None = None) -> Statistics:
+                       trace: list[BlockStep] | None = None, residency: Residency | None = None,
+                       needed: Collection[str] | None = None) -> Statistics:
     """Activation statistics equal to ``collect(model, data)``, holding one block boundary at a time.
 
     ``hooks(model, stats, blocks)`` installs the recording hooks (by default the per-channel ones of
     ``collect``); hooks that keep per-forward state should reset it when a block starts.
     ``trace``, when given a list, receives a ``BlockStep`` after each block (what was held then).
+    ``residency`` says which weights to load for each step (``data.residency``; all are in memory by default).
+    ``needed``: the module paths whose statistics will be read; the modules after the blocks run in the tail pass
+    only when one of them is neither before nor inside the blocks (by default they always run).
     """
     install = hooks or (lambda m, s, b: channel_hooks(m, s))
+    res = residency or data.residency or Residency()
     path, blocks = find_blocks(model, data.blocks)
     stats = Statistics()
     with eval_mode(model), torch.no_grad():
         with install(model, stats, list(blocks)):
-            inputs, calls = _capture(model, data, blocks[0])
+            with res.head():
+                inputs, calls = _capture(model, data, blocks[0])
             head = {key for table in _tables(stats) for key in table}
-            outputs = _run_blocks(blocks, calls, trace)
+            outputs = _run_blocks(blocks, calls, trace, res, data.progress)
         tail = Statistics()
-        with install(model, tail, list(blocks)):
-            _replay_tail(model, path, blocks, inputs, outputs)
+        if needed is None or any(p not in head and not p.startswith(path + ".") for p in needed):
+            with install(model, tail, list(blocks)), res.tail():
+                _replay_tail(model, path, blocks, inputs, outputs)
+        else:  # no statistics wanted after the blocks: only check the blocks' keyword arguments
+            with res.head():
+                _replay_tail(model, path, blocks, inputs, outputs, check_only=True)
     prefix = path + "."
     for mine, theirs in zip(_tables(stats), _tables(tail), strict=True):
         for key, value in theirs.items():
@@ -155,13 +170,13 @@ def collect_sequential(model: nn.Module, data: CalibrationData, *, hooks: Hooks 
     return stats
 
 
-def _capture(model: nn.Module, data: CalibrationData, first: nn.Module) -> tuple[list[Any], list[_BlockCall]]:
+def _capture(model: nn.Module, data: CalibrationData, first: nn.Module) -> tuple[list[Any], list[BlockCall]]:
     """Run every batch up to the first block; keep the model inputs and the block's arguments."""
     inputs: list[Any] = []
-    calls: list[_BlockCall] = []
+    calls: list[BlockCall] = []
 
     def stop(_: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        calls.append(_BlockCall(args, dict(kwargs)))
+        calls.append(BlockCall(args, dict(kwargs)))
         raise _Captured
 
     total = data.max_batches
@@ -193,19 +208,20 @@ def _capture(model: nn.Module, data: CalibrationData, first: nn.Module) -> tuple
     return inputs, calls
 
 
-def _run_blocks(blocks: nn.ModuleList | nn.Sequential, calls: list[_BlockCall],
-                trace: list[BlockStep] | None) -> list[Any]:
+def _run_blocks(blocks: nn.ModuleList | nn.Sequential, calls: list[BlockCall],
+                trace: list[BlockStep] | None, res: Residency, bar: bool | None) -> list[Any]:
     """Feed the cached hidden states through one block at a time; the raw outputs of the last block."""
     hidden = [c.hidden() for c in calls]
     for c in calls:  # the hidden states live in ``hidden`` only, so each is freed once consumed
         c.args, c.kwargs = c.with_hidden(torch.empty(0))
     raw: list[Any] = []
-    for b, block in enumerate(blocks):
+    for b, block in enumerate(progress(blocks, bar, len(blocks), "calibration blocks")):
         raw = []
-        for k, c in enumerate(calls):
-            args, kwargs = c.with_hidden(hidden[k])
-            raw.append(block(*args, **kwargs))
-        outs = [_first_tensor(o, b) for o in raw]
+        with res.block(b):
+            for k, c in enumerate(calls):
+                args, kwargs = c.with_hidden(hidden[k])
+                raw.append(block(*args, **kwargs))
+        outs = [first_tensor(o, b) for o in raw]
         if trace is not None:
             alive = {id(t): t for t in hidden + outs}
             trace.append(BlockStep(b, len(alive), sum(t.numel() for t in alive.values())))
@@ -215,7 +231,7 @@ def _run_blocks(blocks: nn.ModuleList | nn.Sequential, calls: list[_BlockCall],
     return raw
 
 
-def _first_tensor(out: Any, b: int) -> torch.Tensor:
+def first_tensor(out: Any, b: int) -> torch.Tensor:
     h = out[0] if isinstance(out, (tuple, list)) else getattr(out, "last_hidden_state", out)
     if not isinstance(h, torch.Tensor):
         raise InvalidArgumentError(f"block {b} returned {type(out).__name__} without a hidden-state tensor first; "
@@ -224,14 +240,16 @@ def _first_tensor(out: Any, b: int) -> torch.Tensor:
 
 
 def _replay_tail(model: nn.Module, path: str, blocks: nn.ModuleList | nn.Sequential, inputs: list[Any],
-                 outputs: list[Any]) -> None:
-    """Run the modules after the blocks on the cached last-block outputs; check every block got block 0's kwargs."""
-    state: dict[str, Any] = {"batch": 0, "kwargs": []}
+                 outputs: list[Any], check_only: bool = False) -> None:
+    """Run the modules after the blocks on the cached last-block outputs; check every block got block 0's kwargs
+    (``check_only``: stop after the last block, the modules after it are not run)."""
+    state: dict[str, Any] = {"batch": 0, "kwargs": [], "stop_after": len(blocks) - 1 if check_only else None}
     stubs: list[nn.Module] = [_Replay(i, outputs, state) for i in range(len(blocks))]
     with _swapped(blocks, stubs):
         for k, (args, kwargs) in enumerate(inputs):
             state["batch"] = k
-            model(*args, **kwargs)
+            with contextlib.suppress(_Captured):
+                model(*args, **kwargs)
             seen = state["kwargs"]
             for i, kw in enumerate(seen[1:], start=1):
                 if not _same(seen[0], kw):
@@ -253,3 +271,24 @@ def _same(a: Any, b: Any) -> bool:
     if isinstance(a, (int, float, str, bool, type(None))):
         return a == b
     return False
+
+
+def block_inputs(model: nn.Module, data: CalibrationData) -> tuple[list[Any], list[BlockCall]]:
+    """Run every batch up to the first block: (the model inputs of each batch, the first block's call)."""
+    _, blocks = find_blocks(model, data.blocks)
+    with eval_mode(model), torch.no_grad():
+        return _capture(model, data, blocks[0])
+
+
+def outputs_after_blocks(model: nn.Module, inputs: list[Any], last: list[Any], path: str | None = None) -> list[Any]:
+    """The model's outputs when every block returns ``last[k]`` for batch ``k``: what the modules after the
+    blocks (final norm, head) make of given last-block outputs."""
+    _, blocks = find_blocks(model, path)
+    state: dict[str, Any] = {"batch": 0, "kwargs": []}
+    stubs: list[nn.Module] = [_Replay(i, last, state) for i in range(len(blocks))]
+    out = []
+    with eval_mode(model), torch.no_grad(), _swapped(blocks, stubs):
+        for k, (args, kwargs) in enumerate(inputs):
+            state["batch"] = k
+            out.append(model(*args, **kwargs))
+    return out

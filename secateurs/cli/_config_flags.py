@@ -23,6 +23,7 @@ TARGET_FLAGS = ("ratio", "macs", "params", "latency")
 _INT = {"round_to", "min_keep", "seed", "drop_layers", "merge_layers"}
 _SWITCH = {"rotate", "rotate_per_layer"}  # boolean fields: the flag alone turns them on
 _FLOAT = {"max_ratio", "tolerance"}
+_BOOL = {"valid_heads"}
 
 
 def parse_ratio(text: Any) -> float | dict[str, float] | None:
@@ -42,6 +43,15 @@ def parse_ratio(text: Any) -> float | dict[str, float] | None:
     except ValueError:
         raise InvalidArgumentError(f"--ratio must be a number like 0.3 or kind=value pairs like channels=0.3,heads=0.25, "
                                    f"got {text!r}") from None
+
+
+def parse_bool(text: Any) -> bool:
+    value = str(text).strip().lower()
+    if value in ("true", "yes", "1", "on"):
+        return True
+    if value in ("false", "no", "0", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
 def parse_check(text: Any) -> bool | str:
@@ -78,6 +88,8 @@ def add_prune_flags(p: argparse.ArgumentParser) -> None:
             kwargs["type"] = float
         elif f.name == "check":
             kwargs.update(type=parse_check, metavar="{true,false,full}")
+        elif f.name in _BOOL:
+            kwargs.update(type=parse_bool, metavar="{true,false}")
         if "choices" in f.metadata:
             kwargs["choices"] = f.metadata["choices"]
         p.add_argument(flag, **kwargs)
@@ -102,6 +114,8 @@ def config_options(args: argparse.Namespace) -> dict[str, Any]:
                 value = [value]
             if f.name == "check" and isinstance(value, str) and value != "full":
                 value = parse_check(value)
+            if f.name in _BOOL and isinstance(value, str):  # from --config/--set
+                value = parse_bool(value)
             out[f.name] = value
     return out
 

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from secateurs.cli.commands import SUBCOMMANDS
 from secateurs.cli.config import apply_config
 from secateurs.errors import SecateursError
+from secateurs.progress import set_progress
 
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -28,14 +29,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _show_warnings(caught: list[warnings.WarningMessage]) -> None:
-    """Show secateurs' own warnings as one line each; third-party deprecation noise stays hidden."""
-    seen = set()
-    for w in caught:
-        ours = str(w.filename).startswith(_PACKAGE_DIR) and issubclass(w.category, UserWarning)
-        if ours and str(w.message) not in seen:
-            seen.add(str(w.message))
-            print(f"warning: {w.message}", file=sys.stderr)
+def _warning_printer() -> object:
+    """``warnings.showwarning`` that prints secateurs' own warnings at once (so a note about the request comes
+    before the slow work), one line each and each once; third-party deprecation noise stays hidden."""
+    seen: set[str] = set()
+
+    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: object = None,
+             line: str | None = None) -> None:
+        ours = str(filename).startswith(_PACKAGE_DIR) and issubclass(category, UserWarning)
+        if ours and str(message) not in seen:
+            seen.add(str(message))
+            print(f"warning: {message}", file=sys.stderr, flush=True)
+
+    return show
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -45,8 +51,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = getattr(args, "debug", False)
     # third-party libraries (onnxruntime) log advice on the root logger; keep stderr to our own lines
     logging.basicConfig(level=logging.DEBUG if debug else logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
-    with warnings.catch_warnings(record=True) as caught:
+    if getattr(args, "quiet", False) or getattr(args, "json", False):
+        set_progress(False)  # no bars either
+    with warnings.catch_warnings():
         warnings.simplefilter("always")
+        warnings.showwarning = _warning_printer()  # type: ignore[assignment]
         try:
             apply_config(args, argv)  # --config FILE / --set key=value of subcommands that take them
             return int(args.run(args))
@@ -65,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: unexpected {type(exc).__name__}: {first} (rerun with --debug for the traceback)", file=sys.stderr)
             return 1
         finally:
-            _show_warnings(caught)
+            set_progress(None)
 
 
 def entry() -> None:

@@ -25,6 +25,7 @@ from secateurs.cli._config_flags import TARGET_FLAGS, add_prune_flags, build_con
 from secateurs.cli._distill import add_distill_flags, check_distill, distill, teacher_copy
 from secateurs.cli._int8 import add_int8_flag, check_int8, int8_exports
 from secateurs.cli._measure import add_latency_flags, batch_sizes, fit_static_batch, measure
+from secateurs.cli._outofcore import add_outofcore_flag, run_out_of_core, wants_out_of_core
 from secateurs.cli._overrides import add_overrides_flags, read_overrides
 from secateurs.cli._sparsity import add_sparsity_flags, sparsify
 from secateurs.cli.config import add_config_flags
@@ -48,6 +49,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_distill_flags(p)
     add_config_flags(p, "prune")
     add_latency_flags(p)
+    add_outofcore_flag(p)
     add_output_flags(p)
     p.set_defaults(run=run)
 
@@ -113,6 +115,11 @@ def _calibration(args: argparse.Namespace, source: Any, spec: Any, config: Prune
     return calibration
 
 
+def _batches(args: argparse.Namespace, source: Any, spec: Any, config: PruneConfig) -> Any:
+    calibration = _calibration(args, source, spec, config)
+    return calibration.batches if calibration is not None and _uses_data(config) else None
+
+
 def _name(config: PruneConfig) -> str:
     from secateurs.scoring.registry import criterion_name, get_criterion
 
@@ -161,6 +168,8 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.output)
     check_output(args.output, args.force, args.model)  # fail before any slow work
     config, sensitivity_doc = _request(args)
+    if wants_out_of_core(args):
+        return run_out_of_core(args, config, lambda source, spec: _batches(args, source, spec, config))
     sizes = [] if args.no_bench or args.dry_run else batch_sizes(args)
     source, model, spec = load_model(args)
     if args.dry_run:

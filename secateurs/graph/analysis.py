@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,6 +15,7 @@ from secateurs.graph.couple import CoupledGraph, Frozen, couple
 from secateurs.graph.groups import Group, find_groups
 from secateurs.graph.sharded import refuse_sharded
 from secateurs.graph.structure import Structure, build_structure
+from secateurs.progress import stage
 
 _STRUCTURAL = ("model input", "model output", "size-1", "broadcast", "spatial", "kernel dimension", "embedding vocabulary",
                "created by", "constant tensor", "metadata", "stacking", "reduced dimension",
@@ -83,7 +85,8 @@ def analyze(model: torch.nn.Module, example_inputs: ExampleInputs) -> Analysis:
 
 
 def _analyze(model: torch.nn.Module, example_inputs: ExampleInputs) -> Analysis:
-    captured = capture(model, example_inputs)
+    with stage("capture (torch.export)"):
+        captured = capture(model, example_inputs)
     coupled = couple(captured)
     _freeze_non_persistent(coupled, model)
     structure = build_structure(coupled)
@@ -106,22 +109,25 @@ def couple_unknown(structure: Structure) -> list[Frozen]:
     return structure.coupled.unknown_ops
 
 
-def unit_member_norms(group: Group, tensors: dict[str, torch.Tensor], p: float) -> np.ndarray:
+def unit_member_norms(group: Group, tensors: Mapping[str, torch.Tensor], p: float) -> np.ndarray:
     """Per-unit sum over parameter members of |w|^p along the member dims (used by magnitude criteria)."""
     per_member = unit_norms_by_member(group, tensors, p)
     return np.sum(per_member, axis=0) if per_member else np.zeros(group.n_units)
 
 
-def unit_norms_by_member(group: Group, tensors: dict[str, torch.Tensor], p: float) -> list[np.ndarray]:
+def unit_norms_by_member(group: Group, tensors: Mapping[str, torch.Tensor], p: float) -> list[np.ndarray]:
     """For each parameter member with values: per-unit sum of |w|^p along its dim."""
     out = []
     for m in group.members:
         t = tensors.get(m.fqn)
         if t is None or t.is_meta:
             continue
-        w = t.detach().float()
-        x = w * w if p == 2.0 else w.abs() if p == 1.0 else w.abs().pow(p)  # the common norms without a pow pass
+        x = t.detach().float()
+        if x.data_ptr() == t.data_ptr():  # already float32: work on a copy, never on the weights
+            x = x.clone()
+        x = x.square_() if p == 2.0 else x.abs_() if p == 1.0 else x.abs_().pow_(p)  # in place: one float copy at most
         other = [d for d in range(x.ndim) if d != m.dim]
         per_index = (x.sum(dim=other) if other else x).cpu().numpy()
+        del x  # before the next member's copy: one float copy alive at a time
         out.append(per_index[group.unit_index[m.cls]].sum(axis=1))
     return out

@@ -114,6 +114,20 @@ def _manifest_files(root: Path) -> set[str] | None:
     return {n for n in files if isinstance(n, str) and "/" not in n} if isinstance(files, dict) else set()
 
 
+def _plan_files(root: Path) -> set[str]:
+    """Names the plan of an out-of-core checkpoint directory lists as written by that prune (``settings.files``)."""
+    path = root / "plan.json"
+    try:
+        if path.is_symlink() or not path.is_file() or path.stat().st_size > _MAX_MARKER_BYTES:
+            return set()
+        doc = json.loads(path.read_text("utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return set()
+    settings = doc.get("settings") if isinstance(doc, dict) else None
+    files = settings.get("files") if isinstance(settings, dict) else None
+    return {n for n in files if isinstance(n, str) and "/" not in n} if isinstance(files, list) else set()
+
+
 def _json_has(path: Path, keys: tuple[str, ...]) -> bool:
     try:
         if path.is_symlink() or not path.is_file() or path.stat().st_size > _MAX_MARKER_BYTES:
@@ -132,7 +146,7 @@ def not_ours(target: Path) -> str | None:
         or _json_has(target / "sensitivity.json", ("rows", "ratios"))
     if not ours:
         return "holds no manifest.json, plan.json or sensitivity.json written by secateurs"
-    known = OWNED_FILES | (listed or set())
+    known = OWNED_FILES | (listed or set()) | _plan_files(target)
     foreign = sorted(p.name for p in target.iterdir()
                      if p.is_symlink() or not p.is_file() or not (p.name in known or is_marked_temp(p.name)))
     if foreign:

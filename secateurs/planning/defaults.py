@@ -72,15 +72,18 @@ def _reusable(calibration: Any) -> bool:
     return not isinstance(batches, Iterator)
 
 
-def resolve(config: PruneConfig, model: nn.Module, calibration: Any) -> tuple[PruneConfig, dict[str, Any] | None]:
-    """``config`` with ``"auto"`` replaced, and the record of what was chosen (None when nothing was auto)."""
+def resolve(config: PruneConfig, model: nn.Module, calibration: Any, *,
+            weights_elsewhere: bool = False) -> tuple[PruneConfig, dict[str, Any] | None]:
+    """``config`` with ``"auto"`` replaced, and the record of what was chosen (None when nothing was auto).
+    ``weights_elsewhere``: the model is a weightless skeleton whose weights are read from a checkpoint (out of
+    core), so its meta parameters do not mean that calibration cannot run."""
     auto_importance = isinstance(config.importance, str) and config.importance == AUTO
     auto_compensate = isinstance(config.compensate, str) and config.compensate == AUTO
     if not (auto_importance or auto_compensate):
         return config, None
     kind = model_kind(model)
     record: dict[str, Any] = {"kind": kind}
-    if not _reads_data(calibration) or any(p.is_meta for p in model.parameters()):
+    if not _reads_data(calibration) or (not weights_elsewhere and any(p.is_meta for p in model.parameters())):
         importance, compensate = NO_DATA
         record["reason"] = "no calibration data: l2 magnitude, no compensation"
     else:

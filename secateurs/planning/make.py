@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import warnings
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -10,6 +12,7 @@ import torch
 from secateurs.calibration.data import LossFn
 from secateurs.config import PruneConfig
 from secateurs.graph.analysis import Analysis
+from secateurs.graph.groups import Group
 from secateurs.planning.build import build_plan
 from secateurs.planning.defaults import resolve as resolve_defaults
 from secateurs.planning.request import read_request
@@ -17,6 +20,7 @@ from secateurs.planning.targets import plan_for_latency, plan_for_targets
 from secateurs.plans import Plan
 from secateurs.scoring.registry import ScoringContext, criterion_name, get_criterion
 from secateurs.scoring.score import check_weights, score_groups, statistics_for
+from secateurs.selection.constraints import constrain, describe
 from secateurs.selection.overlap import prefer_finest
 from secateurs.selection.overrides import override_for
 from secateurs.selection.ranking import Counts, global_counts, local_counts
@@ -25,13 +29,16 @@ from secateurs.targets import DEFAULT_KINDS
 
 
 def make_plan(model: torch.nn.Module, analysis: Analysis, config: PruneConfig, *, calibration: Any = None,
-              loss_fn: LossFn | None = None, example_inputs: Any = None) -> Plan:
-    """The width plan ``config`` asks for (layers to drop are chosen before, by ``secateurs.depth``)."""
+              loss_fn: LossFn | None = None, example_inputs: Any = None,
+              tensors: Mapping[str, torch.Tensor] | None = None) -> Plan:
+    """The width plan ``config`` asks for (layers to drop are chosen before, by ``secateurs.depth``). ``tensors``
+    gives the weights criteria read when the model holds none (out of core: a mapping that reads each on demand)."""
     config, defaults = resolve_defaults(config, model, calibration)  # "auto" resolved here when a caller did not
     criterion = get_criterion(config.importance)
     req = read_request(model, criterion, config)
-    tensors = dict(model.state_dict(keep_vars=True))
-    check_weights(criterion, tensors)
+    if tensors is None:
+        tensors = dict(model.state_dict(keep_vars=True))
+        check_weights(criterion, tensors)
     candidates = [g for g in analysis.groups if not group_is_ignored(g, req.ignore, model)]
     fixed_ratio = {g.id: r for g in candidates if (r := override_for(g, req.overrides)) is not None}
     if req.targets:
@@ -39,11 +46,14 @@ def make_plan(model: torch.nn.Module, analysis: Analysis, config: PruneConfig, *
     else:
         free = prefer_finest([g for g in candidates if ratio_for(g, req.ratios) > 0 and g.id not in fixed_ratio])
     fixed = [g for g in candidates if fixed_ratio.get(g.id, 0.0) > 0]
+    fixed_counts = {g.id: req.limits.rounded(g, math.floor(fixed_ratio[g.id] * g.n_units + 1e-9), capped=False)
+                    for g in fixed}
+    valid = _Valid(model, candidates, config.valid_heads)
+    if not req.targets and req.scope == "local":  # counts known before scoring: say what changes before any work
+        valid({**local_counts(free, lambda g: ratio_for(g, req.ratios), req.limits), **fixed_counts})
     stats = statistics_for(criterion, model, calibration, loss_fn, free + fixed) if free or fixed else None
     ctx = ScoringContext(model, tensors, config.seed, stats=stats)
     scores = score_groups(criterion, free + fixed, ctx)
-    fixed_counts = {g.id: req.limits.rounded(g, math.floor(fixed_ratio[g.id] * g.n_units + 1e-9), capped=False)
-                    for g in fixed}
     settings: dict[str, Any] = {  # what planning derived and measured; the request itself is plan.config
         "importance": criterion_name(criterion),
         "ratios": None if req.targets else req.ratios,
@@ -55,9 +65,10 @@ def make_plan(model: torch.nn.Module, analysis: Analysis, config: PruneConfig, *
     }
 
     def finish(counts: Counts) -> Plan:
-        counts = {**counts, **fixed_counts}
+        counts = valid({**counts, **fixed_counts})
         removed = {gid: select_lowest(scores[gid], n) for gid, n in counts.items() if n > 0}
-        return build_plan(analysis, removed, {**settings, "notes": sorted(set(ctx.notes))}, config)
+        extra = {"count_constraints": valid.changes} if valid.changes else {}
+        return build_plan(analysis, removed, {**settings, **extra, "notes": sorted(set(ctx.notes))}, config)
 
     if not req.targets:
         if req.scope == "global":
@@ -69,3 +80,24 @@ def make_plan(model: torch.nn.Module, analysis: Analysis, config: PruneConfig, *
     if req.latency is not None:
         return plan_for_latency(model, analysis, req, free, scores, fixed_counts, finish, example_inputs)
     return plan_for_targets(model, analysis, req, free, scores, fixed_counts, finish, example_inputs)
+
+
+class _Valid:
+    """Counts moved onto ones the model's config accepts (``valid_heads``); warns once about what it changed."""
+
+    def __init__(self, model: torch.nn.Module, groups: list[Group], enabled: bool) -> None:
+        self.model, self.groups, self.enabled = model, groups, enabled
+        self.changes: list[dict[str, Any]] = []
+        self._told: set[str] = set()
+
+    def __call__(self, counts: Counts) -> Counts:
+        if not self.enabled:
+            return counts
+        out, changes = constrain(self.model, self.groups, counts)
+        self.changes = changes
+        if changes:
+            text = describe(changes)
+            if text not in self._told:
+                self._told.add(text)
+                warnings.warn(text, stacklevel=4)
+        return out

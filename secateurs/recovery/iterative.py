@@ -171,7 +171,7 @@ def _prune_step(model: nn.Module, x: ExampleInputs, index: int, ratio: dict[str,
     D.check_same_plan(plan.to_json(), what=f"plan of step {index}")
     reference = reference_outputs(model, plan, x) if check else None
     undo = snapshot_modules(list(model.modules())) if check else None
-    apply_plan(model, plan)
+    apply_plan(model, plan, journal=undo.journal if undo is not None else None)
     message = None
     if reference is not None and undo is not None:
         result = compare(reference, model, plan, x, tolerance=tolerance, reexport=False)
@@ -179,6 +179,7 @@ def _prune_step(model: nn.Module, x: ExampleInputs, index: int, ratio: dict[str,
             undo.restore()
             raise VerificationError(f"step {index}: {result.message}; the model was restored to the previous step")
         message = result.message
+        undo.journal.drop()  # the replaced tensors (or their spill file) are let go
     params = sum(p.numel() for p in model.parameters())
     return plan, StepRecord(index, ratio, params, plan.removed_units(), message)
 

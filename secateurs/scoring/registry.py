@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -24,19 +24,20 @@ class ScoringContext:
     """What a criterion may read: the model's tensors, and (for data-driven criteria) statistics."""
 
     model: torch.nn.Module
-    tensors: dict[str, torch.Tensor]
+    tensors: Mapping[str, torch.Tensor]  # a dict, or a mapping that reads each tensor when asked (out of core)
     seed: int = 0
     extras: dict[str, Any] = field(default_factory=dict)
     stats: Statistics | None = None
     notes: list[str] = field(default_factory=list)  # fallbacks taken while scoring, recorded in the plan
 
     @property
-    def params(self) -> dict[str, torch.Tensor]:
-        """Trainable parameters only (buffers such as running_var are sliced, never scored)."""
+    def params(self) -> Mapping[str, torch.Tensor]:
+        """Trainable parameters only (buffers such as running_var are sliced, never scored); a view of
+        ``tensors`` that reads no tensor before it is asked for."""
         cached = self.extras.get("_params")
         if cached is None:
-            names = {n for n, _ in self.model.named_parameters()}
-            cached = self.extras["_params"] = {k: v for k, v in self.tensors.items() if k in names}
+            names = frozenset(n for n, _ in self.model.named_parameters())
+            cached = self.extras["_params"] = _Only(self.tensors, names)
         return cached
 
     def module(self, fqn: str) -> tuple[torch.nn.Module | None, str]:
@@ -46,6 +47,24 @@ class ScoringContext:
             return self.model.get_submodule(path), attr
         except AttributeError:
             return None, attr
+
+
+class _Only(Mapping[str, torch.Tensor]):
+    """The entries of ``tensors`` whose names are in ``names``."""
+
+    def __init__(self, tensors: Mapping[str, torch.Tensor], names: frozenset[str]) -> None:
+        self._tensors, self._names = tensors, names
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        if key not in self._names:
+            raise KeyError(key)
+        return self._tensors[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return (k for k in self._tensors if k in self._names)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
 
 
 class Criterion(Protocol):

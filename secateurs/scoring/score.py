@@ -21,6 +21,7 @@ from secateurs.calibration.stats import Statistics
 from secateurs.errors import InvalidArgumentError, PlanError
 from secateurs.graph.groups import Group
 from secateurs.graph.program_limits import refuse_for_program
+from secateurs.progress import bar
 from secateurs.scoring.registry import Criterion, ScoringContext, criterion_name, get_criterion
 
 
@@ -76,14 +77,15 @@ def statistics_for(criterion: Criterion, model: torch.nn.Module, calibration: An
         )
     if loss_fn is not None and not callable(loss_fn):
         raise InvalidArgumentError(f"loss_fn must be callable as loss_fn(output, batch), got {type(loss_fn).__name__}")
+    needed = {m.fqn.rpartition(".")[0] for g in groups for m in g.members} if groups else None
     return collect(model, calibration, loss_fn=loss_fn, grads=grads, grad_stats=grad_stats or ("sum", "sq"),
-                   moments=moments)
+                   moments=moments, needed=needed)
 
 
 def score_groups(criterion: Criterion, groups: Sequence[Group], ctx: ScoringContext) -> dict[int, np.ndarray]:
     """``criterion``'s scores for each group, checked: one finite float per unit."""
     out: dict[int, np.ndarray] = {}
-    for g in groups:
+    for g in bar(groups, "scoring", len(groups)):
         scores = np.asarray(criterion.scores(g, ctx), dtype=np.float64)
         if scores.shape != (g.n_units,):
             raise PlanError(f"criterion returned {scores.shape} scores for group {g.name} of {g.n_units} units")

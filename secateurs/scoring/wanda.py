@@ -22,7 +22,8 @@ from secateurs.scoring.registry import ScoringContext, register_criterion
 
 def weighted_weight(module: nn.Module, weight: torch.Tensor, in_norm: torch.Tensor, in_dim: int) -> torch.Tensor | None:
     """|W| scaled by per-input-channel values, grouped convolutions included; None when shapes do not fit."""
-    w = weight.detach().to(torch.float64).abs()
+    w = weight.detach().to(torch.float64)
+    w = w.abs_() if w.data_ptr() != weight.data_ptr() else w.abs()  # one float64 copy, never the weights themselves
     groups = int(getattr(module, "groups", 1))
     per_group = w.shape[in_dim]
     if in_norm.numel() != per_group * groups:
@@ -30,7 +31,7 @@ def weighted_weight(module: nn.Module, weight: torch.Tensor, in_norm: torch.Tens
     if groups == 1:
         shape = [1] * w.ndim
         shape[in_dim] = -1
-        return w * in_norm.to(w).reshape(shape)
+        return w.mul_(in_norm.to(w).reshape(shape))  # in place: ``w`` is this function's own copy
     if in_dim != 1:
         return None
     out = w.shape[0]

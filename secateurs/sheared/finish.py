@@ -139,7 +139,7 @@ def prune_by_masks(model: nn.Module, layout: Layout, values: dict[str, torch.Ten
         plan = attach(build_plan(width, removed_units(model, width, layout, values), {"shear": record}), choice)
         if choice is not None:
             plan.settings.pop("drop_layers", None)
-        apply_plan(model, plan)
+        apply_plan(model, plan, journal=undo.journal)
         if "hidden" in values:
             record["norm_scale"] = _rescale_norms(model, analyze(model, example_inputs), layout.hidden,
                                                   int((values["hidden"] != 0).sum()))
@@ -150,4 +150,5 @@ def prune_by_masks(model: nn.Module, layout: Layout, values: dict[str, torch.Ten
     except Exception:
         undo.restore()
         raise
+    undo.journal.drop()
     return plan, error

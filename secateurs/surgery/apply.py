@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -14,7 +14,9 @@ from secateurs.graph.analysis import fingerprint
 from secateurs.graph.program import is_program_graph
 from secateurs.graph.sharded import refuse_sharded
 from secateurs.plans import Plan
+from secateurs.progress import bar
 from secateurs.surgery.graph_literals import rewrite_literals_
+from secateurs.surgery.journal import Journal
 from secateurs.surgery.registry import find_handler, load_for
 
 
@@ -22,8 +24,10 @@ from secateurs.surgery.registry import find_handler, load_for
 class _Snapshot:
     modules: dict[nn.Module, tuple[type, dict[str, Any], dict[str, Any], dict[str, Any]]]
     configs: dict[int, tuple[Any, dict[str, Any]]]
+    journal: Journal = field(default_factory=Journal)  # removed slices of the tensors surgery emptied
 
     def restore(self) -> None:
+        self.journal.restore()  # refill the emptied tensor objects first; the dicts below point back at them
         for m, (cls, attrs, params, buffers) in self.modules.items():
             m.__class__ = cls  # handlers may swap in a class whose forward fits the pruned shapes
             m.__dict__.clear()
@@ -59,14 +63,10 @@ def tensor_owners(model: nn.Module) -> dict[int, list[tuple[str, nn.Module, str]
     return out
 
 
-def _sliced(t: torch.Tensor, dims: dict[int, list[int]]) -> torch.Tensor:
-    out = t.detach()
-    for d, idx in sorted(dims.items()):
-        out = out.index_select(d, torch.as_tensor(idx, dtype=torch.long, device=t.device))
-    return out.clone() if out.data_ptr() == t.data_ptr() and not t.is_meta else out
-
-
-def apply_plan(model: nn.Module, plan: Plan) -> nn.Module:
+def apply_plan(model: nn.Module, plan: Plan, *, journal: Journal | None = None) -> nn.Module:
+    """Slice and refresh ``model`` in place, transactionally. A large surgery writes each replaced tensor to a
+    spill file and empties it as soon as its slices are cut (``journal``: the caller's, when its own rollback
+    must restore them later; else one of its own, dropped on success)."""
     refuse_sharded(model, "apply a plan to")
     check_plan_fits(model, plan)
     load_for(model)
@@ -83,7 +83,9 @@ def apply_plan(model: nn.Module, plan: Plan) -> nn.Module:
                 touched_paths.add(".".join(parts[:i]))
     touched_paths |= {p for p in plan.hints if p in modules}
     saved_paths = set(modules) if plan.dropped_layers else touched_paths  # dropping renumbers and reconfigures anywhere
-    journal = snapshot_modules([modules[p] for p in saved_paths if p in modules])
+    snapshot = snapshot_modules([modules[p] for p in saved_paths if p in modules], journal)
+    replaced = {id(state[f]): state[f] for f in plan.keep}
+    snapshot.journal.begin(sum(t.numel() * t.element_size() for t in replaced.values() if not t.is_meta))
     before = _shapes_before(plan, touched_paths)
     try:
         if plan.dropped_layers:  # first, so config sync in the width handlers sees only the blocks that remain
@@ -91,7 +93,7 @@ def apply_plan(model: nn.Module, plan: Plan) -> nn.Module:
 
             merge_layers_(model, plan.merged_layers)  # LaCo: runs merged into their first block, the rest dropped
             drop_layers_(model, plan.dropped_layers)
-        _slice_tensors(state, owners, plan)
+        _slice_tensors(state, owners, plan, snapshot.journal)
         for path in sorted(touched_paths, key=lambda p: -p.count(".") if p else 1):
             m = modules.get(path)
             if m is None:
@@ -102,10 +104,12 @@ def apply_plan(model: nn.Module, plan: Plan) -> nn.Module:
         if plan.literals and is_program_graph(model):
             rewrite_literals_(model, plan.literals)  # type: ignore[arg-type]  # last: undoes itself if it fails
     except Exception as exc:
-        journal.restore()
+        snapshot.restore()
         if isinstance(exc, ApplyError):
             raise ApplyError(f"{exc}; the model was restored unchanged") from exc
         raise ApplyError(f"surgery failed ({type(exc).__name__}: {exc}); the model was restored unchanged") from exc
+    if journal is None:
+        snapshot.journal.drop()  # final: no caller will roll back
     return model
 
 
@@ -121,24 +125,25 @@ def _shapes_before(plan: Plan, paths: set[str]) -> dict[str, dict[str, tuple[int
     return out
 
 
-def snapshot_modules(mods: list[nn.Module]) -> _Snapshot:
+def snapshot_modules(mods: list[nn.Module], journal: Journal | None = None) -> _Snapshot:
     saved = {m: (type(m), dict(m.__dict__), dict(m._parameters), dict(m._buffers)) for m in mods}
     configs: dict[int, tuple[Any, dict[str, Any]]] = {}
     for m in mods:
         cfg = getattr(m, "config", None)
         if cfg is not None and hasattr(cfg, "__dict__") and id(cfg) not in configs:
             configs[id(cfg)] = (cfg, copy.deepcopy(cfg.__dict__))
-    return _Snapshot(saved, configs)
+    return _Snapshot(saved, configs, journal if journal is not None else Journal())
 
 
-def _slice_tensors(state: dict[str, torch.Tensor], owners: dict[int, list[tuple[str, nn.Module, str]]], plan: Plan) -> None:
+def _slice_tensors(state: dict[str, torch.Tensor], owners: dict[int, list[tuple[str, nn.Module, str]]], plan: Plan,
+                   journal: Journal) -> None:
     done: set[int] = set()
-    for fqn, dims in plan.keep.items():
+    for fqn, dims in bar(plan.keep.items(), "surgery", len(plan.keep)):
         old = state[fqn]
         if id(old) in done:
             continue
         done.add(id(old))
-        new = _sliced(old, dims)
+        new = journal.slice(old, dims)
         for _, module, attr in owners[id(old)]:
             if attr in module._parameters:
                 module._parameters[attr] = nn.Parameter(new, requires_grad=old.requires_grad)

@@ -20,6 +20,7 @@ from torch import nn
 from secateurs.errors import InvalidArgumentError, InvalidTypeError, VerificationError
 from secateurs.graph.capture import ExampleInputs, eval_mode, export_model, model_inputs
 from secateurs.plans import Plan
+from secateurs.surgery.spill import SPILL_BYTES, SliceStore
 from secateurs.verification.behaviour import OpTrace, failing_module, first_difference, training_note
 from secateurs.verification.inputs import batch_size, check_example_inputs, resized_batch
 from secateurs.verification.outputs import (
@@ -103,30 +104,37 @@ def run(model: nn.Module, example_inputs: ExampleInputs) -> list[torch.Tensor]:
 
 
 @contextlib.contextmanager
-def masked(model: nn.Module, plan: Plan) -> Iterator[None]:
-    """Temporarily zero, in place, every slice the plan removes; restore the exact values after."""
+def masked(model: nn.Module, plan: Plan, *, spill_bytes: int | None = None) -> Iterator[None]:
+    """Temporarily zero, in place, every slice the plan removes; restore the exact values after. The removed
+    values wait in memory, or in a temporary file when they take more than ``spill_bytes`` (``SPILL_BYTES``), so
+    the check makes no second copy of a large model."""
     state = model.state_dict(keep_vars=True)
-    saved: list[tuple[torch.Tensor, int, torch.Tensor, torch.Tensor]] = []
+    cuts: list[tuple[torch.Tensor, int, torch.Tensor]] = []
     seen: set[int] = set()
-    try:
-        with torch.no_grad():
-            for fqn, dims in plan.keep.items():
-                t = state[fqn]
-                if id(t) in seen:
-                    continue
-                seen.add(id(t))
-                for d, keep in dims.items():
-                    removed = sorted(set(range(t.shape[d])) - set(keep))
-                    if not removed:
-                        continue
-                    idx = torch.as_tensor(removed, dtype=torch.long, device=t.device)
-                    saved.append((t, d, idx, t.index_select(d, idx).clone()))
+    for fqn, dims in plan.keep.items():
+        t = state[fqn]
+        if id(t) in seen:
+            continue
+        seen.add(id(t))
+        for d, keep in dims.items():
+            gone = torch.ones(t.shape[d], dtype=torch.bool)
+            gone[torch.as_tensor(keep, dtype=torch.long)] = False
+            if gone.any():
+                cuts.append((t, d, gone.nonzero().flatten().to(t.device)))
+    total = sum(t.numel() // t.shape[d] * len(idx) * t.element_size() for t, d, idx in cuts)
+    limit = SPILL_BYTES if spill_bytes is None else spill_bytes
+    saved: list[tuple[torch.Tensor, int, torch.Tensor, Any]] = []
+    with SliceStore(spill=total > limit) as store:
+        try:
+            with torch.no_grad():
+                for t, d, idx in cuts:
+                    saved.append((t, d, idx, store.put(t.index_select(d, idx))))
                     t.index_fill_(d, idx, 0)
-        yield
-    finally:
-        with torch.no_grad():
-            for t, d, idx, values in reversed(saved):
-                t.index_copy_(d, idx, values)
+            yield
+        finally:
+            with torch.no_grad():
+                for t, d, idx, handle in reversed(saved):
+                    t.index_copy_(d, idx, store.get(handle).to(t.device))
 
 
 @contextlib.contextmanager

@@ -130,3 +130,17 @@ def test_per_block_keyword_arguments_refused() -> None:
     model = _Stack(per_layer_scale=True)
     with pytest.raises(InvalidArgumentError, match="different keyword arguments"):
         collect(model, CalibrationData([torch.randn(5, 4)], sequential=True))
+
+
+def test_modules_after_the_blocks_run_only_when_their_statistics_are_needed(monkeypatch):
+    model, batches = _llama(), _batches()
+    full = collect(model, CalibrationData(batches, sequential=True))
+    calls = []
+    head = model.lm_head
+    monkeypatch.setattr(head, "forward", lambda x: calls.append(1) or nn.Linear.forward(head, x))
+    blocks_only = collect(model, CalibrationData(batches, sequential=True), needed=["model.layers.1.mlp.down_proj"])
+    assert calls == [] and "lm_head" not in blocks_only.inputs  # the head never ran
+    for key, s in blocks_only.inputs.items():
+        assert all(torch.equal(x, y) for x, y in zip(s.tensors(), full.inputs[key].tensors(), strict=True))
+    with_head = collect(model, CalibrationData(batches, sequential=True), needed=["lm_head"])
+    assert len(calls) == N_BATCHES and "lm_head" in with_head.inputs

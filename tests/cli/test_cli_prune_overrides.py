@@ -5,6 +5,7 @@ import json
 import pytest
 
 from secateurs.cli.main import main
+from secateurs.plans import Plan
 
 SPEC = "secateurs.testing.models:TinyViT"
 SHAPE = "1,3,16,16"
@@ -18,8 +19,8 @@ def scan(tmp_path_factory):
 
 
 def _removed(out):
-    plan = json.loads((out / "plan.json").read_text())
-    return {g["name"]: (g["n_units"], len(g["removed"])) for g in plan["groups"]}
+    plan = Plan.from_json((out / "plan.json").read_text())
+    return {g.name: (g.n_units, len(g.removed)) for g in plan.groups}
 
 
 def test_sensitivity_dir_sets_group_ratios_and_puts_curves_in_the_report(scan, tmp_path, run_json):

@@ -10,6 +10,7 @@ import secateurs as sc
 from secateurs.errors import FileFormatError, InvalidArgumentError, PlanError
 from secateurs.io import read_manifest, read_plan
 from secateurs.io import saving as saving_mod
+from secateurs.plan_codec import decode_set, encode_set
 from secateurs.testing.models import TinyResNet
 
 SPEC = "secateurs.testing.models:TinyResNet"
@@ -180,7 +181,9 @@ def test_edited_plan_is_refused(saved, tmp_path):
     plan = json.loads((root / "plan.json").read_text())
     fqn = next(iter(plan["keep"]))
     dim = next(iter(plan["keep"][fqn]))
-    plan["keep"][fqn][dim] = plan["keep"][fqn][dim][:-1]
+    entry = plan["index_sets"][plan["keep"][fqn][dim]]  # format 2: an index set, as runs or a bitmap
+    plan["index_sets"].append(encode_set(decode_set(entry, fqn)[:-1], entry["size"]))
+    plan["keep"][fqn][dim] = len(plan["index_sets"]) - 1
     (root / "plan.json").write_text(json.dumps(plan))
     with pytest.raises(FileFormatError, match="plan.json"):
         sc.load(root, model=copy.deepcopy(saved[2]))
