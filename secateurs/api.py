@@ -18,6 +18,7 @@ from secateurs.graph.capture import ExampleInputs, capture
 from secateurs.graph.counting import graph_macs, param_count, state_bytes
 from secateurs.graph.program_limits import refuse_for_program
 from secateurs.planning.build import build_plan
+from secateurs.planning.checks import run_plan_checks
 from secateurs.planning.make import make_plan
 from secateurs.plans import Plan
 from secateurs.reporting.prune_report import PruneReport
@@ -64,7 +65,9 @@ def plan(model: nn.Module, example_inputs: ExampleInputs, config: PruneConfig | 
     analysis = analysis or _analyze(model, example_inputs)
     p = make_plan(model, without_dropped(analysis, drop), config, calibration=width_calibration(config, calibration),
                   loss_fn=loss_fn, example_inputs=example_inputs)
-    return attach(p, drop)
+    p = attach(p, drop)
+    run_plan_checks(model, p)
+    return p
 
 
 def apply(model: nn.Module, plan: Plan) -> nn.Module:
@@ -105,6 +108,7 @@ def prune(model: nn.Module, example_inputs: ExampleInputs, config: PruneConfig |
     analysis = _analyze(model, example_inputs)
     p = attach(make_plan(model, without_dropped(analysis, drop), config, calibration=width_cal, loss_fn=loss_fn,
                          example_inputs=example_inputs), drop)
+    run_plan_checks(model, p)  # before any surgery: e.g. a Hugging Face config that cannot describe the result
     pending = None
     if config.compensate is not None:
         from secateurs.compensation.pipeline import prepare

@@ -63,3 +63,12 @@ class DuplicateRegistrationError(SecateursError):
 
 class UnknownNameError(InvalidArgumentError):
     """A name asked of a registry (criterion, method, model spec scheme...) is not registered."""
+
+
+class PlanCheckWarning(UserWarning):
+    """Something a plan will produce that the user should know before surgery (``secateurs.planning.checks``)."""
+
+
+class StockConfigWarning(PlanCheckWarning):
+    """A pruned Hugging Face model's config cannot describe it: ``save_pretrained()`` output will not rebuild it
+    with the stock class (``secateurs.save``/``secateurs.load`` still do)."""

@@ -1,0 +1,123 @@
+"""New config field values that make a class build with the pruned sizes: a log-linear solve over the probes.
+
+Sizes in modeling code are products and quotients of config fields (``num_heads * head_dim``,
+``hidden_size // num_attention_heads``), so in logarithms each observed size is linear in the fields:
+``log(size) = sum_f e_f * log(field_f) + c`` with exponents ``e_f`` read from the doubled-field probes
+(``Sensitivity``). The pruned model gives the target sizes (tensor dims, and the module attributes surgery
+changed); the smallest set of fields whose change explains every target exactly, with whole-number values,
+is the answer. Sizes that are not such monomials (a fused ``(heads + 2 * kv_heads) * head_dim``) are not
+used to solve; the rebuild check that follows still compares them.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from secateurs.integrations.hf.config_discovery import Observed, Sensitivity
+
+MAX_SUBSET = 4
+
+
+@dataclass
+class Solution:
+    values: dict[str, int] = field(default_factory=dict)  # config path -> new value (only those that change)
+    problems: list[str] = field(default_factory=list)
+
+
+def observables(obs: Observed) -> dict[str, int]:
+    """Every size of one build: ``name[dim]`` per tensor dim, ``module:attr`` per integer attribute."""
+    out = {f"{name}[{d}]": int(n) for name, shape in obs.shapes.items() for d, n in enumerate(shape)}
+    out.update(obs.ints)
+    return out
+
+
+def _exponent(base: int, probed: int, ratio: float) -> float | None:
+    """``e`` with ``probed / base == ratio ** e``; None when a size is not positive."""
+    if base <= 0 or probed <= 0:
+        return None if base != probed else 0.0
+    return math.log(probed / base) / math.log(ratio)
+
+
+def _columns(sens: Sensitivity, keys: list[str]) -> dict[str, np.ndarray]:
+    """Field path -> exponents over ``keys`` (NaN where a size is not a monomial of that field)."""
+    base = observables(sens.base)
+    cols: dict[str, np.ndarray] = {}
+    for path, (new_value, seen) in sens.probes.items():
+        probe = observables(seen)
+        ratio = new_value / sens.values[path]
+        col = np.zeros(len(keys))
+        for i, k in enumerate(keys):
+            e = _exponent(base[k], probe.get(k, base[k]), ratio)
+            col[i] = np.nan if e is None or abs(2 * e - round(2 * e)) > 1e-6 else round(2 * e) / 2
+        if np.any(col != 0):
+            cols[path] = col
+    return cols
+
+
+def solve(sens: Sensitivity, target: dict[str, int], strict: bool = True) -> Solution:
+    """Field values under which every size in ``target`` (keys of ``observables``) takes its target value.
+
+    ``strict``: every module attribute the fields move must match too (a handler refreshed them all); otherwise
+    only the attributes surgery changed (the others may be stale: ``config_sync`` refreshes them)."""
+    base = observables(sens.base)
+    changed = {k: v for k, v in target.items() if k in base and base[k] != v}
+    if not changed:
+        return Solution()
+    keys = sorted(base)
+    index = {k: i for i, k in enumerate(keys)}
+    cols = _columns(sens, keys)
+    unexplained = [k for k in changed if not any(c[index[k]] != 0 for c in cols.values())]
+    if unexplained:
+        return Solution(problems=[f"no config field sets {_show(unexplained)}"])
+    aliases = _aliases(cols)
+    candidates = [group for group in aliases if any(cols[group[0]][index[k]] != 0 for k in changed)]
+    rows = sorted({index[k] for g in candidates for k in keys if (strict or ":" not in k) and cols[g[0]][index[k]] != 0}
+                  | {index[k] for k in changed})
+    rows = [r for r in rows if not any(np.isnan(cols[g[0]][r]) for g in candidates)]
+    if not any(keys[r] in changed for r in rows):
+        return Solution(problems=[f"{_show(list(changed))} depend on config fields in a way that is not a product "
+                                  "of powers (e.g. a fused sum of head counts)"])
+    b = np.array([math.log(target.get(keys[r], base[keys[r]]) / base[keys[r]]) if base[keys[r]] > 0 else 0.0
+                  for r in rows])
+    for size in range(1, min(MAX_SUBSET, len(candidates)) + 1):
+        for subset in itertools.combinations(candidates, size):
+            values = _try(sens, cols, rows, b, subset)
+            if values is not None:
+                return Solution(values)
+    sizes = ", ".join(f"{k}: {base[k]} -> {changed[k]}" for k in sorted(changed)[:3])
+    return Solution(problems=[f"no whole-number values of the config fields "
+                              f"{', '.join(g[0] for g in candidates[:6])} give the pruned sizes ({sizes}"
+                              f"{f' and {len(changed) - 3} more' if len(changed) > 3 else ''})"])
+
+
+def _try(sens: Sensitivity, cols: dict[str, np.ndarray], rows: list[int], b: np.ndarray,
+         subset: tuple[tuple[str, ...], ...]) -> dict[str, int] | None:
+    a = np.stack([cols[g[0]][rows] for g in subset], axis=1)
+    x, *_ = np.linalg.lstsq(a, b, rcond=None)
+    if np.max(np.abs(a @ x - b), initial=0.0) > 1e-9:
+        return None
+    values: dict[str, int] = {}
+    for group, xi in zip(subset, x.tolist(), strict=True):
+        new = sens.values[group[0]] * math.exp(xi)
+        if abs(new - round(new)) > 1e-6 * max(new, 1.0) or round(new) < 1:
+            return None
+        if round(new) != sens.values[group[0]]:
+            values.update({path: int(round(new)) for joint in group for path in joint.split("+")})
+    return values
+
+
+def _aliases(cols: dict[str, np.ndarray]) -> list[tuple[str, ...]]:
+    """Fields with identical exponent columns act as one unknown (and are written together)."""
+    groups: dict[bytes, list[str]] = {}
+    for path, col in cols.items():
+        groups.setdefault(np.nan_to_num(col, nan=7.25).tobytes(), []).append(path)
+    return [tuple(g) for g in groups.values()]
+
+
+def _show(keys: list[str]) -> str:
+    keys = sorted(keys)
+    return ", ".join(keys[:4]) + (f" (and {len(keys) - 4} more)" if len(keys) > 4 else "")
