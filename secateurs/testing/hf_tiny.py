@@ -1,8 +1,9 @@
 """A tiny random model of any transformers model type, built from its config class alone (no downloads).
 
-``tiny_config(model_type)`` shrinks the default config of a type by field name: 2 layers, hidden 64, 4 heads,
-2 key/value heads, FFN 128, 4 experts (top-2), a vocabulary of 512, with nested sub-configs (``text_config``,
-``vision_config``, ...) shrunk the same way. ``build(model_type)`` makes the base model (``MODEL_MAPPING``)
+``tiny_config(model_type)`` shrinks the default config of a type by field name: 2 layers, hidden 192, 8 heads,
+4 key/value heads, FFN 256, 4 experts (top-2) of width 96, a vocabulary of 512, with nested sub-configs
+(``text_config``, ``vision_config``, ...) shrunk the same way. The sizes are chosen so that removing a quarter of
+the heads leaves a count a stock config accepts (6 query heads of 32 divide 192; 3 key/value groups of 2). ``build(model_type)`` makes the base model (``MODEL_MAPPING``)
 and example inputs synthesised from its ``forward`` signature. Used by the transformers corpus
 (``tests/zoo/test_hf_zoo.py``, ``bench/hf_zoo_table.py``). Importing this module does not import transformers.
 """
@@ -22,14 +23,14 @@ VOCAB = 512
 #: field-name pattern -> value of the tiny config (the first match wins; only int fields already set are changed)
 SIZES: tuple[tuple[str, int], ...] = (
     (r"(num_)?(hidden_)?layers|n_layers?|num_(encoder|decoder)_layers|(encoder|decoder)_layers|num_decoder_layers", 2),
-    (r"num_key_value_heads|num_kv_heads|n_kv_heads?|multi_query_group_num|num_key_value_groups", 2),
-    (r"num_attention_heads|n_heads?|num_heads|(encoder|decoder)_attention_heads", 4),
-    (r"moe_intermediate_size|shared_expert_intermediate_size|expert_intermediate_size|moe_ffn_hidden_size", 64),
-    (r"intermediate_size|ffn_dim|n_inner|d_ff|(encoder|decoder)_ffn_dim|ffn_hidden_size|dim_feedforward", 128),
-    (r"hidden_size|d_model|n_embd|embed_dim|model_dim|dim|word_embed_proj_dim|embedding_size", 64),
-    (r"head_dim|d_kv|attention_head_size|kv_channels|v_head_dim", 16),
-    (r"qk_rope_head_dim|qk_nope_head_dim", 8),
-    (r"kv_lora_rank|q_lora_rank", 32),
+    (r"num_key_value_heads|num_kv_heads|n_kv_heads?|multi_query_group_num|num_key_value_groups", 4),
+    (r"num_attention_heads|n_heads?|num_heads|(encoder|decoder)_attention_heads", 8),
+    (r"moe_intermediate_size|shared_expert_intermediate_size|expert_intermediate_size|moe_ffn_hidden_size", 96),
+    (r"intermediate_size|ffn_dim|n_inner|d_ff|(encoder|decoder)_ffn_dim|ffn_hidden_size|dim_feedforward", 256),
+    (r"hidden_size|d_model|n_embd|embed_dim|model_dim|dim|word_embed_proj_dim|embedding_size", 192),
+    (r"head_dim|d_kv|attention_head_size|kv_channels|v_head_dim", 24),
+    (r"qk_rope_head_dim|qk_nope_head_dim", 16),
+    (r"kv_lora_rank|q_lora_rank", 64),
     (r"num_local_experts|num_experts|n_routed_experts|moe_num_experts", 4),
     (r"num_experts_per_tok|moe_topk|top_k|num_selected_experts", 2),
     (r"n_group|topk_group|n_shared_experts|num_shared_experts", 1),
@@ -79,7 +80,30 @@ def tiny_kwargs(config_class: type, depth: int = 0, defaults: dict[str, Any] | N
         new = _tiny_value(name, value)
         if new is not value and new != value:
             out[name] = new
+    _keep_mha(values, out)
+    _per_layer_lists(values, out)
     return out
+
+
+_KV = ("num_key_value_heads", "num_kv_heads", "n_kv_heads", "n_kv_head")
+_HEADS = ("num_attention_heads", "n_head", "n_heads", "num_heads")
+
+
+def _keep_mha(values: dict[str, Any], out: dict[str, Any]) -> None:
+    """A config with as many key/value heads as query heads stays so (some classes refuse GQA)."""
+    heads = next((h for h in _HEADS if h in values), None)
+    for kv in _KV:
+        if heads is not None and kv in values and values[kv] == values[heads] and heads in out:
+            out[kv] = out[heads]
+
+
+def _per_layer_lists(values: dict[str, Any], out: dict[str, Any]) -> None:
+    """Lists with one entry per layer (``layer_types``) keep the first entries, one per layer left."""
+    counts = {values[k]: v for k, v in out.items() if k in values and re.fullmatch(SIZES[0][0], k)
+              and isinstance(values[k], int)}
+    for name, value in values.items():
+        if name not in out and isinstance(value, list) and len(value) in counts and len(value) > counts[len(value)]:
+            out[name] = value[: counts[len(value)]]
 
 
 def tiny_config(model_type: str) -> Any:

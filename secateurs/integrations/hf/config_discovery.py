@@ -135,18 +135,7 @@ def _discover(cls: type, config: Any) -> Sensitivity:
     values = dict(int_fields(config))
     result = Sensitivity(base, values, config=config, written=written)
     for path, value in list(values.items())[:MAX_FIELDS]:
-        probe_value = 2 * value
-        changed = copy.deepcopy(config)
-        set_field(changed, path, probe_value)
-        try:
-            seen = observe(build_meta(cls, changed))
-        except Exception as exc:  # foreign code rejected the value: the field cannot be solved for
-            result.failed[path] = f"{type(exc).__name__}: {str(exc).strip()[:160]}"
-            continue
-        if set(seen.shapes) != set(base.shapes):
-            result.structural.add(path)
-            continue
-        result.probes[path] = (probe_value, seen)
+        _probe(cls, config, result, path, value)
     _probe_together(cls, config, result)
     result.written = {k: v for k, v in written.items()  # only those the model reads
                       if k in result.probes and result.probes[k][1] != base}
@@ -169,6 +158,24 @@ def _with_latent(cls: type, config: Any, base: Observed) -> tuple[Any, dict[str,
         if same:
             config, written[name] = trial, _derived(config)
     return config, written
+
+
+def _probe(cls: type, config: Any, result: Sensitivity, path: str, value: int) -> None:
+    """Build with ``path`` doubled (tripled when doubling adds or removes tensors, as when it makes two widths
+    equal that a projection sits between) and record what moved."""
+    for factor in (2, 3):
+        changed = copy.deepcopy(config)
+        set_field(changed, path, factor * value)
+        try:
+            seen = observe(build_meta(cls, changed))
+        except Exception as exc:  # foreign code rejected the value: the field cannot be solved for
+            result.failed[path] = f"{type(exc).__name__}: {str(exc).strip()[:160]}"
+            return
+        if set(seen.shapes) == set(result.base.shapes):
+            result.structural.discard(path)
+            result.probes[path] = (factor * value, seen)
+            return
+        result.structural.add(path)
 
 
 def _probe_together(cls: type, config: Any, result: Sensitivity) -> None:

@@ -88,6 +88,10 @@ def solve(sens: Sensitivity, target: dict[str, int], strict: bool = True) -> Sol
             values = _try(sens, cols, rows, b, subset)
             if values is not None:
                 return Solution(values)
+    a = np.stack([cols[g[0]][rows] for g in candidates], axis=1)
+    conflict = _conflict(a, b, [keys[r] for r in rows], [g[0] for g in candidates], base, target)
+    if conflict:
+        return Solution(problems=[conflict])
     sizes = ", ".join(f"{k}: {base[k]} -> {changed[k]}" for k in sorted(changed)[:3])
     return Solution(problems=[f"no whole-number values of the config fields "
                               f"{', '.join(g[0] for g in candidates[:6])} give the pruned sizes ({sizes}"
@@ -108,6 +112,23 @@ def _try(sens: Sensitivity, cols: dict[str, np.ndarray], rows: list[int], b: np.
         if round(new) != sens.values[group[0]]:
             values.update({path: int(round(new)) for joint in group for path in joint.split("+")})
     return values
+
+
+def _conflict(a: np.ndarray, b: np.ndarray, keys: list[str], fields: list[str], base: dict[str, int],
+              target: dict[str, int]) -> str:
+    """Two sizes that the same fields set in the same way but that pruning changed differently (self- and
+    cross-attention heads under one ``num_heads``; layers pruned to different widths)."""
+    seen: dict[bytes, int] = {}
+    for i, row in enumerate(a):
+        key = row.tobytes()
+        j = seen.setdefault(key, i)
+        if j != i and abs(b[i] - b[j]) > 1e-9:
+            names = [f for f, e in zip(fields, row.tolist(), strict=True) if e != 0]
+            show = [f"{k}: {base[k]} -> {target.get(k, base[k])}" for k in (keys[j], keys[i])]
+            return (f"config field{'s' if len(names) > 1 else ''} {', '.join(names)} set{'' if len(names) > 1 else 's'}"
+                    f" both {show[0]} and {show[1]}, which pruning changed differently; a config holds one value "
+                    "per field, so prune every size it sets alike")
+    return ""
 
 
 def _aliases(cols: dict[str, np.ndarray]) -> list[tuple[str, ...]]:

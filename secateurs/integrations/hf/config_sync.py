@@ -71,16 +71,16 @@ def config_rewrite(model: nn.Module) -> ConfigRewrite:
         return ConfigRewrite()  # nothing the config sets has changed
     sens = sensitivity(cls, config)
     target = observables(pruned)
-    first: ConfigRewrite | None = None
-    for strict in (True, False):
+    last: ConfigRewrite | None = None
+    for strict in (True, False):  # the relaxed solve's problem is the one reported (stale attributes aside)
         solution = solve(sens, target, strict)
         values = {**sens.written, **solution.values}  # latent fields the model reads are written explicitly
         rewrite = _checked(cls, config, values, pruned, base) if not solution.problems else \
             ConfigRewrite(problems=solution.problems)
         if rewrite.ok:
             return rewrite
-        first = first or rewrite
-    return first or ConfigRewrite()
+        last = rewrite
+    return last or ConfigRewrite()
 
 
 def _checked(cls: type, config: Any, values: dict[str, int], pruned: Observed, base: Observed) -> ConfigRewrite:
@@ -108,7 +108,8 @@ def _matches(pruned: Observed, base: Observed, fresh: Observed) -> list[str]:
     for k, v in pruned.floats.items():
         new = fresh.floats.get(k)
         if new is not None and abs(new - v) > 1e-9 * max(abs(v), 1e-30) and (v != base.floats.get(k) or new != v):
-            bad.append(f"{k} would be {new:.6g} instead of {v:.6g} (transformers derives it from a pruned size)")
+            bad.append(f"{k} would be {new:.6g} instead of {v:.6g} (transformers recomputes it from a pruned size, "
+                       "as an attention scale from a pruned head_dim)")
     return bad[:4] + ([f"and {len(bad) - 4} more"] if len(bad) > 4 else [])
 
 

@@ -65,22 +65,24 @@ def stock_config_problems(model: nn.Module, plan: Plan) -> list[str]:
     if not problems:
         return []
     pruned = outermost(clone)
-    return problems + _how_to(pruned, plan) if pruned is not None else problems
+    return problems + _how_to(pruned, problems) if pruned is not None else problems
 
 
-def _how_to(pruned: nn.Module, plan: Plan) -> list[str]:
+def _how_to(pruned: nn.Module, problems: list[str]) -> list[str]:
     """Ways to a plan whose result a stock config describes."""
     tips = []
     uneven = _uneven(pruned)
     if uneven:
-        tips.append(f"widths differ across layers ({uneven}); a config holds one value per width: prune with "
-                    "uniform=True (scope='local', the default) and without per-group overrides")
+        tips.append(f"a width differs across layers ({uneven}), and a config holds one value per width: prune "
+                    "with uniform=True (scope='local', the default) and without per-group overrides")
+    if any("multiple of" in p or "divisible" in p for p in problems):
+        tips.append("keep the pruned widths divisible as the config requires (round_to= a multiple of the head count "
+                    "for the hidden size; a head count that divides the hidden size)")
     derived = _shape_free_fields(pruned)
-    heads = any(g.removed and g.kind in ("heads", "query_heads", "head_dim") for g in plan.groups)
-    if derived and heads:
+    if derived:
         tips.append(f"this config derives the head size from other fields ({', '.join(derived)} change no tensor "
-                    "shape), so heads pruned without the hidden size cannot be written: prune the hidden size with "
-                    "the heads so that hidden = heads x head_dim, or leave heads out of the ratio")
+                    "shape), so heads pruned without the hidden size, or the hidden size without heads, cannot be "
+                    "written: prune both so that hidden = heads x head_dim, or neither")
     tips.append("the pruned model is valid as it is: secateurs.save() and secateurs.load() rebuild it")
     return tips
 
@@ -100,7 +102,7 @@ def _uneven(pruned: nn.Module) -> str:
             changed.add(pattern)
     for key in sorted(changed):
         if ".#" in key and len(seen[key]) > 1:
-            return f"{key}: {min(seen[key])}..{max(seen[key])}"
+            return f"{key} differs across layers: {min(seen[key])}..{max(seen[key])}"
     return ""
 
 
