@@ -65,6 +65,10 @@ class UnknownNameError(InvalidArgumentError):
     """A name asked of a registry (criterion, method, model spec scheme...) is not registered."""
 
 
+class NothingPrunedWarning(UserWarning):
+    """A requested unit kind matched no prunable group, or its ratio rounds to nothing."""
+
+
 class PlanCheckWarning(UserWarning):
     """Something a plan will produce that the user should know before surgery (``secateurs.planning.checks``)."""
 

@@ -29,7 +29,7 @@ SIZES: tuple[tuple[str, int], ...] = (
     (r"intermediate_size|ffn_dim|n_inner|d_ff|(encoder|decoder)_ffn_dim|ffn_hidden_size|dim_feedforward", 256),
     (r"hidden_size|d_model|n_embd|embed_dim|model_dim|dim|word_embed_proj_dim|embedding_size", 192),
     (r"head_dim|d_kv|attention_head_size|kv_channels|v_head_dim", 24),
-    (r"qk_rope_head_dim|qk_nope_head_dim", 16),
+    (r"qk_rope_head_dim|qk_nope_head_dim|rotary_dim", 16),
     (r"kv_lora_rank|q_lora_rank", 64),
     (r"num_local_experts|num_experts|n_routed_experts|moe_num_experts", 4),
     (r"num_experts_per_tok|moe_topk|top_k|num_selected_experts", 2),
@@ -81,9 +81,16 @@ def tiny_kwargs(config_class: type, depth: int = 0, defaults: dict[str, Any] | N
         if new is not value and new != value:
             out[name] = new
     _keep_mha(values, out)
+    _same_head_dims(values, out)
     _per_layer_lists(values, out)
     return out
 
+
+def _same_head_dims(values: dict[str, Any], out: dict[str, Any]) -> None:
+    """``head_dim`` equal to another head size by default (DeepSeek's ``qk_rope_head_dim``) stays equal to it."""
+    for name, value in values.items():
+        if name != "head_dim" and name.endswith("head_dim") and values.get("head_dim") == value and name in out:
+            out["head_dim"] = out[name]
 
 _KV = ("num_key_value_heads", "num_kv_heads", "n_kv_heads", "n_kv_head")
 _HEADS = ("num_attention_heads", "n_head", "n_heads", "num_heads")

@@ -92,3 +92,22 @@ class GroupedQueryAttention(nn.Module):
         v = split(self.v(x)).repeat_interleave(self.rep, dim=1)
         y = F.scaled_dot_product_attention(split(self.q(x)), k, v)
         return x + self.o(y.transpose(1, 2).reshape(b, n, -1))
+
+
+class AttentionMLPBlock(nn.Module):
+    """A single-head attention written with matmuls (no head reshape) and an MLP, both residual.
+
+    Only ``fc1``/``fc2``'s width is an intermediate width (``ffn``); the q/k/v/o channels meet in products of
+    activations and are plain ``channels``.
+    """
+
+    def __init__(self, dim: int = 16, hidden: int = 32):
+        super().__init__()
+        self.q, self.k, self.v, self.o = (nn.Linear(dim, dim) for _ in range(4))
+        self.fc1, self.fc2 = nn.Linear(dim, hidden), nn.Linear(hidden, dim)
+        self.scale = dim ** -0.5
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scores = torch.softmax(self.q(x) @ self.k(x).transpose(-1, -2) * self.scale, dim=-1)
+        x = x + self.o(scores @ self.v(x))
+        return x + self.fc2(F.gelu(self.fc1(x)))
