@@ -18,7 +18,8 @@ DEFAULT_KINDS = ("channels", "heads")
 #: from the graph (between two weighted layers, only per-channel ops in between: FFN neurons, every MoE expert's
 #: width, inside-block channels of a CNN). ``channels`` covers both, and the channels that are neither.
 CHANNEL_ROLES = ("ffn", "hidden")
-KINDS = ("channels", "heads", "query_heads", "head_dim", *CHANNEL_ROLES)
+#: ``experts``: whole mixture-of-experts experts (router row + every expert tensor's slice), found from the graph
+KINDS = ("channels", "heads", "query_heads", "head_dim", *CHANNEL_ROLES, "experts")
 
 #: ``timer(model, args, kwargs) -> float``: one timed forward pass (any unit; only ratios are used)
 Timer = Callable[[Any, tuple[Any, ...], dict[str, Any]], float]

@@ -10,6 +10,7 @@ import torch
 
 from secateurs.graph.capture import ExampleInputs, capture
 from secateurs.graph.couple import CoupledGraph, Frozen, couple
+from secateurs.graph.experts import expert_groups
 from secateurs.graph.ffn import tag_ffn_
 from secateurs.graph.groups import Group, find_groups
 from secateurs.graph.sharded import refuse_sharded
@@ -83,6 +84,7 @@ def analyze(model: torch.nn.Module, example_inputs: ExampleInputs) -> Analysis:
     structure = build_structure(coupled)
     tag_ffn_(structure)
     groups = find_groups(structure)
+    groups += expert_groups(structure, len(groups))
     shapes = {k: tuple(v.shape) for k, v in model.state_dict(keep_vars=True).items()}
     return Analysis(structure, groups, couple_unknown(structure), fingerprint(model), shapes)
 

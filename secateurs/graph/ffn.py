@@ -114,18 +114,23 @@ def ffn_classes(st: Structure) -> set[int]:
         produced[st.space_class[prod]] = True
         consumed[st.space_class[cons]] = True
         mixed[st.space_class[bad]] = True
+    broken: set[int] = set()
+    for p in st.products:
+        nontrivial = [c for c in p.factors if st.class_size[c] > 1 and c not in st.class_frozen
+                      and "conv_groups" not in st.class_tags.get(c, set())]
+        if len(nontrivial) > 1:
+            broken.update((p.flat, *p.factors))  # a reshape into heads, or a merge with another prunable dim
+        elif nontrivial:  # equal pieces (a fused gate/up chunk): the width is the one non-trivial factor
+            f = nontrivial[0]
+            produced[[f, p.flat]] |= produced[p.flat] | produced[f]
+            consumed[[f, p.flat]] |= consumed[p.flat] | consumed[f]
     ok = produced & consumed & ~mixed
+    ok[list(broken)] = False
     for c, labels in st.class_tags.items():
         if "residual" in labels:
             ok[c] = False
     for c in st.class_inexact:
         ok[c] = False
-    for p in st.products:
-        classes = (p.flat, *p.factors)
-        nontrivial = [c for c in p.factors if st.class_size[c] > 1 and c not in st.class_frozen
-                      and "conv_groups" not in st.class_tags.get(c, set())]
-        if len(nontrivial) > 1:
-            ok[list(classes)] = False
     return {int(c) for c in np.nonzero(ok)[0]}
 
 

@@ -101,7 +101,7 @@ class Limits:
 
     def cap(self, group: Group) -> int:
         n = group.n_units
-        cap = n - max(self.min_keep, 1)
+        cap = n - max(self.min_keep, group.min_units, 1)
         if self.max_ratio is not None:
             cap = min(cap, math.floor(self.max_ratio * n + 1e-9))
         return max(cap, 0)
@@ -109,7 +109,7 @@ class Limits:
     def rounded(self, group: Group, n_remove: int, capped: bool = True) -> int:
         """``n_remove`` adjusted so the kept count obeys every bound."""
         n = group.n_units
-        cap = self.cap(group) if capped else max(n - max(self.min_keep, 1), 0)
+        cap = self.cap(group) if capped else max(n - max(self.min_keep, group.min_units, 1), 0)
         keep = n - min(max(n_remove, 0), cap)
         if n_remove > 0 and self.round_to > 1 and group.unit_size == 1 and n >= self.round_to:
             keep = max(self.round_to, int(round(keep / self.round_to)) * self.round_to)

@@ -26,6 +26,7 @@ MAX_SUBSET = 4
 class Solution:
     values: dict[str, int] = field(default_factory=dict)  # config path -> new value (only those that change)
     problems: list[str] = field(default_factory=list)
+    alternatives: list[dict[str, int]] = field(default_factory=list)  # every exact solution, best first
 
 
 def observables(obs: Observed) -> dict[str, int]:
@@ -58,11 +59,13 @@ def _columns(sens: Sensitivity, keys: list[str]) -> dict[str, np.ndarray]:
     return cols
 
 
-def solve(sens: Sensitivity, target: dict[str, int], strict: bool = True) -> Solution:
+def solve(sens: Sensitivity, target: dict[str, int]) -> Solution:
     """Field values under which every size in ``target`` (keys of ``observables``) takes its target value.
 
-    ``strict``: every module attribute the fields move must match too (a handler refreshed them all); otherwise
-    only the attributes surgery changed (the others may be stale: ``config_sync`` refreshes them)."""
+    Every tensor dim the candidate fields set, and every module attribute surgery changed, must match. Module
+    attributes surgery left alone may be stale (no handler refreshed them; ``config_sync`` does) or right: among
+    the exact solutions, those that would move the fewest of them come first, then those changing fewer fields
+    (``Solution.values`` is the first; ``alternatives`` all, in that order)."""
     base = observables(sens.base)
     changed = {k: v for k, v in target.items() if k in base and base[k] != v}
     if not changed:
@@ -73,21 +76,30 @@ def solve(sens: Sensitivity, target: dict[str, int], strict: bool = True) -> Sol
     unexplained = [k for k in changed if not any(c[index[k]] != 0 for c in cols.values())]
     if unexplained:
         return Solution(problems=[f"no config field sets {_show(unexplained)}"])
-    aliases = _aliases(cols)
-    candidates = [group for group in aliases if any(cols[group[0]][index[k]] != 0 for k in changed)]
-    rows = sorted({index[k] for g in candidates for k in keys if (strict or ":" not in k) and cols[g[0]][index[k]] != 0}
-                  | {index[k] for k in changed})
+    candidates = [group for group in _aliases(cols) if any(cols[group[0]][index[k]] != 0 for k in changed)]
+    moved = {index[k] for g in candidates for k in keys if cols[g[0]][index[k]] != 0}
+    rows = sorted({r for r in moved if ":" not in keys[r]} | {index[k] for k in changed})
     rows = [r for r in rows if not any(np.isnan(cols[g[0]][r]) for g in candidates)]
+    soft = [r for r in sorted(moved) if ":" in keys[r] and keys[r] not in changed
+            and not any(np.isnan(cols[g[0]][r]) for g in candidates)]
     if not any(keys[r] in changed for r in rows):
         return Solution(problems=[f"{_show(list(changed))} depend on config fields in a way that is not a product "
                                   "of powers (e.g. a fused sum of head counts)"])
     b = np.array([math.log(target.get(keys[r], base[keys[r]]) / base[keys[r]]) if base[keys[r]] > 0 else 0.0
                   for r in rows])
+    found: list[tuple[int, int, dict[str, int]]] = []
     for size in range(1, min(MAX_SUBSET, len(candidates)) + 1):
         for subset in itertools.combinations(candidates, size):
-            values = _try(sens, cols, rows, b, subset)
-            if values is not None:
-                return Solution(values)
+            solved = _try(sens, cols, rows, b, subset)
+            if solved is not None:
+                x, values = solved
+                a_soft = np.stack([cols[g[0]][soft] for g in subset], axis=1) if soft else np.zeros((0, size))
+                found.append((int(np.sum(np.abs(a_soft @ x) > 1e-9)), size, values))
+        if any(v == 0 for v, _, _ in found):
+            break
+    if found:
+        found.sort(key=lambda item: (item[0], item[1]))
+        return Solution(found[0][2], alternatives=[values for _, _, values in found])
     a = np.stack([cols[g[0]][rows] for g in candidates], axis=1)
     conflict = _conflict(a, b, [keys[r] for r in rows], [g[0] for g in candidates], base, target)
     if conflict:
@@ -99,7 +111,7 @@ def solve(sens: Sensitivity, target: dict[str, int], strict: bool = True) -> Sol
 
 
 def _try(sens: Sensitivity, cols: dict[str, np.ndarray], rows: list[int], b: np.ndarray,
-         subset: tuple[tuple[str, ...], ...]) -> dict[str, int] | None:
+         subset: tuple[tuple[str, ...], ...]) -> tuple[np.ndarray, dict[str, int]] | None:
     a = np.stack([cols[g[0]][rows] for g in subset], axis=1)
     x, *_ = np.linalg.lstsq(a, b, rcond=None)
     if np.max(np.abs(a @ x - b), initial=0.0) > 1e-9:
@@ -111,7 +123,7 @@ def _try(sens: Sensitivity, cols: dict[str, np.ndarray], rows: list[int], b: np.
             return None
         if round(new) != sens.values[group[0]]:
             values.update({path: int(round(new)) for joint in group for path in joint.split("+")})
-    return values
+    return x, values
 
 
 def _conflict(a: np.ndarray, b: np.ndarray, keys: list[str], fields: list[str], base: dict[str, int],

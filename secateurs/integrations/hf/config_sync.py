@@ -40,6 +40,9 @@ from secateurs.integrations.hf.config_discovery import (
 from secateurs.integrations.hf.config_solve import observables, solve
 
 
+MAX_TRIES = 4  # exact solutions checked by a rebuild, best first
+
+
 @dataclass
 class ConfigRewrite:
     """The config fields that describe a pruned model, or why none do."""
@@ -70,17 +73,16 @@ def config_rewrite(model: nn.Module) -> ConfigRewrite:
     if not _matches(pruned, base, base):
         return ConfigRewrite()  # nothing the config sets has changed
     sens = sensitivity(cls, config)
-    target = observables(pruned)
-    last: ConfigRewrite | None = None
-    for strict in (True, False):  # the relaxed solve's problem is the one reported (stale attributes aside)
-        solution = solve(sens, target, strict)
-        values = {**sens.written, **solution.values}  # latent fields the model reads are written explicitly
-        rewrite = _checked(cls, config, values, pruned, base) if not solution.problems else \
-            ConfigRewrite(problems=solution.problems)
+    solution = solve(sens, observables(pruned))
+    if solution.problems:
+        return ConfigRewrite(problems=solution.problems)
+    first: ConfigRewrite | None = None
+    for values in (solution.alternatives or [solution.values])[:MAX_TRIES]:
+        rewrite = _checked(cls, config, {**sens.written, **values}, pruned, base)  # latent fields written too
         if rewrite.ok:
             return rewrite
-        last = rewrite
-    return last or ConfigRewrite()
+        first = first or rewrite
+    return first or ConfigRewrite()
 
 
 def _checked(cls: type, config: Any, values: dict[str, int], pruned: Observed, base: Observed) -> ConfigRewrite:
