@@ -30,6 +30,14 @@ def grouped_mm(ctx: RuleContext) -> None:
         ctx.freeze(ws[0], "experts of a grouped matrix product without offsets")
 
 
+@register("aten.one_hot")
+def one_hot(ctx: RuleContext) -> None:
+    """``one_hot(ids, n)``: the ids' dims pass through; the new last dim has ``n`` classes (a size in the graph)."""
+    xs, out = ctx.spaces(ctx.arg(0)), ctx.out()
+    ctx.same_all(xs, out[:-1])
+    ctx.freeze(out[-1], "classes of one_hot (a size written in the graph)")
+
+
 @register("aten.histc")
 def histogram(ctx: RuleContext) -> None:
     """Counts of values (expert ids per token): the input's positions and the bins are data, not channels."""
