@@ -91,12 +91,14 @@ def eval_mode(model: torch.nn.Module) -> Iterator[None]:
 
 def model_inputs(model: torch.nn.Module, example_inputs: ExampleInputs) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """``normalize_inputs`` plus ``use_cache=False`` for models with a ``config.use_cache`` flag (Hugging Face)
-    when the caller did not choose: a KV-cache object is neither exportable nor an output to compare."""
+    when the caller did not choose: a KV-cache object is neither exportable nor an output to compare. Models that
+    take it by name or through ``**kwargs`` (GraniteMoE-style) get it."""
     args, kwargs = normalize_inputs(example_inputs)
     if "use_cache" in kwargs or not isinstance(getattr(getattr(model, "config", None), "use_cache", None), bool):
         return args, kwargs
     try:
-        accepts = "use_cache" in inspect.signature(model.forward).parameters
+        params = inspect.signature(model.forward).parameters
+        accepts = "use_cache" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     except (TypeError, ValueError):
         accepts = False
     return (args, {**kwargs, "use_cache": False}) if accepts else (args, kwargs)

@@ -173,7 +173,7 @@ def _input(name: str, config: Any, g: torch.Generator, batch: int, seq: int) -> 
 
 def input_candidates(model: nn.Module, seed: int = 0, batch: int = 2, seq: int = 8) -> list[dict[str, Any]]:
     """Example inputs to try in order: the main input (plus decoder ids for an encoder-decoder and
-    ``use_cache=False`` where the model has a cache), then with pixels, then with an attention mask."""
+    ``use_cache=False`` where forward() names it), then with pixels, then with an attention mask."""
     g = torch.Generator().manual_seed(seed)
     config: Any = model.config  # type: ignore[union-attr]
     params = inspect.signature(model.forward).parameters
@@ -184,7 +184,7 @@ def input_candidates(model: nn.Module, seed: int = 0, batch: int = 2, seq: int =
     out: dict[str, Any] = {main: first}
     if getattr(config, "is_encoder_decoder", False) and "decoder_input_ids" in params:
         out["decoder_input_ids"] = _input("decoder_input_ids", config, g, batch, seq)
-    if "use_cache" in params or (getattr(config, "use_cache", None) is not None and _takes_kwargs(params)):
+    if "use_cache" in params:  # models taking it through **kwargs get it from secateurs (graph/capture.py)
         out["use_cache"] = False
     found = [dict(out)]
     for extra in ("pixel_values", "attention_mask"):
@@ -192,10 +192,6 @@ def input_candidates(model: nn.Module, seed: int = 0, batch: int = 2, seq: int =
             out[extra] = _input(extra, config, g, batch, seq)
             found.append(dict(out))
     return found
-
-
-def _takes_kwargs(params: Any) -> bool:
-    return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
 def build(model_type: str, seed: int = 0) -> TinyModel:
