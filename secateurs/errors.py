@@ -22,6 +22,11 @@ class PlanError(SecateursError):
     """A plan could not be made, or does not fit the model it is applied to."""
 
 
+class ConfigRewriteError(PlanError):
+    """A model's own config (Hugging Face) cannot describe what the plan would make of it, and a stock reload would
+    silently build something else: refused before surgery."""
+
+
 class InvalidArgumentError(SecateursError, ValueError):
     """A user argument has a bad value."""
 

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
-from secateurs.errors import SecateursError, StockConfigWarning
+from secateurs.errors import ConfigRewriteError, SecateursError, StockConfigWarning
 from secateurs.integrations.hf import config_sync
 from secateurs.integrations.hf.config_discovery import observe, sensitivity
 from secateurs.integrations.hf.config_solve import observables
@@ -59,7 +59,9 @@ def stock_config_problems(model: nn.Module, plan: Plan) -> list[str]:
     with config_sync.collecting() as found:
         try:
             apply_plan(clone, plan)
-        except SecateursError:
+        except SecateursError as exc:
+            if isinstance(exc.__cause__, ConfigRewriteError):  # refused before any surgery on the real model
+                raise exc.__cause__ from None
             return []  # the real surgery will say what is wrong
     problems = [p for rewrite in found for p in rewrite.problems]
     if not problems:
