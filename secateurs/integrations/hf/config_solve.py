@@ -77,31 +77,33 @@ def solve(sens: Sensitivity, target: dict[str, int]) -> Solution:
     if unexplained:
         return Solution(problems=[f"no config field sets {_show(unexplained)}"])
     candidates = [group for group in _aliases(cols) if any(cols[group[0]][index[k]] != 0 for k in changed)]
-    moved = {index[k] for g in candidates for k in keys if cols[g[0]][index[k]] != 0}
-    rows = sorted({r for r in moved if ":" not in keys[r]} | {index[k] for k in changed})
-    rows = [r for r in rows if not any(np.isnan(cols[g[0]][r]) for g in candidates)]
-    soft = [r for r in sorted(moved) if ":" in keys[r] and keys[r] not in changed
-            and not any(np.isnan(cols[g[0]][r]) for g in candidates)]
-    if not any(keys[r] in changed for r in rows):
-        return Solution(problems=[f"{_show(list(changed))} depend on config fields in a way that is not a product "
-                                  "of powers (e.g. a fused sum of head counts)"])
-    b = np.array([math.log(target.get(keys[r], base[keys[r]]) / base[keys[r]]) if base[keys[r]] > 0 else 0.0
-                  for r in rows])
+    a_all = np.stack([cols[g[0]] for g in candidates], axis=1)  # keys x candidates (NaN: not a monomial)
+    b_all = np.array([math.log(target.get(k, base[k]) / base[k]) if base[k] > 0 and target.get(k, base[k]) > 0
+                      else 0.0 for k in keys])
+    is_attr = np.array([":" in k for k in keys])
+    is_changed = np.array([k in changed for k in keys])
     found: list[tuple[int, int, dict[str, int]]] = []
     for size in range(1, min(MAX_SUBSET, len(candidates)) + 1):
-        for subset in itertools.combinations(candidates, size):
-            solved = _try(sens, cols, rows, b, subset)
+        for subset in itertools.combinations(range(len(candidates)), size):
+            a = a_all[:, subset]
+            finite = np.isfinite(a).all(axis=1)
+            moved = finite & (a != 0).any(axis=1)
+            hard = finite & ((moved & ~is_attr) | is_changed)  # tensor dims they set, attributes surgery changed
+            if not (hard & is_changed).any():
+                continue
+            solved = _try(sens, [candidates[i] for i in subset], a[hard], b_all[hard])
             if solved is not None:
                 x, values = solved
-                a_soft = np.stack([cols[g[0]][soft] for g in subset], axis=1) if soft else np.zeros((0, size))
-                found.append((int(np.sum(np.abs(a_soft @ x) > 1e-9)), size, values))
+                soft = moved & is_attr & ~is_changed  # attributes left alone: stale, or right
+                found.append((int(np.sum(np.abs(a[soft] @ x) > 1e-9)), size, values))
         if any(v == 0 for v, _, _ in found):
             break
     if found:
         found.sort(key=lambda item: (item[0], item[1]))
         return Solution(found[0][2], alternatives=[values for _, _, values in found])
-    a = np.stack([cols[g[0]][rows] for g in candidates], axis=1)
-    conflict = _conflict(a, b, [keys[r] for r in rows], [g[0] for g in candidates], base, target)
+    rows = [i for i in range(len(keys)) if np.isfinite(a_all[i]).all() and (is_changed[i] or (
+        not is_attr[i] and (a_all[i] != 0).any()))]
+    conflict = _conflict(a_all[rows], b_all[rows], [keys[r] for r in rows], [g[0] for g in candidates], base, target)
     if conflict:
         return Solution(problems=[conflict])
     sizes = ", ".join(f"{k}: {base[k]} -> {changed[k]}" for k in sorted(changed)[:3])
@@ -110,9 +112,8 @@ def solve(sens: Sensitivity, target: dict[str, int]) -> Solution:
                               f"{f' and {len(changed) - 3} more' if len(changed) > 3 else ''})"])
 
 
-def _try(sens: Sensitivity, cols: dict[str, np.ndarray], rows: list[int], b: np.ndarray,
-         subset: tuple[tuple[str, ...], ...]) -> tuple[np.ndarray, dict[str, int]] | None:
-    a = np.stack([cols[g[0]][rows] for g in subset], axis=1)
+def _try(sens: Sensitivity, subset: list[tuple[str, ...]], a: np.ndarray, b: np.ndarray
+         ) -> tuple[np.ndarray, dict[str, int]] | None:
     x, *_ = np.linalg.lstsq(a, b, rcond=None)
     if np.max(np.abs(a @ x - b), initial=0.0) > 1e-9:
         return None
