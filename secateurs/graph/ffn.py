@@ -10,6 +10,7 @@ A class of index spaces is an intermediate width when, in the captured graph:
   or merges it with another prunable dim (a product whose other factors are not trivial), and it is not
   a residual stream (``hidden``).
 
+Widths that do not lead back into a residual stream (a pooler, a classifier head) are not FFNs either.
 Attention projections (``q``/``k``/``v`` head channels, fused ``qkv``), low-rank attention projections that are
 normalised (DeepSeek's MLA ``q_a``/``kv_a``), sequence-reduction convolutions followed by a LayerNorm (SegFormer)
 fail one of these tests; gated MLPs (``act(gate) * up``, fused ``gate_up`` chunks), CNN bottlenecks and the
@@ -107,6 +108,7 @@ def ffn_classes(st: Structure) -> set[int]:
     weights = _weights(captured.nodes, captured.state_inputs, captured.state_kinds)
     n = len(st.class_size)
     produced, consumed, mixed = (np.zeros(n, dtype=bool) for _ in range(3))
+    feeds: dict[int, set[int]] = {}  # consumed class -> classes the consuming layers produce
     for node in captured.nodes:
         if node.kind != "call":
             continue
@@ -114,6 +116,8 @@ def ffn_classes(st: Structure) -> set[int]:
         produced[st.space_class[prod]] = True
         consumed[st.space_class[cons]] = True
         mixed[st.space_class[bad]] = True
+        for c in st.space_class[cons].tolist():
+            feeds.setdefault(int(c), set()).update(int(p) for p in st.space_class[prod].tolist())
     broken: set[int] = set()
     for p in st.products:
         nontrivial = [c for c in p.factors if st.class_size[c] > 1 and c not in st.class_frozen
@@ -131,7 +135,24 @@ def ffn_classes(st: Structure) -> set[int]:
             ok[c] = False
     for c in st.class_inexact:
         ok[c] = False
-    return {int(c) for c in np.nonzero(ok)[0]}
+    return _writing_back(st, {int(c) for c in np.nonzero(ok)[0]}, feeds)
+
+
+def _writing_back(st: Structure, found: set[int], feeds: dict[int, set[int]]) -> set[int]:
+    """In a model with residual streams, the widths whose layers lead back into one (an MLP, a bottleneck, every
+    expert): a pooler or a classifier head between the last block and the outputs is not an FFN."""
+    residual = {c for c, labels in st.class_tags.items() if "residual" in labels}
+    if not residual:
+        return found  # plain stacks (VGG, DenseNet's concatenations): every intermediate width
+    back = set(residual)
+    changed = True
+    while changed:
+        changed = False
+        for c in found - back:
+            if feeds.get(c, set()) & back:
+                back.add(c)
+                changed = True
+    return found & back
 
 
 def tag_ffn_(st: Structure) -> None:

@@ -81,14 +81,14 @@ def check_type(model_type: str, ratio: dict[str, float] | None = None, moe_check
 
 
 def attempt(model: nn.Module, inputs: dict[str, Any], ratio: dict[str, float]) -> Attempt:
-    import secateurs as sc
+    from secateurs.api import prune
     from secateurs.errors import SecateursError, StockConfigWarning
 
     out = Attempt(dict(ratio))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            report = sc.prune(model, inputs, ratio=ratio)
+            report = prune(model, inputs, ratio=ratio)
         except SecateursError as exc:
             out.status, out.reason = "refused", _short(exc)
             return out
