@@ -61,3 +61,27 @@ def test_hf_attention_widths_are_not_ffn(model_type, not_ffn):
     roles = _roles(t.model, t.inputs)
     assert roles.get("ffn") and all("mlp" in m or "dwconv" in m or "experts" in m for m in roles["ffn"])
     assert not any(not_ffn in m for m in roles["ffn"])
+
+
+class _InterleavedGLU(torch.nn.Module):
+    """GPT-OSS style: gate and up interleaved in one projection, read as x[..., ::2] and x[..., 1::2]."""
+
+    def __init__(self):
+        super().__init__()
+        self.gate_up = torch.nn.Linear(8, 2 * 12)
+        self.down = torch.nn.Linear(12, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.gate_up(x)
+        return x + self.down(torch.nn.functional.silu(h[..., ::2]) * h[..., 1::2])
+
+
+def test_interleaved_gate_up_is_one_ffn_width():
+    torch.manual_seed(0)
+    model, x = _InterleavedGLU().eval(), torch.randn(2, 3, 8)
+    (g,) = [g for g in sc.analyze(model, x).groups if channel_role(g) == "ffn"]
+    gu = next(m for m in g.members if m.fqn == "gate_up.weight")
+    assert sorted(g.member_indices(gu, [3])) == [6, 7]  # unit 3: row 3 of the gate (6) and of the up (7) piece
+    report = sc.prune(model, x, ratio={"ffn": 0.5})
+    assert report.verification.ok and report.verification.mode == "exact"
+    assert model.gate_up.out_features == 12 and model.down.in_features == 6
