@@ -94,7 +94,7 @@ def model_inputs(model: torch.nn.Module, example_inputs: ExampleInputs) -> tuple
     when the caller did not choose: a KV-cache object is neither exportable nor an output to compare. Models that
     take it by name or through ``**kwargs`` (GraniteMoE-style) get it."""
     args, kwargs = normalize_inputs(example_inputs)
-    if "use_cache" in kwargs or not isinstance(getattr(getattr(model, "config", None), "use_cache", None), bool):
+    if "use_cache" in kwargs or not _has_cache_flag(getattr(model, "config", None)):
         return args, kwargs
     try:
         params = inspect.signature(model.forward).parameters
@@ -102,6 +102,17 @@ def model_inputs(model: torch.nn.Module, example_inputs: ExampleInputs) -> tuple
     except (TypeError, ValueError):
         accepts = False
     return (args, {**kwargs, "use_cache": False}) if accepts else (args, kwargs)
+
+
+def _has_cache_flag(config: Any) -> bool:
+    """A ``use_cache`` flag on the config, or on its text config (multimodal models keep it there)."""
+    if isinstance(getattr(config, "use_cache", None), bool):
+        return True
+    text = getattr(config, "get_text_config", None)
+    try:
+        return callable(text) and isinstance(getattr(text(), "use_cache", None), bool)
+    except Exception:  # a config whose accessor needs more than it has: no flag
+        return False
 
 
 def export_model(model: torch.nn.Module, example_inputs: ExampleInputs) -> Any:

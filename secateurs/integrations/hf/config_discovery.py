@@ -53,30 +53,52 @@ def is_config(obj: Any) -> bool:
     return hasattr(obj, "to_dict") and hasattr(obj, "model_type") and hasattr(obj, "__dict__")
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def int_fields(config: Any, prefix: str = "", depth: int = 0) -> Iterator[tuple[str, int]]:
-    """(dotted path, value) of every positive integer field of ``config`` and of its nested sub-configs."""
+    """(dotted path, value) of every positive integer field of ``config`` and of its nested sub-configs; the
+    elements of short integer lists (per-stage widths such as ``hidden_sizes``) as ``name[i]``."""
     for name, value in sorted(vars(config).items()):
         if name.startswith("_") or _SKIP.fullmatch(name):
             continue
         if is_config(value) and depth < 3:
             yield from int_fields(value, f"{prefix}{name}.", depth + 1)
-        elif isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        elif _is_int(value) and value > 0:
             yield f"{prefix}{name}", value
+        elif isinstance(value, (list, tuple)) and 0 < len(value) <= 8 and all(_is_int(v) and v > 0 for v in value):
+            yield from ((f"{prefix}{name}[{i}]", int(v)) for i, v in enumerate(value))
+
+
+def _split(part: str) -> tuple[str, int | None]:
+    name, _, index = part.partition("[")
+    return name, int(index[:-1]) if index else None
 
 
 def get_field(config: Any, path: str) -> Any:
     obj = config
     for part in path.split("."):
-        obj = getattr(obj, part, None)
+        name, index = _split(part)
+        obj = getattr(obj, name, None)
+        if index is not None:
+            obj = obj[index] if isinstance(obj, (list, tuple)) and index < len(obj) else None
     return obj
 
 
 def set_field(config: Any, path: str, value: Any) -> None:
-    *parents, name = path.split(".")
+    """Set a dotted field path (``text_config.hidden_size``, ``hidden_sizes[2]``); lists are replaced, not mutated."""
+    *parents, last = path.split(".")
     obj = config
     for part in parents:
         obj = getattr(obj, part)
-    setattr(obj, name, value)
+    name, index = _split(last)
+    if index is None:
+        setattr(obj, name, value)
+        return
+    items = list(getattr(obj, name))
+    items[index] = value
+    setattr(obj, name, type(getattr(obj, name))(items))
 
 
 def observe(model: nn.Module) -> Observed:
@@ -147,7 +169,7 @@ def _with_latent(cls: type, config: Any, base: Observed) -> tuple[Any, dict[str,
     the same model: probes then see the field fixed (``num_attention_heads`` no longer moves ``head_dim``)."""
     written: dict[str, int] = {}
     for name in LATENT:
-        if get_field(config, name) is not None:
+        if get_field(config, name) is not None or _derived(config) <= 0:
             continue
         trial = copy.deepcopy(config)
         set_field(trial, name, _derived(config))
@@ -203,9 +225,10 @@ def _probe_together(cls: type, config: Any, result: Sensitivity) -> None:
 
 def _derived(config: Any) -> int:
     """The head size a config without ``head_dim`` implies (``hidden_size // num_attention_heads``)."""
-    hidden = get_field(config, "hidden_size") or 64
-    heads = get_field(config, "num_attention_heads") or 1
-    return max(1, int(hidden) // max(int(heads), 1))
+    hidden, heads = get_field(config, "hidden_size"), get_field(config, "num_attention_heads")
+    if not _is_int(hidden) or not _is_int(heads) or heads <= 0:
+        return 0  # per-stage lists (SegFormer): no single head size to derive
+    return max(1, hidden // heads)
 
 
 def config_digest(config: Any) -> str:

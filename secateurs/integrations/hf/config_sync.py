@@ -72,7 +72,10 @@ def config_rewrite(model: nn.Module) -> ConfigRewrite:
                                        f"({', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''})"])
     if not _matches(pruned, base, base):
         return ConfigRewrite()  # nothing the config sets has changed
-    sens = sensitivity(cls, config)
+    try:
+        sens = sensitivity(cls, config)
+    except Exception as exc:  # a config this code does not understand: report, never fail the surgery
+        return ConfigRewrite(problems=[f"config discovery failed on {type(config).__name__} ({_last_line(exc)})"])
     solution = solve(sens, observables(pruned))
     if solution.problems:
         return ConfigRewrite(problems=solution.problems)

@@ -60,7 +60,8 @@ def _lists(config: Any, prefix: str = "", depth: int = 0) -> Iterator[tuple[str,
 
 def _candidates(config: Any, kept: list[int]) -> list[str]:
     """Integer fields that may count the layers: named like a layer count first, then any other large enough."""
-    fields = [(path, v) for path, v in int_fields(config) if v > len(kept) and v > max(kept, default=-1)]
+    fields = [(path, v) for path, v in int_fields(config)
+              if "[" not in path and v > len(kept) and v > max(kept, default=-1)]
     return [p for p, _ in sorted(fields, key=lambda f: (not _COUNT.fullmatch(f[0].rsplit(".", 1)[-1]), f[0]))]
 
 

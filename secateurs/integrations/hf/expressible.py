@@ -95,16 +95,17 @@ def _uneven(pruned: nn.Module) -> str:
         base = observables(sensitivity(type(pruned), getattr(pruned, "config", None)).base)
     except Exception:  # the class does not build on meta: no hint
         return ""
-    seen: dict[str, set[int]] = {}
-    changed: set[str] = set()
+    seen: dict[tuple[str, int], set[int]] = {}  # (size with layer numbers masked, size before) -> sizes after
+    changed: set[tuple[str, int]] = set()
     for key, value in observables(observe(pruned)).items():
-        pattern = _LAYER.sub(".#", key)
+        pattern = (_LAYER.sub(".#", key), base.get(key, value))
         seen.setdefault(pattern, set()).add(value)
         if base.get(key, value) != value:
             changed.add(pattern)
-    for key in sorted(changed):
-        if ".#" in key and len(seen[key]) > 1:
-            return f"{key} differs across layers: {min(seen[key])}..{max(seen[key])}"
+    for pattern in sorted(changed):
+        values = seen[pattern]
+        if ".#" in pattern[0] and len(values) > 1:
+            return f"{pattern[0]} differs across layers: {min(values)}..{max(values)}"
     return ""
 
 
