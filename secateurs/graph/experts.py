@@ -111,7 +111,7 @@ def expert_groups(st: Structure, first_id: int) -> list[Group]:
     linked: dict[int, set[int]] = {}
     for space, router in routes.expert_dims.items():
         linked.setdefault(router, set()).add(int(st.space_class[space]))
-    groups = []
+    groups: list[Group] = []
     for router, classes in sorted(linked.items()):
         g = _group(st, router, classes | {int(st.space_class[router])}, routes.topk.get(router), first_id + len(groups))
         if g is not None:

@@ -62,8 +62,10 @@ def _sub_class(declared: Any, value: dict[str, Any]) -> type | None:
 
     if isinstance(declared, type) and declared.__name__ != "AutoConfig":
         return declared
-    model_type = value.get("model_type")
-    return CONFIG_MAPPING[model_type] if model_type in CONFIG_MAPPING else None
+    try:
+        return CONFIG_MAPPING[str(value.get("model_type"))]
+    except KeyError:  # a sub-config without a model_type transformers maps
+        return None
 
 
 def tiny_kwargs(config_class: type, depth: int = 0, defaults: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -128,10 +130,10 @@ class TinyModel:
 
 
 def model_class(model_type: str) -> type:
-    from transformers.models.auto.modeling_auto import MODEL_MAPPING
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+    from transformers.models.auto.modeling_auto import MODEL_MAPPING
 
-    found = MODEL_MAPPING[CONFIG_MAPPING[model_type]]
+    found: Any = MODEL_MAPPING[CONFIG_MAPPING[model_type]]
     return found[0] if isinstance(found, (list, tuple)) else found
 
 

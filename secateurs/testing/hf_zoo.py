@@ -100,7 +100,7 @@ def attempt(model: nn.Module, inputs: dict[str, Any], ratio: dict[str, float]) -
     for g in report.plan.groups:
         if g.removed:
             out.removed[g.kind] = out.removed.get(g.kind, 0) + len(g.removed)
-    for container, gone in report.plan.dropped_layers.items():
+    for gone in report.plan.dropped_layers.values():
         out.removed["layers"] = out.removed.get("layers", 0) + len(gone)
     if not out.removed:
         out.status, out.reason = "nothing", "; ".join(sorted({str(w.message)[:200] for w in caught})[:2])

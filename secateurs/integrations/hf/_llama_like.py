@@ -15,6 +15,7 @@ from secateurs.errors import ApplyError
 from secateurs.integrations.hf._common import Family, Heads, embedding_width, register_family, split_heads
 from secateurs.surgery.registry import register_handler
 
+
 def _classes(model_type: str, prefix: str) -> dict[str, type]:
     """The transformers classes ``{prefix}Attention``/``MLP``/``DecoderLayer`` of one family ({} when absent)."""
     try:

@@ -39,7 +39,6 @@ from secateurs.integrations.hf.config_discovery import (
 )
 from secateurs.integrations.hf.config_solve import observables, solve
 
-
 MAX_TRIES = 4  # exact solutions checked by a rebuild, best first
 
 

@@ -26,7 +26,13 @@ from transformers import PreTrainedModel
 from secateurs.errors import ConfigRewriteError
 from secateurs.graph.blocks import DepthAdapter, register_depth_adapter
 from secateurs.integrations.hf._common import FAMILIES
-from secateurs.integrations.hf.config_discovery import build_meta, int_fields, is_config, observe, reloaded_config
+from secateurs.integrations.hf.config_discovery import (
+    build_meta,
+    int_fields,
+    is_config,
+    observe,
+    reloaded_config,
+)
 
 _COUNT = re.compile(r"(num_)?(hidden_)?layers|n_layers?|num_(encoder|decoder)_layers|(encoder|decoder)_layers")
 
