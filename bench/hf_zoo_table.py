@@ -6,6 +6,7 @@ Usage::
     PYTHONPATH=. python bench/hf_zoo_table.py llama bert        # just these, print JSON lines
     PYTHONPATH=. python bench/hf_zoo_table.py --missing -j 2    # types without a cached result, 2 workers
     PYTHONPATH=. python bench/hf_zoo_table.py --table-only      # rewrite the table from the cache
+    PYTHONPATH=. python bench/hf_zoo_table.py --ffn-only -j 2   # also FFN-only (bench/results/hf_zoo_ffn)
 
 Each type runs ``secateurs.testing.hf_zoo.check_type`` in a worker process (a crash or a hang costs one type,
 ``--timeout`` seconds each); results are cached in ``bench/results/hf_zoo/<type>.json``. The table is the
@@ -25,6 +26,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / "bench" / "results" / "hf_zoo"
+FFN_CACHE = ROOT / "bench" / "results" / "hf_zoo_ffn"  # ratio={"ffn": 0.3} alone: what config discovery covers
 DOC = ROOT / "docs" / "zoo.md"
 START, END = "<!-- transformers-zoo -->", "<!-- /transformers-zoo -->"
 
@@ -37,7 +39,7 @@ def _alarm(*_: Any) -> None:
     raise _Timeout()
 
 
-def worker(types: list[str], timeout: int) -> None:
+def worker(types: list[str], timeout: int, cache: Path, ffn_only: bool) -> None:
     """Run each type, write its cache file; a type that runs past ``timeout`` seconds is recorded as such."""
     import warnings
 
@@ -51,30 +53,30 @@ def worker(types: list[str], timeout: int) -> None:
     for t in types:
         signal.alarm(timeout)
         try:
-            row = check_type(t).to_dict()
+            row = (check_type(t, {"ffn": 0.3}, moe_checks=False) if ffn_only else check_type(t)).to_dict()
         except _Timeout:
             row = TypeResult(t, skip_reason=f"timeout: more than {timeout} s").to_dict()
         finally:
             signal.alarm(0)
-        (CACHE / f"{t}.json").write_text(json.dumps(row, indent=1))
+        (cache / f"{t}.json").write_text(json.dumps(row, indent=1))
         print(json.dumps(summary(row)), flush=True)
 
 
-def run(types: list[str], jobs: int, timeout: int) -> None:
+def run(types: list[str], jobs: int, timeout: int, cache: Path, ffn_only: bool) -> None:
     """Workers over ``types``; a worker that dies has crashed on the first type of its share without a result."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    flags = ["--worker", "--timeout", str(timeout), *(["--ffn-only"] if ffn_only else [])]
     pending = list(types)
     while pending:
         shares = [pending[i::jobs] for i in range(jobs) if pending[i::jobs]]
-        procs = [subprocess.Popen([sys.executable, __file__, "--worker", "--timeout", str(timeout), *s], env=env)
-                 for s in shares]
+        procs = [subprocess.Popen([sys.executable, __file__, *flags, *s], env=env) for s in shares]
         for proc, share in zip(procs, shares, strict=True):
             proc.wait()
-            left = [t for t in share if not (CACHE / f"{t}.json").exists()]
+            left = [t for t in share if not (cache / f"{t}.json").exists()]
             if left:
-                (CACHE / f"{left[0]}.json").write_text(json.dumps(
+                (cache / f"{left[0]}.json").write_text(json.dumps(
                     {"model_type": left[0], "built": False, "skip_reason": f"worker crashed (exit {proc.returncode})"}))
-        pending = [t for t in pending if not (CACHE / f"{t}.json").exists()]
+        pending = [t for t in pending if not (cache / f"{t}.json").exists()]
 
 
 def summary(row: dict[str, Any]) -> dict[str, Any]:
@@ -97,25 +99,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("-j", "--jobs", type=int, default=1)
     parser.add_argument("--timeout", type=int, default=300)
+    parser.add_argument("--ffn-only", action="store_true", help='ratio={"ffn": 0.3} alone, cached apart')
     args = parser.parse_args(argv)
-    CACHE.mkdir(parents=True, exist_ok=True)
+    cache = FFN_CACHE if args.ffn_only else CACHE
+    cache.mkdir(parents=True, exist_ok=True)
     if args.worker:
-        worker(args.types, args.timeout)
+        worker(args.types, args.timeout, cache, args.ffn_only)
         return 0
     from secateurs.testing.hf_tiny import model_types
 
     names = model_types()
     todo = [] if args.table_only else (args.types or names)
     if args.missing:
-        todo = [t for t in todo if not (CACHE / f"{t}.json").exists()]
+        todo = [t for t in todo if not (cache / f"{t}.json").exists()]
     if todo:
-        run(todo, args.jobs, args.timeout)
+        run(todo, args.jobs, args.timeout, cache, args.ffn_only)
     if not args.types:
         from hf_zoo_render import render  # type: ignore[import-not-found]
 
-        results = {t: json.loads((CACHE / f"{t}.json").read_text()) for t in names if (CACHE / f"{t}.json").exists()}
-        write_section(render(names, results))
+        write_section(render(names, _load(CACHE, names), _load(FFN_CACHE, names)))
     return 0
+
+
+def _load(cache: Path, names: list[str]) -> dict[str, dict[str, Any]]:
+    return {t: json.loads((cache / f"{t}.json").read_text()) for t in names if (cache / f"{t}.json").exists()}
 
 
 def write_section(text: str) -> None:
