@@ -126,7 +126,8 @@ def _group(st: Structure, router: int, classes: set[int], topk: OpNode | None, g
         return None
     if any("model output" in r or "model input" in r for c in classes for r in st.class_frozen.get(c, [])):
         return None  # router logits returned by the model: removing experts would change an output's shape
-    weights = [(f, d) for f, d in st.class_params.get(rc, []) if d == 0 and f in st.param_fqns]
+    ndim = {f: len(spaces) for f, spaces in st.coupled.param_spaces().items()}
+    weights = [(f, d) for f, d in st.class_params.get(rc, []) if d == 0 and f in st.param_fqns and ndim.get(f) == 2]
     experts = [c for c in classes if c != rc and any(f in st.param_fqns for f, _ in st.class_params.get(c, []))]
     if not weights or not experts:
         return None

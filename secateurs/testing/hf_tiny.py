@@ -196,11 +196,22 @@ def input_candidates(model: nn.Module, seed: int = 0, batch: int = 2, seq: int =
     return found
 
 
+def _randomize_zero_matrices_(model: nn.Module) -> None:
+    """Weight matrices some classes initialise to zero (a router gate) get small random values: with all-zero
+    router logits every expert ties, and which one top-k picks is arbitrary, so no numerical check could mean
+    anything."""
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.ndim >= 2 and p.is_floating_point() and not p.is_meta and not p.any():
+                p.normal_(0.0, 0.02)
+
+
 def build(model_type: str, seed: int = 0) -> TinyModel:
     """The tiny base model of ``model_type`` in eval mode, with the first example inputs it runs on."""
     torch.manual_seed(seed)
     config = tiny_config(model_type)
     model = model_class(model_type)(config).eval()
+    _randomize_zero_matrices_(model)
     candidates = input_candidates(model, seed)
     for i, inputs in enumerate(candidates):
         try:

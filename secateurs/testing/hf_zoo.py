@@ -55,9 +55,13 @@ class TypeResult:
         return asdict(self)
 
 
-def is_moe(config: Any) -> bool:
+def is_moe(model: nn.Module) -> bool:
+    """An expert count above 1 in the config (or a sub-config) and modules named like experts in the model (a tiny
+    config may leave only dense layers)."""
+    config: Any = getattr(model, "config", None)
     configs = [config, *(v for v in vars(config).values() if hasattr(v, "to_dict") and hasattr(v, "model_type"))]
-    return any(isinstance(getattr(c, f, None), int) and getattr(c, f) > 1 for c in configs for f in _EXPERT_FIELDS)
+    counted = any(isinstance(getattr(c, f, None), int) and getattr(c, f) > 1 for c in configs for f in _EXPERT_FIELDS)
+    return counted and any("expert" in name for name, _ in model.named_modules())
 
 
 def check_type(model_type: str, ratio: dict[str, float] | None = None, moe_checks: bool = True) -> TypeResult:
@@ -71,7 +75,7 @@ def check_type(model_type: str, ratio: dict[str, float] | None = None, moe_check
         return result
     result.built = True
     result.params = sum(p.numel() for p in tiny.model.parameters())
-    result.moe = is_moe(tiny.model.config)  # type: ignore[union-attr]
+    result.moe = is_moe(tiny.model)
     ratios = [ratio or DEFAULT_RATIO]
     if result.moe and moe_checks:
         ratios += [{"ffn": 0.3}, {"experts": 0.25}]
