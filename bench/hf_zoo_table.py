@@ -112,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     todo = [] if args.table_only else (args.types or names)
     if args.missing:
         todo = [t for t in todo if not (cache / f"{t}.json").exists()]
+    if args.ffn_only:  # types the main pass could not build are not tried again
+        main_results = _load(CACHE, todo)
+        todo = [t for t in todo if main_results.get(t, {}).get("built", True)]
     if todo:
         run(todo, args.jobs, args.timeout, cache, args.ffn_only)
     if not args.types:
