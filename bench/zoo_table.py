@@ -129,6 +129,16 @@ def table(names: list[str], results: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _kept_sections() -> str:
+    """Sections other generators own (between ``<!-- name -->`` and ``<!-- /name -->`` markers, e.g. the
+    transformers table of ``bench/hf_zoo_table.py``), carried over when the torchvision table is rewritten."""
+    import re
+
+    doc = DOC.read_text() if DOC.exists() else ""
+    blocks = re.findall(r"(<!-- ([\w-]+) -->.*?<!-- /\2 -->\n?)", doc, flags=re.S)
+    return "".join("\n" + block for block, _ in blocks)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="*")
@@ -149,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
             print(row["trace"], file=sys.stderr, flush=True)
     if not args.models:
         results = {n: json.loads((CACHE / f"{n}.json").read_text()) for n in names if (CACHE / f"{n}.json").exists()}
-        DOC.write_text(table(names, results))
+        DOC.write_text(table(names, results) + _kept_sections())
     return 0
 
 

@@ -19,6 +19,7 @@ from secateurs.graph.capture import ExampleInputs, capture
 from secateurs.graph.counting import graph_macs, param_count, state_bytes
 from secateurs.graph.program_limits import refuse_for_program
 from secateurs.planning.build import build_plan
+from secateurs.planning.checks import run_plan_checks
 from secateurs.planning.defaults import fit_memory
 from secateurs.planning.defaults import resolve as resolve_defaults
 from secateurs.planning.make import make_plan
@@ -77,11 +78,13 @@ def plan(model: nn.Module, example_inputs: ExampleInputs, config: PruneConfig | 
     try:
         p = make_plan(model, without_dropped(analysis, drop), width_config,
                       calibration=width_calibration(config, calibration), loss_fn=loss_fn, example_inputs=example_inputs)
+        p = _recorded(attach(record_rotation(p, rotation, config), drop), defaults)
+        run_plan_checks(model, p)  # e.g. a Hugging Face config that cannot describe the result
     except Exception:
         if rotation is not None:
             rotation.undo()
         raise
-    return _recorded(attach(record_rotation(p, rotation, config), drop), defaults)
+    return p
 
 
 def _recorded(p: Plan, defaults: dict[str, Any] | None) -> Plan:
@@ -141,6 +144,7 @@ def prune(model: nn.Module, example_inputs: ExampleInputs, config: PruneConfig |
         p = make_plan(model, without_dropped(analysis, drop), width_config, calibration=width_cal, loss_fn=loss_fn,
                       example_inputs=example_inputs)
         p = _recorded(attach(record_rotation(p, rotation, config), drop), defaults)
+        run_plan_checks(model, p)  # before any surgery: e.g. a Hugging Face config that cannot describe the result
         p.config = config = _auto_compensation(model, p, config, defaults)
         pending = None
         if config.compensate is not None:

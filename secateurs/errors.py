@@ -22,6 +22,11 @@ class PlanError(SecateursError):
     """A plan could not be made, or does not fit the model it is applied to."""
 
 
+class ConfigRewriteError(PlanError):
+    """A model's own config (Hugging Face) cannot describe what the plan would make of it, and a stock reload would
+    silently build something else: refused before surgery."""
+
+
 class InvalidArgumentError(SecateursError, ValueError):
     """A user argument has a bad value."""
 
@@ -63,3 +68,16 @@ class DuplicateRegistrationError(SecateursError):
 
 class UnknownNameError(InvalidArgumentError):
     """A name asked of a registry (criterion, method, model spec scheme...) is not registered."""
+
+
+class NothingPrunedWarning(UserWarning):
+    """A requested unit kind matched no prunable group, or its ratio rounds to nothing."""
+
+
+class PlanCheckWarning(UserWarning):
+    """Something a plan will produce that the user should know before surgery (``secateurs.planning.checks``)."""
+
+
+class StockConfigWarning(PlanCheckWarning):
+    """A pruned Hugging Face model's config cannot describe it: ``save_pretrained()`` output will not rebuild it
+    with the stock class (``secateurs.save``/``secateurs.load`` still do)."""

@@ -14,10 +14,12 @@ from secateurs.errors import InvalidArgumentError, InvalidTypeError
 
 DEFAULT_KINDS = ("channels", "heads")
 #: channel groups split by role: ``hidden`` = on a residual stream (summed with another activation; in a
-#: transformer the hidden size through embeddings, norms and every block), ``ffn`` = every other channels group
-#: (FFN intermediate neurons; inside-block channels of a CNN). ``channels`` covers both.
+#: transformer the hidden size through embeddings, norms and every block), ``ffn`` = an intermediate width found
+#: from the graph (between two weighted layers, only per-channel ops in between: FFN neurons, every MoE expert's
+#: width, inside-block channels of a CNN). ``channels`` covers both, and the channels that are neither.
 CHANNEL_ROLES = ("ffn", "hidden")
-KINDS = ("channels", "heads", "query_heads", "head_dim", *CHANNEL_ROLES)
+#: ``experts``: whole mixture-of-experts experts (router row + every expert tensor's slice), found from the graph
+KINDS = ("channels", "heads", "query_heads", "head_dim", *CHANNEL_ROLES, "experts")
 
 #: ``timer(model, args, kwargs) -> float``: one timed forward pass (any unit; only ratios are used)
 Timer = Callable[[Any, tuple[Any, ...], dict[str, Any]], float]

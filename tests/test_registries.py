@@ -43,6 +43,7 @@ DELEGATED = {
     "surgery handler": ("surgery/test_handler_registry.py", "REGISTRY.entries()"),
     "importance criterion": ("scoring/test_criteria.py", "CRITERIA.names()"),
     "Hugging Face family": ("integrations/hf/test_families.py", "FAMILIES.entries()"),
+    "plan check": ("planning/test_checks.py", "PLAN_CHECKS.entries()"),
 }
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from typing import Any
 
 import torch
@@ -11,6 +11,7 @@ from torch import nn
 
 from secateurs.calibration.data import CalibrationData, LossFn, as_calibration, forward_batch, progress
 from secateurs.calibration.hooks import all_reduce_, channel_hooks, moment_hooks
+from secateurs.calibration.routing import routing_hooks
 from secateurs.calibration.sequential import collect_sequential
 from secateurs.calibration.stats import Statistics
 from secateurs.errors import InvalidArgumentError
@@ -28,6 +29,7 @@ def collect(
     gram: bool = True,
     channels: bool = True,
     needed: Collection[str] | None = None,
+    routers: Mapping[str, int] | None = None,
 ) -> Statistics:
     """Forward every batch (and backward ``loss_fn(output, batch)`` when ``grads``) and return statistics.
 
@@ -39,17 +41,21 @@ def collect(
     Gram matrix (``stats.moments``; see ``calibration.features``); ``channels=False`` skips the per-channel
     statistics of every layer when only those moments are wanted. ``needed`` (sequential mode) names the
     modules whose statistics will be read: when none of them comes after the blocks, the last pass (final
-    norm and head over every batch) is skipped.
+    norm and head over every batch) is skipped. ``routers`` (router weight FQN -> top-k) adds
+    mixture-of-experts routing statistics (``stats.routing``; see ``calibration.routing``).
     """
     data = as_calibration(calibration)
     if grads and loss_fn is None:
         raise InvalidArgumentError("gradient statistics need loss_fn=lambda output, batch: <scalar loss tensor>")
     if data.sequential:
+        if routers:
+            raise InvalidArgumentError("router statistics need the whole model per batch: use "
+                                       "CalibrationData(..., sequential=False) with importance='routing'")
         return _collect_sequential(model, data, grads, moments, gram, channels, needed)
     unknown = set(grad_stats) - {"sum", "sq"}
     if unknown:
         raise InvalidArgumentError(f"grad_stats entries must be 'sum' or 'sq', got {sorted(unknown)}")
-    stats = _run_batches(model, data, loss_fn if grads else None, grad_stats, moments, gram, channels)
+    stats = _run_batches(model, data, loss_fn if grads else None, grad_stats, moments, gram, channels, routers or {})
     if stats.n_batches == 0:
         raise InvalidArgumentError("calibration yielded no batches; pass at least one batch shaped like example_inputs")
     all_reduce_(stats)
@@ -75,7 +81,7 @@ def _collect_sequential(model: nn.Module, data: CalibrationData, grads: bool, mo
 
 
 def _run_batches(model: nn.Module, data: CalibrationData, loss_fn: LossFn | None, grad_stats: tuple[str, ...],
-                 moments: Collection[str], gram: bool, channels: bool) -> Statistics:
+                 moments: Collection[str], gram: bool, channels: bool, routers: Mapping[str, int]) -> Statistics:
     """Forward every batch with the hooks installed (backward through ``loss_fn`` when given)."""
     grads = loss_fn is not None
     params = dict(model.named_parameters())
@@ -97,7 +103,7 @@ def _run_batches(model: nn.Module, data: CalibrationData, loss_fn: LossFn | None
         taps = _program_taps(model)  # a torch.export program: its layer ops fire the hooks (before they are set)
         hooks = channel_hooks(model, stats) if channels else contextlib.nullcontext()
         with taps, eval_mode(model), hooks, moment_hooks(model, stats, moments, gram), \
-                torch.set_grad_enabled(grads):
+                routing_hooks(model, stats.routing, routers), torch.set_grad_enabled(grads):
             for i, batch in enumerate(progress(data.batches, data.progress, total)):
                 if data.max_batches is not None and i >= data.max_batches:
                     break

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import torch
 
 from secateurs.calibration.moments import Moments
+from secateurs.calibration.routing import RouterStats
 
 
 @dataclass
@@ -76,6 +77,7 @@ class Statistics:
     grad_sq: dict[str, torch.Tensor] = field(default_factory=dict)  # parameter FQN -> sum of squared batch gradients
     n_batches: int = 0
     moments: dict[str, Moments] = field(default_factory=dict)  # module path -> input feature sums / Gram (on request)
+    routing: dict[str, RouterStats] = field(default_factory=dict)  # router weight FQN -> per-expert gates (on request)
 
     @property
     def has_grads(self) -> bool:
@@ -102,6 +104,8 @@ class Statistics:
                 out.extend(table[key].tensors())
         for gtable in (self.grads, self.grad_sq):
             out.extend(gtable[k] for k in sorted(gtable))
+        for key in sorted(self.routing):
+            out.extend(self.routing[key].tensors())
         shared: set[int] = set()  # layers reading the same input share one Moments object: reduce it once
         for key in sorted(self.moments):
             if id(self.moments[key]) not in shared:

@@ -12,6 +12,8 @@ import torch
 from secateurs.graph.cache import cached
 from secateurs.graph.capture import ExampleInputs, capture
 from secateurs.graph.couple import CoupledGraph, Frozen, couple
+from secateurs.graph.experts import expert_groups
+from secateurs.graph.ffn import tag_ffn_
 from secateurs.graph.groups import Group, find_groups
 from secateurs.graph.sharded import refuse_sharded
 from secateurs.graph.structure import Structure, build_structure
@@ -90,7 +92,9 @@ def _analyze(model: torch.nn.Module, example_inputs: ExampleInputs) -> Analysis:
     coupled = couple(captured)
     _freeze_non_persistent(coupled, model)
     structure = build_structure(coupled)
+    tag_ffn_(structure)
     groups = find_groups(structure)
+    groups += expert_groups(structure, len(groups))
     shapes = {k: tuple(v.shape) for k, v in model.state_dict(keep_vars=True).items()}
     return Analysis(structure, groups, couple_unknown(structure), fingerprint(model), shapes)
 

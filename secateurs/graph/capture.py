@@ -90,15 +90,28 @@ def eval_mode(model: torch.nn.Module) -> Iterator[None]:
 
 def model_inputs(model: torch.nn.Module, example_inputs: ExampleInputs) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """``normalize_inputs`` plus ``use_cache=False`` for models with a ``config.use_cache`` flag (Hugging Face)
-    when the caller did not choose: a KV-cache object is neither exportable nor an output to compare."""
+    when the caller did not choose: a KV-cache object is neither exportable nor an output to compare. Models that
+    take it by name or through ``**kwargs`` (GraniteMoE-style) get it."""
     args, kwargs = normalize_inputs(example_inputs)
-    if "use_cache" in kwargs or not isinstance(getattr(getattr(model, "config", None), "use_cache", None), bool):
+    if "use_cache" in kwargs or not _has_cache_flag(getattr(model, "config", None)):
         return args, kwargs
     try:
-        accepts = "use_cache" in inspect.signature(model.forward).parameters
+        params = inspect.signature(model.forward).parameters
+        accepts = "use_cache" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     except (TypeError, ValueError):
         accepts = False
     return (args, {**kwargs, "use_cache": False}) if accepts else (args, kwargs)
+
+
+def _has_cache_flag(config: Any) -> bool:
+    """A ``use_cache`` flag on the config, or on its text config (multimodal models keep it there)."""
+    if isinstance(getattr(config, "use_cache", None), bool):
+        return True
+    text = getattr(config, "get_text_config", None)
+    try:
+        return callable(text) and isinstance(getattr(text(), "use_cache", None), bool)
+    except Exception:  # a config whose accessor needs more than it has: no flag
+        return False
 
 
 def export_model(model: torch.nn.Module, example_inputs: ExampleInputs) -> Any:

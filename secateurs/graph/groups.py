@@ -10,6 +10,7 @@ coupled set of layers, all heads of one attention block).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -26,12 +27,14 @@ class Member:
 @dataclass
 class Group:
     id: int
-    kind: str  # "channels" | "heads" | "query_heads" | "head_dim"
+    kind: str  # "channels" | "heads" | "query_heads" | "head_dim" | "experts"
     members: list[Member]
     unit_index: dict[int, np.ndarray]  # class -> (n_units, per_unit) local indices removed by each unit
     exact: bool
     inexact_reasons: list[str] = field(default_factory=list)
     tags: set[str] = field(default_factory=set)  # labels of every class the units touch
+    min_units: int = 1  # never keep fewer units (a router's top-k experts)
+    meta: dict[str, Any] = field(default_factory=dict)  # kind-specific facts (experts: router FQN, top_k)
 
     @property
     def n_units(self) -> int:

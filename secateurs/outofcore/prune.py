@@ -32,6 +32,7 @@ from secateurs.outofcore.parts import LazyTensors, Part, Resident, Schedule, sch
 from secateurs.outofcore.skeleton import build_skeleton, load_, release_
 from secateurs.outofcore.verify import PartCheck, PartChecker
 from secateurs.outofcore.writer import ShardWriter, copy_side_files
+from secateurs.planning.checks import run_plan_checks
 from secateurs.planning.defaults import resolve as resolve_defaults
 from secateurs.planning.make import make_plan
 from secateurs.plans import Plan
@@ -97,9 +98,7 @@ def prune_checkpoint(src: str | Path, dst: str | Path, example_inputs: ExampleIn
     sched = schedule(model)
     analysis = analyze(model, x)
     times["capture"] = time.perf_counter() - t0
-    plan, pruned = _plan(model, ckpt, sched, analysis, config, x, calibration, times)
-    if defaults is not None:
-        plan.settings["defaults"] = defaults
+    plan, pruned = _plan(model, ckpt, sched, analysis, config, x, calibration, times, defaults)
     t1 = time.perf_counter()
     with atomic_dir(dst, overwrite) as tmp:
         checker = PartChecker(model, pruned, plan, x, config.tolerance) if config.check else None
@@ -149,7 +148,7 @@ def default_inputs(model: nn.Module, seq_len: int = 16) -> dict[str, Any]:
 
 
 def _plan(model: nn.Module, ckpt: Checkpoint, sched: Schedule, analysis: Any, config: PruneConfig, x: Any,
-          calibration: Any, times: dict[str, float]) -> tuple[Plan, nn.Module]:
+          calibration: Any, times: dict[str, float], defaults: dict[str, Any] | None) -> tuple[Plan, nn.Module]:
     """The plan (scores read part by part) and the weightless pruned model (surgery on the meta device); raises
     before any writing when the pruned config would not rebuild the pruned shapes."""
     t0 = time.perf_counter()
@@ -163,6 +162,9 @@ def _plan(model: nn.Module, ckpt: Checkpoint, sched: Schedule, analysis: Any, co
     plan = make_plan(model, analysis, config, calibration=cal if cal is not None else calibration, tensors=lazy,
                      example_inputs=x)
     lazy.clear()
+    if defaults is not None:
+        plan.settings["defaults"] = defaults
+    run_plan_checks(model, plan)  # as in memory: said before any surgery or writing
     times["plan"] = time.perf_counter() - t0
     pruned = copy.deepcopy(model)
     apply_plan(pruned, plan)  # shapes only: the handlers rewrite the modules' attributes and the config

@@ -50,6 +50,9 @@ def build_plan(analysis: Analysis, removed: dict[int, np.ndarray], settings: dic
         for g in analysis.groups
     ]
     shapes = {k: list(v) for k, v in analysis.shapes.items()}
+    experts = [{"group": g.id, **g.meta} for g in analysis.groups if g.kind == "experts" and len(removed.get(g.id, ()))]
+    if experts:  # what verification needs to mask removed experts at the router (a record derived from the graph)
+        settings = {**settings, "experts": experts}
     return Plan(analysis.fingerprint, shapes, keep, hints, records, settings, __version__, hints_before=hints_before,
                 literals=literals, config=config)
 

@@ -17,6 +17,7 @@ from secateurs.planning.build import build_plan
 from secateurs.planning.defaults import resolve as resolve_defaults
 from secateurs.planning.request import read_request
 from secateurs.planning.targets import plan_for_latency, plan_for_targets
+from secateurs.planning.unmet import warn_unmet
 from secateurs.plans import Plan
 from secateurs.scoring.registry import ScoringContext, criterion_name, get_criterion
 from secateurs.scoring.score import check_weights, score_groups, statistics_for
@@ -66,6 +67,9 @@ def make_plan(model: torch.nn.Module, analysis: Analysis, config: PruneConfig, *
 
     def finish(counts: Counts) -> Plan:
         counts = valid({**counts, **fixed_counts})
+        if not req.targets:
+            warn_unmet(req.ratios, [g for g in candidates if g.id not in fixed_ratio], counts,
+                       explicit=isinstance(getattr(config.width_target(), "value", None), dict))
         removed = {gid: select_lowest(scores[gid], n) for gid, n in counts.items() if n > 0}
         extra = {"count_constraints": valid.changes} if valid.changes else {}
         return build_plan(analysis, removed, {**settings, **extra, "notes": sorted(set(ctx.notes))}, config)

@@ -59,12 +59,18 @@ def statistics_for(criterion: Criterion, model: torch.nn.Module, calibration: An
         )
     grad_stats = tuple(getattr(criterion, "grad_stats", ("sum", "sq"))) if grads else ()
     moments = wants(model, list(groups)) if callable(wants) else []
+    wants_routers = getattr(criterion, "routers", None)  # criteria reading mixture-of-experts router statistics
+    routers = wants_routers(list(groups)) if callable(wants_routers) else {}
     if isinstance(calibration, Statistics):
         missing = [k for k in grad_stats if not calibration.has(k)]
         if missing:
             raise InvalidArgumentError(
                 f"importance {name!r} needs gradient statistics {missing}, but the Statistics given were collected "
                 f"without them; collect(model, batches, loss_fn=..., grads=True, grad_stats={grad_stats!r})")
+        if any(r not in calibration.routing for r in routers):
+            raise InvalidArgumentError(
+                f"importance {name!r} needs router statistics of {len(routers)} mixture-of-experts routers, but the "
+                "Statistics given were collected without them; pass the calibration batches instead")
         if any(p not in calibration.moments for p in moments):
             raise InvalidArgumentError(
                 f"importance {name!r} needs input moments of {len(moments)} layers, but the Statistics given were "
@@ -79,7 +85,7 @@ def statistics_for(criterion: Criterion, model: torch.nn.Module, calibration: An
         raise InvalidArgumentError(f"loss_fn must be callable as loss_fn(output, batch), got {type(loss_fn).__name__}")
     needed = {m.fqn.rpartition(".")[0] for g in groups for m in g.members} if groups else None
     return collect(model, calibration, loss_fn=loss_fn, grads=grads, grad_stats=grad_stats or ("sum", "sq"),
-                   moments=moments, needed=needed)
+                   moments=moments, needed=needed, routers=routers)
 
 
 def score_groups(criterion: Criterion, groups: Sequence[Group], ctx: ScoringContext) -> dict[int, np.ndarray]:

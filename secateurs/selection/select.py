@@ -14,17 +14,27 @@ from secateurs.errors import InvalidTypeError
 from secateurs.graph.groups import Group
 from secateurs.targets import CHANNEL_ROLES, DEFAULT_KINDS, KINDS, resolve_ratio
 
-__all__ = ["CHANNEL_ROLES", "DEFAULT_KINDS", "KINDS", "IgnoreSpec", "Limits", "group_is_ignored", "ratio_for",
+__all__ = ["CHANNEL_ROLES", "DEFAULT_KINDS", "KINDS", "IgnoreSpec", "Limits", "channel_role", "group_is_ignored",
+           "ratio_for",
            "ratio_key", "resolve_ratio", "select_lowest"]
 
+def channel_role(group: Group) -> str | None:
+    """``"hidden"`` for a residual stream, ``"ffn"`` for an intermediate width (``graph/ffn.py``), else None."""
+    if "residual" in group.tags:
+        return "hidden"
+    return "ffn" if "ffn" in group.tags else None
+
+
 def ratio_key(group: Group, ratios: Mapping[str, float]) -> str:
-    """The key of ``ratios`` that applies to ``group``: its kind, or for channels its role when that is given."""
+    """The key of ``ratios`` that applies to ``group``: its kind, or for channels its role when that is given
+    (channels that are neither a residual stream nor an intermediate width, such as attention channels that no
+    head structure explains, answer to ``"channels"`` only)."""
     if group.kind != "channels":
         return group.kind
     if "heads" in group.tags and "heads" in ratios:  # whole key/value groups of grouped-query attention
         return "heads"
-    role = "hidden" if "residual" in group.tags else "ffn"
-    return role if role in ratios else "channels"
+    role = channel_role(group)
+    return role if role is not None and role in ratios else "channels"
 
 
 def ratio_for(group: Group, ratios: Mapping[str, float]) -> float:
@@ -91,7 +101,7 @@ class Limits:
 
     def cap(self, group: Group) -> int:
         n = group.n_units
-        cap = n - max(self.min_keep, 1)
+        cap = n - max(self.min_keep, group.min_units, 1)
         if self.max_ratio is not None:
             cap = min(cap, math.floor(self.max_ratio * n + 1e-9))
         return max(cap, 0)
@@ -99,7 +109,7 @@ class Limits:
     def rounded(self, group: Group, n_remove: int, capped: bool = True) -> int:
         """``n_remove`` adjusted so the kept count obeys every bound."""
         n = group.n_units
-        cap = self.cap(group) if capped else max(n - max(self.min_keep, 1), 0)
+        cap = self.cap(group) if capped else max(n - max(self.min_keep, group.min_units, 1), 0)
         keep = n - min(max(n_remove, 0), cap)
         if n_remove > 0 and self.round_to > 1 and group.unit_size == 1 and n >= self.round_to:
             keep = max(self.round_to, int(round(keep / self.round_to)) * self.round_to)

@@ -100,7 +100,8 @@ def apply_plan(model: nn.Module, plan: Plan, *, journal: Journal | None = None) 
                 continue
             handler = find_handler(m)
             if handler is not None:
-                handler(m, {**plan.hints.get(path, {}), "shapes_before": before.get(path, {})})
+                handler(m, {**plan.hints.get(path, {}), "shapes_before": before.get(path, {}), "path": path,
+                            "root": model})
         if plan.literals and is_program_graph(model):
             rewrite_literals_(model, plan.literals)  # type: ignore[arg-type]  # last: undoes itself if it fails
     except Exception as exc:

@@ -92,3 +92,47 @@ class GroupedQueryAttention(nn.Module):
         v = split(self.v(x)).repeat_interleave(self.rep, dim=1)
         y = F.scaled_dot_product_attention(split(self.q(x)), k, v)
         return x + self.o(y.transpose(1, 2).reshape(b, n, -1))
+
+
+class AttentionMLPBlock(nn.Module):
+    """A single-head attention written with matmuls (no head reshape) and an MLP, both residual.
+
+    Only ``fc1``/``fc2``'s width is an intermediate width (``ffn``); the q/k/v/o channels meet in products of
+    activations and are plain ``channels``.
+    """
+
+    def __init__(self, dim: int = 16, hidden: int = 32):
+        super().__init__()
+        self.q, self.k, self.v, self.o = (nn.Linear(dim, dim) for _ in range(4))
+        self.fc1, self.fc2 = nn.Linear(dim, hidden), nn.Linear(hidden, dim)
+        self.scale = dim ** -0.5
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scores = torch.softmax(self.q(x) @ self.k(x).transpose(-1, -2) * self.scale, dim=-1)
+        x = x + self.o(scores @ self.v(x))
+        return x + self.fc2(F.gelu(self.fc1(x)))
+
+
+class LatentKeyAttention(nn.Module):
+    """Attention whose keys are assembled in a ``new_empty`` tensor from a per-head part and a part shared by
+    every head (DeepSeek's multi-head latent attention): heads are still units."""
+
+    def __init__(self, dim: int = 16, heads: int = 4, nope: int = 4, rope: int = 4):
+        super().__init__()
+        self.heads, self.nope, self.rope = heads, nope, rope
+        self.q = nn.Linear(dim, heads * (nope + rope))
+        self.kv = nn.Linear(dim, heads * (nope + nope))
+        self.k_shared = nn.Linear(dim, rope)
+        self.o = nn.Linear(heads * nope, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, _ = x.shape
+        h = self.q.out_features // (self.nope + self.rope)  # sizes from the weights: no attribute to refresh
+        q = self.q(x).view(b, t, h, -1).transpose(1, 2)
+        k_pass, v = self.kv(x).view(b, t, h, -1).transpose(1, 2).split([self.nope, self.nope], dim=-1)
+        k_rot = self.k_shared(x).view(b, 1, t, self.rope).expand(-1, h, -1, -1)
+        k = k_pass.new_empty(b, h, t, self.nope + self.rope)
+        k[..., : self.nope] = k_pass
+        k[..., self.nope:] = k_rot
+        out = F.scaled_dot_product_attention(q, k, v)
+        return x + self.o(out.transpose(1, 2).reshape(b, t, -1))

@@ -140,13 +140,15 @@ def masked(model: nn.Module, plan: Plan, *, spill_bytes: int | None = None) -> I
 @contextlib.contextmanager
 def _as_reference(model: nn.Module, plan: Plan) -> Iterator[None]:
     from secateurs.depth.reference import bypassed
+    from secateurs.verification.experts import routed_out
 
-    with masked(model, plan), bypassed(model, plan.dropped_layers):
+    with masked(model, plan), routed_out(model, plan), bypassed(model, plan.dropped_layers):
         yield
 
 
 def masked_outputs(model: nn.Module, plan: Plan, example_inputs: ExampleInputs) -> list[torch.Tensor]:
-    """Outputs of ``model`` with the plan's removed units zeroed and its dropped blocks run as identity."""
+    """Outputs of ``model`` with the plan's removed units zeroed, its removed experts never routed to (router logit
+    ``-inf``) and its dropped blocks run as identity."""
     with _as_reference(model, plan):
         return run(model, example_inputs)
 

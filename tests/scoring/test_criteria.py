@@ -36,8 +36,10 @@ def unit_scores(model: torch.nn.Module, x: torch.Tensor, name: str, data: list |
     stats = None
     if crit.needs_data:
         wants = getattr(crit, "moment_paths", None)  # layers whose input Gram matrices the criterion reads
+        routers = getattr(crit, "routers", None)  # mixture-of-experts routers whose gates it reads
         stats = collect(model, data, loss_fn=loss_fn, grads=bool(getattr(crit, "needs_grads", False)),
-                        moments=wants(model, analysis.groups) if wants else ())
+                        moments=wants(model, analysis.groups) if wants else (),
+                        routers=routers(analysis.groups) if routers else None)
     ctx = ScoringContext(model, dict(model.state_dict(keep_vars=True)), seed, stats=stats)
     return [np.asarray(crit.scores(g, ctx)) for g in analysis.groups]
 
@@ -223,11 +225,32 @@ def case_reconstruction() -> None:
     assert s[DEAD] < 1e-5 * s.max()  # the ridge (1e-6 of the mean variance) is all that is left
 
 
+def case_routing() -> None:
+    """Experts ranked by the softmax mass their router routes to them (top-2 of 4); expert DEAD is never chosen."""
+    from secateurs.testing.moe import TinyMoE
+
+    torch.manual_seed(0)
+    m = TinyMoE().double().eval()
+    data = [torch.randn(16, 8, generator=torch.Generator().manual_seed(i), dtype=torch.float64) for i in range(3)]
+    with torch.no_grad():
+        m.router[DEAD] = 0.0
+        m.router[DEAD, 0] = -100.0  # a logit of at most -100: feature 0 of every token is at least 1
+    data = [torch.cat([b[:, :1].abs() + 1, b[:, 1:]], dim=1) for b in data]
+    groups = sc.analyze(m, data[0]).groups
+    experts = next(i for i, g in enumerate(groups) if g.kind == "experts")
+    s = unit_scores(m, data[0], "routing", data)[experts]
+    probs = torch.softmax(F.linear(torch.cat(data), m.router.detach()), dim=-1)
+    top = probs.topk(2, dim=-1).indices
+    mass = (probs * torch.zeros_like(probs).scatter_(-1, top, 1.0)).mean(0)
+    np.testing.assert_allclose(s, mass.numpy(), rtol=1e-9)
+    assert_lowest(s)
+
+
 CASES: dict[str, Callable[[], None]] = {
     "l1": case_magnitude(1.0), "l2": case_magnitude(2.0), "random": case_random, "bn_scale": case_bn_scale,
     "fpgm": case_fpgm, "lamp": case_lamp, "taylor": case_taylor, "hessian": case_hessian,
     "activation": case_activation, "apoz": case_apoz, "wanda": case_wanda, "fluctuation": case_fluctuation,
-    "reconstruction": case_reconstruction,
+    "reconstruction": case_reconstruction, "routing": case_routing,
 }
 
 
@@ -249,7 +272,7 @@ def test_every_criterion_plans_and_prunes(name: str, factory, shape) -> None:
     report = sc.prune(model, x, ratio=0.5, importance=name, calibration=data, loss_fn=loss, scope="global")
     assert report.verification is not None and report.verification.ok
     assert report.plan.settings["importance"] == name and report.plan.removed_units() > 0
-    assert not report.plan.settings["notes"] or name == "bn_scale"  # every other criterion reads these groups
+    assert not report.plan.settings["notes"] or name in ("bn_scale", "routing")  # the others read these groups
 
 
 def test_bn_scale_without_batchnorm_falls_back_with_a_note() -> None:

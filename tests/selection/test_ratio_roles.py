@@ -77,7 +77,8 @@ def test_resnet_roles_follow_the_skip_connections():
 def test_plain_mlp_has_no_hidden_groups():
     model, x = MLP().eval(), torch.randn(2, 6)
     assert "hidden" not in _roles(model, x)
-    p = sc.plan(model, x, ratio={"hidden": 0.5})
+    with pytest.warns(sc.errors.NothingPrunedWarning, match="no prunable residual-stream widths"):
+        p = sc.plan(model, x, ratio={"hidden": 0.5})
     assert p.removed_units() == 0
 
 

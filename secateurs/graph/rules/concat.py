@@ -122,6 +122,8 @@ def slice_(ctx: RuleContext) -> None:
         ctx.same(xs[d], out[d])
         return
     siblings = _sibling_slices(ctx, src, d, len(xs))
+    if step > 1 and _interleaved(ctx, src, d, n, step, siblings):
+        return
     ranges = sorted(_slice_bounds(s, n)[:2] for s in siblings)
     tiles = all(_slice_bounds(s, n)[2] == 1 for s in siblings) and ranges and ranges[0][0] == 0 and ranges[-1][1] == n
     tiles = tiles and all(ranges[k][1] == ranges[k + 1][0] for k in range(len(ranges) - 1))
@@ -147,6 +149,25 @@ def slice_(ctx: RuleContext) -> None:
         return
     ctx.freeze(xs[d], "slice with constant bounds that do not split the dimension into equal parts")
     ctx.freeze(out[d], "slice with constant bounds")
+
+
+def _interleaved(ctx: RuleContext, src: Ref, d: int, n: int, step: int, siblings: list[OpNode]) -> bool:
+    """``x[..., 0::k]``, ..., ``x[..., k-1::k]`` (GPT-OSS's interleaved gate/up): ``dim = width x k`` with the
+    pieces as the inner, frozen factor, so a unit removes the same row of every piece."""
+    bounds = [_slice_bounds(s, n) for s in siblings]
+    if n % step or sorted({b[0] for b in bounds}) != list(range(step)) or any(b[2] != step for b in bounds):
+        return False
+    key = ("slice-interleave", src.name, d)
+    inner = ctx.rel.shared.get(key)
+    if inner is None:
+        inner = ctx.rel.new_space(n // step, (ctx.node.name, -1, 0))
+        parts = ctx.rel.new_space(step, (ctx.node.name, -1, 1))
+        ctx.freeze(parts, "number of interleaved pieces of a strided slice partition")
+        ctx.product(ctx.spaces(src)[d], [inner, parts])
+        ctx.rel.shared[key] = inner
+    ctx.mention(ctx.spaces(src)[d])
+    ctx.same(ctx.out()[d], inner)
+    return True
 
 
 #: class names of modules whose forward computes slice bounds from attributes a surgery handler refreshes

@@ -15,9 +15,6 @@ from secateurs.errors import ApplyError
 from secateurs.integrations.hf._common import Family, Heads, embedding_width, register_family, split_heads
 from secateurs.surgery.registry import register_handler
 
-_FIELDS = {name: name for name in
-           ("hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads", "head_dim")}
-
 
 def _classes(model_type: str, prefix: str) -> dict[str, type]:
     """The transformers classes ``{prefix}Attention``/``MLP``/``DecoderLayer`` of one family ({} when absent)."""
@@ -69,4 +66,4 @@ def register_llama_like(model_type: str, prefix: str) -> None:
     if "DecoderLayer" in found:
         register_handler(found["DecoderLayer"])(decoder_layer)
     register_family(Family((model_type,), (found["Attention"],), heads, (found["MLP"],),
-                           lambda m: int(m.down_proj.in_features), embedding_width, _FIELDS, layers="layers"))
+                           lambda m: int(m.down_proj.in_features), embedding_width, layers="layers"))

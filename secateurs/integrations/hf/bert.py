@@ -1,5 +1,6 @@
 """BERT: ``BertSelfAttention`` reads ``attention_head_size`` and ``all_head_size``; the config
-derives the head size as ``hidden_size // num_attention_heads``.
+derives the head size as ``hidden_size // num_attention_heads`` (so heads pruned without the hidden size
+cannot be written to it: ``config_sync`` says so).
 """
 
 from __future__ import annotations
@@ -26,6 +27,5 @@ def bert_self_attention(m: Any, hints: dict[str, Any]) -> None:
 
 register_family(Family(
     ("bert",), (BertSelfAttention,), heads, (BertIntermediate,), lambda m: int(m.dense.out_features), embedding_width,
-    {"hidden_size": "hidden_size", "intermediate_size": "intermediate_size", "num_attention_heads": "num_attention_heads"},
-    derived_head_dim=True, layers="encoder.layer",
+    layers="encoder.layer",
 ))

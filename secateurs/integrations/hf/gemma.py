@@ -26,8 +26,9 @@ from transformers.models.gemma.modeling_gemma import (
     GemmaTextScaledWordEmbedding,
 )
 
-from secateurs.integrations.hf._common import Family, embedding_width, register_family, sync_config_
-from secateurs.integrations.hf._llama_like import _FIELDS, decoder_layer, gated_mlp, gqa_attention, heads
+from secateurs.integrations.hf._common import Family, embedding_width, register_family
+from secateurs.integrations.hf._llama_like import decoder_layer, gated_mlp, gqa_attention, heads
+from secateurs.integrations.hf.config_sync import sync_outermost_config_
 from secateurs.surgery.registry import register_handler
 
 register_handler(GemmaAttention)(gqa_attention)
@@ -46,7 +47,7 @@ def gemma_model(m: Any, hints: dict[str, Any]) -> None:
                 emb.weight.mul_(old / new)  # a new tensor made by the slicing: the snapshot keeps the original
             emb.scalar_embed_scale = new
             emb._buffers["embed_scale"] = torch.tensor(new, dtype=emb.embed_scale.dtype, device=emb.embed_scale.device)
-    sync_config_(m)
+    sync_outermost_config_(m, hints)
 
 
 @register_handler(GemmaForCausalLM)
@@ -58,8 +59,8 @@ def gemma_for_causal_lm(m: Any, hints: dict[str, Any]) -> None:
         norm = m.model.norm
         with torch.no_grad():
             norm.weight.copy_((1.0 + norm.weight.float()) / c - 1.0)
-    sync_config_(m)
+    sync_outermost_config_(m, hints)
 
 
 register_family(Family(("gemma",), (GemmaAttention,), heads, (GemmaMLP,), lambda m: int(m.down_proj.in_features),
-                       embedding_width, _FIELDS, layers="layers"))
+                       embedding_width, layers="layers"))

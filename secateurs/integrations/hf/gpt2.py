@@ -11,14 +11,8 @@ from typing import Any
 from transformers.models.gpt2.modeling_gpt2 import GPT2MLP, GPT2Attention, GPT2Model
 from transformers.pytorch_utils import Conv1D
 
-from secateurs.integrations.hf._common import (
-    Family,
-    Heads,
-    embedding_width,
-    register_family,
-    split_heads,
-    sync_config_,
-)
+from secateurs.integrations.hf._common import Family, Heads, embedding_width, register_family, split_heads
+from secateurs.integrations.hf.config_sync import sync_outermost_config_
 from secateurs.surgery.registry import register_handler
 
 
@@ -44,11 +38,9 @@ def gpt2_attention(m: Any, hints: dict[str, Any]) -> None:
 @register_handler(GPT2Model)
 def gpt2_model(m: Any, hints: dict[str, Any]) -> None:
     m.embed_dim = m.wte.weight.shape[1]
-    sync_config_(m)  # this handler shadows the PreTrainedModel one for a bare GPT2Model
+    sync_outermost_config_(m, hints)  # this handler shadows the PreTrainedModel one for a bare GPT2Model
 
 
 register_family(Family(
-    ("gpt2",), (GPT2Attention,), heads, (GPT2MLP,), lambda m: int(m.c_fc.nf), embedding_width,
-    {"hidden_size": "n_embd", "intermediate_size": "n_inner", "num_attention_heads": "n_head"},
-    derived_head_dim=True, layers="h",
+    ("gpt2",), (GPT2Attention,), heads, (GPT2MLP,), lambda m: int(m.c_fc.nf), embedding_width, layers="h",
 ))

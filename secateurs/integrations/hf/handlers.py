@@ -13,7 +13,7 @@ from typing import Any
 from transformers import PreTrainedModel
 
 import secateurs.integrations.hf as _pkg
-from secateurs.integrations.hf._common import sync_config_
+from secateurs.integrations.hf.config_sync import sync_outermost_config_
 from secateurs.surgery.registry import register_handler
 
 for _info in pkgutil.iter_modules(_pkg.__path__):
@@ -23,4 +23,4 @@ for _info in pkgutil.iter_modules(_pkg.__path__):
 
 @register_handler(PreTrainedModel)
 def pretrained_model(m: Any, hints: dict[str, Any]) -> None:
-    sync_config_(m)
+    sync_outermost_config_(m, hints)

@@ -5,8 +5,10 @@ module could keep, a copy of ``model.config`` gets those counts (and the hidden 
 its own ``validate()``. ``LlamaConfig`` then admits 1, 2, 4 or 8 of Llama-3-8B's 8 key/value groups of 4 query
 heads (``hidden_size % num_attention_heads``); configs without such a rule admit every count. Families whose
 modeling code derives ``head_dim`` from ``hidden_size // num_attention_heads`` (BERT, GPT-2) are left to the
-config sync's warning. What this needs from config discovery: the config attribute of each width
-(``Family.config_fields`` today) and the attention modules' head counts (``Family.heads``).
+config sync's warning: their config has no ``head_dim`` field. The counts are written under transformers'
+standard names (``num_attention_heads``, ``num_key_value_heads``, ``hidden_size``), which every config maps
+to its own field through ``attribute_map`` (GPT-2's ``n_head``); the attention modules' head counts come
+from ``Family.heads``.
 """
 
 from __future__ import annotations
@@ -27,8 +29,8 @@ from secateurs.selection.constraints import CONSTRAINTS, CountConstraint
 def head_constraints(model: nn.Module, groups: Sequence[Group], kept: Mapping[int, int]) -> list[CountConstraint]:
     config = getattr(model, "config", None)
     family = FAMILIES.find(getattr(config, "model_type", ""))
-    if family is None or family.derived_head_dim or "num_attention_heads" not in family.config_fields:
-        return []
+    if family is None or getattr(config, "head_dim", None) is None or not hasattr(config, "num_attention_heads"):
+        return []  # no family, or head_dim derived from hidden_size // heads: the config sync warns instead
     if _rejection(config, family, {}) is not None:
         return []  # the stock config fails its own checks already: nothing to keep valid
     hidden = _planned_hidden(model, groups, kept)
@@ -91,9 +93,8 @@ def _rejection(config: Any, family: Family, counts: Mapping[str, int | None]) ->
     trial = copy.deepcopy(config)
     try:
         for name, value in counts.items():
-            attr = family.config_fields.get(name)
-            if attr is not None and value is not None:
-                setattr(trial, attr, value)
+            if value is not None and hasattr(trial, name):
+                setattr(trial, name, value)  # standard names reach the config's own fields via attribute_map
         validate = getattr(trial, "validate", None)
         if callable(validate):
             validate()

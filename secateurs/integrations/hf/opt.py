@@ -6,8 +6,8 @@ from ``hidden_size``.
 * The hidden size is the residual stream, read from the positional embeddings (``embed_positions``
   lives in ``hidden_size`` even when the token embeddings do not); the position rows (``offset`` + max
   positions) are never pruned.
-* ``word_embed_proj_dim`` (the token-embedding / LM-head width) is written from ``embed_tokens``: it is
-  the hidden size when there is no projection, and its own group when there is one.
+* ``word_embed_proj_dim`` (the token-embedding / LM-head width) is the hidden size when there is no
+  projection, and its own group when there is one; config discovery finds and writes it.
 * ``OPTConfig`` derives ``head_dim = hidden_size // num_attention_heads``: pruning heads but not the
   hidden size cannot be expressed by a stock config (a warning says so, as for BERT and GPT-2).
 """
@@ -51,12 +51,7 @@ def _hidden(model: nn.Module) -> int:
     return int(_decoder(model).embed_positions.weight.shape[1])
 
 
-def _extra(model: nn.Module) -> dict[str, int]:
-    return {"word_embed_proj_dim": int(_decoder(model).embed_tokens.weight.shape[1])}
-
-
 register_family(Family(
     ("opt",), (OPTAttention,), heads, (OPTDecoderLayer,), lambda m: int(m.fc1.out_features), _hidden,
-    {"hidden_size": "hidden_size", "intermediate_size": "ffn_dim", "num_attention_heads": "num_attention_heads"},
-    derived_head_dim=True, layers="decoder.layers", extra_fields=_extra,
+    layers="decoder.layers",
 ))

@@ -24,10 +24,6 @@ from secateurs.surgery.registry import register_handler
 
 refreshes_slice_bounds(Phi3Attention.__name__)  # query_pos and the k/v bounds come from the config / attributes
 
-_FIELDS = {name: name for name in
-           ("hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads", "head_dim")}
-
-
 def heads(m: Any) -> Heads:
     """Query heads from ``o_proj``'s input; key/value heads from the rest of ``qkv_proj``'s rows."""
     head_dim = int(m.head_dim)
@@ -59,4 +55,4 @@ def phi3_decoder_layer(m: Any, hints: dict[str, Any]) -> None:
 
 
 register_family(Family(("phi3",), (Phi3Attention,), heads, (Phi3MLP,), lambda m: int(m.down_proj.in_features),
-                       embedding_width, _FIELDS, layers="layers"))
+                       embedding_width, layers="layers"))

@@ -32,8 +32,5 @@ def _hidden(model: nn.Module) -> int:
 
 
 register_family(Family(
-    ("vit",), (ViTAttention,), heads, (ViTMLP,), lambda m: int(m.fc1.out_features), _hidden,
-    {"hidden_size": "hidden_size", "intermediate_size": "intermediate_size", "num_attention_heads": "num_attention_heads",
-     "head_dim": "head_dim"},
-    layers="layers",
+    ("vit",), (ViTAttention,), heads, (ViTMLP,), lambda m: int(m.fc1.out_features), _hidden, layers="layers",
 ))

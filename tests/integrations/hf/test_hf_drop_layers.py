@@ -161,3 +161,41 @@ def test_benchmark_call_shape():
     report = sc.prune(t.model, {"input_ids": ids}, drop_layers=1, layer_importance="block_influence",
                       calibration=[{"input_ids": b["input_ids"]} for b in token_batches()])
     assert report.verification.ok and t.model.config.num_hidden_layers == 3
+
+
+def _stock_reload_same(model, inputs, tmp_path):
+    from secateurs.testing.hf_zoo import max_relative_error
+
+    model.save_pretrained(tmp_path)
+    fresh = type(model).from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        assert max_relative_error(model(**inputs), fresh(**inputs)) <= 1e-5
+
+
+@pytest.mark.parametrize("model_type", ["gpt_neo", pytest.param("gemma3_text", marks=pytest.mark.slow)])
+def test_drop_rewrites_per_layer_config_fields(model_type, tmp_path):
+    """GPT-Neo's attention_layers / Gemma-3's layer_types keep the entries of the remaining layers, found by
+    rebuilding the class from the rewritten config (no adapter)."""
+    from secateurs.testing.hf_tiny import build
+
+    t = build(model_type)
+    before = list(getattr(t.model.config, "attention_layers", None) or t.model.config.layer_types)
+    report = sc.prune(t.model, t.inputs, drop_layers=1, calibration=[t.inputs])
+    assert report.verification.ok and report.verification.mode == "exact"
+    (gone,) = next(iter(report.plan.dropped_layers.values()))
+    after = list(getattr(t.model.config, "attention_layers", None) or t.model.config.layer_types)
+    assert after == [x for i, x in enumerate(before) if i != gone]
+    _stock_reload_same(t.model, t.inputs, tmp_path)
+
+
+def test_drop_the_config_cannot_describe_is_refused_before_surgery():
+    """MobileViT's config has no per-stage block counts: a stock reload would re-create the block, so sc.plan says
+    no and the model is untouched."""
+    from secateurs.errors import ConfigRewriteError
+    from secateurs.testing.hf_tiny import build
+
+    t = build("mobilevit")
+    state = copy.deepcopy(t.model.state_dict())
+    with pytest.raises(ConfigRewriteError, match="cannot be written into MobileViTConfig"):
+        sc.plan(t.model, t.inputs, drop_layers=1, calibration=[t.inputs])
+    assert all(torch.equal(state[k], v) for k, v in t.model.state_dict().items())

@@ -71,20 +71,22 @@ def _olmo():
     return OlmoForCausalLM(config).eval()
 
 
-def test_model_type_without_adapter_prunes_with_a_note(tmp_path):
+def test_model_type_without_adapter_gets_its_config_rewritten(tmp_path):
+    """No adapter for OLMo: config discovery finds intermediate_size, so the stock class reloads the pruned model."""
+    from transformers import OlmoForCausalLM
+
     from secateurs.integrations.hf._common import FAMILIES
 
     assert "olmo" not in FAMILIES.entries()
     model = _olmo()
     inputs = {"input_ids": token_batches(1)[0]["input_ids"], "use_cache": False}
-    with pytest.warns(UserWarning, match="no secateurs adapter for model_type 'olmo'.*config is not rewritten"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
         report = sc.prune(model, inputs, ratio={"channels": 0.25}, ignore=non_ffn_modules(model))
     assert report.verification.ok and report.verification.mode == "exact"
     assert all(layer.mlp.down_proj.in_features == 96 for layer in model.model.layers)
-    assert model.config.intermediate_size == FFN  # not rewritten
-    sc.save(model, report.plan, tmp_path / "olmo")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        loaded = sc.load(tmp_path / "olmo", model_factory=_olmo)
+    assert model.config.intermediate_size == 96
+    model.save_pretrained(tmp_path / "olmo")
+    loaded = OlmoForCausalLM.from_pretrained(tmp_path / "olmo").eval()
     with torch.no_grad():
         torch.testing.assert_close(loaded(**inputs).logits, model(**inputs).logits, rtol=0, atol=0)

@@ -1,0 +1,161 @@
+"""Find intermediate widths (an MLP's hidden neurons, a CNN block's inner channels) and tag them ``"ffn"``.
+
+A class of index spaces is an intermediate width when, in the captured graph:
+
+* a weighted contraction produces it (output features of a linear/matmul/conv/grouped matmul whose other
+  operand is a parameter, seen through views and transposes),
+* a weighted contraction consumes it (its contracted input features),
+* between them only per-channel ops touch it: no product of activations (attention scores, ``q @ k.T``),
+  no normalisation or softmax over it (those are ``inexact``), no reshape that splits it into heads
+  or merges it with another prunable dim (a product whose other factors are not trivial), and it is not
+  a residual stream (``hidden``).
+
+Widths that do not lead back into a residual stream (a pooler, a classifier head) are not FFNs either.
+Attention projections (``q``/``k``/``v`` head channels, fused ``qkv``), low-rank attention projections that are
+normalised (DeepSeek's MLA ``q_a``/``kv_a``), sequence-reduction convolutions followed by a LayerNorm (SegFormer)
+fail one of these tests; gated MLPs (``act(gate) * up``, fused ``gate_up`` chunks), CNN bottlenecks and the
+feed-forward of every MoE expert pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from secateurs.graph.capture import OpNode, Ref
+from secateurs.graph.structure import Structure
+
+#: ops through which a parameter is still "a weight" (views, layout, dtype, expert selection)
+_VIEWS = ("aten.view", "aten.reshape", "aten._unsafe_view", "aten.t.", "aten.t", "aten.transpose", "aten.permute",
+          "aten.unsqueeze", "aten.squeeze", "aten.expand", "aten.contiguous", "aten.clone", "aten._to_copy",
+          "aten.to.", "aten.alias", "aten.detach", "aten.select", "aten.slice", "aten.index", "aten.lift_fresh_copy",
+          "aten.flatten", "aten.unflatten", "aten.mT", "aten.numpy_T", "aten.movedim", "aten.float", "getitem")
+_MATMUL = ("aten.matmul", "aten.mm", "aten.bmm")
+_ADDMM = ("aten.addmm", "aten.baddbmm")
+_CONV = ("aten.conv1d", "aten.conv2d", "aten.conv3d", "aten.convolution", "aten._convolution",
+         "aten.conv_transpose1d", "aten.conv_transpose2d", "aten.conv_transpose3d")
+_GROUPED = ("transformers.grouped_mm_fallback", "aten._grouped_mm", "aten.grouped_mm")
+_ATTENTION = ("aten.scaled_dot_product_attention", "aten._scaled_dot_product")
+
+
+def _starts(target: str, names: tuple[str, ...]) -> bool:
+    return any(target == n or target.startswith(n + ".") or (n.endswith(".") and target.startswith(n))
+               for n in names)
+
+
+def _refs(value: Any) -> Iterator[Ref]:
+    if isinstance(value, Ref):
+        yield value
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _refs(v)
+
+
+def _weights(nodes: list[OpNode], state: dict[str, str], kinds: dict[str, str]) -> set[str]:
+    """Nodes whose value is a parameter seen through views (single tensor operand ops of ``_VIEWS``)."""
+    out = {ph for ph, kind in kinds.items() if kind == "parameter" and ph in state}
+    for node in nodes:
+        if node.kind != "call" or not _starts(node.target, _VIEWS):
+            continue
+        refs = list(_refs(node.args[:1]))
+        others = [r for r in _refs((node.args[1:], tuple(node.kwargs.values())))]
+        if refs and refs[0].name in out and not [r for r in others if r.name not in out]:
+            out.add(node.name)
+    return out
+
+
+def _contraction(node: OpNode, spaces: dict[str, list[list[int]]], weights: set[str]
+                 ) -> tuple[list[int], list[int], list[int]]:
+    """(produced feature spaces, consumed feature spaces, spaces of an activation-by-activation product)."""
+    t = node.target
+
+    def sp(value: Any) -> list[int]:
+        return spaces.get(value.name, [[]])[0] if isinstance(value, Ref) else []
+
+    out = (spaces.get(node.name) or [[]])[0]
+    if _starts(t, ("aten.linear",)):
+        x, w = node.args[0], node.args[1]
+        if isinstance(w, Ref) and w.name in weights and sp(x) and out:
+            return [out[-1]], [sp(x)[-1]], []
+        return [], [], sp(x) + sp(w) + out
+    if _starts(t, _MATMUL + _ADDMM + _GROUPED):
+        a, b = (node.args[1], node.args[2]) if _starts(t, _ADDMM) else (node.args[0], node.args[1])
+        a_s, b_s = sp(a), sp(b)
+        if isinstance(b, Ref) and b.name in weights and a_s and out:
+            return [out[-1]], [a_s[-1]], []
+        if isinstance(a, Ref) and a.name in weights and len(b_s) >= 2 and len(out) >= 2:
+            return [out[-2]], [b_s[-2]], []
+        return [], [], a_s + b_s + out
+    if _starts(t, _CONV):
+        x, w = node.args[0], node.args[1]
+        xs = sp(x)
+        cx = 1 if len(xs) == len(sp(w)) else 0
+        if isinstance(w, Ref) and w.name in weights and len(xs) > cx and len(out) > cx:
+            return [out[cx]], [xs[cx]], []
+        return [], [], []
+    if _starts(t, _ATTENTION) or _starts(t, ("aten.einsum",)) and not any(
+            r.name in weights for r in _refs(node.args[1:])):
+        return [], [], [s for r in _refs(node.args) for s in sp(r)] + out
+    return [], [], []
+
+
+def ffn_classes(st: Structure) -> set[int]:
+    """Classes that are intermediate widths (see the module docstring)."""
+    coupled = st.coupled
+    captured = coupled.captured
+    weights = _weights(captured.nodes, captured.state_inputs, captured.state_kinds)
+    n = len(st.class_size)
+    produced, consumed, mixed = (np.zeros(n, dtype=bool) for _ in range(3))
+    feeds: dict[int, set[int]] = {}  # consumed class -> classes the consuming layers produce
+    for node in captured.nodes:
+        if node.kind != "call":
+            continue
+        prod, cons, bad = _contraction(node, coupled.spaces, weights)
+        produced[st.space_class[prod]] = True
+        consumed[st.space_class[cons]] = True
+        mixed[st.space_class[bad]] = True
+        for c in st.space_class[cons].tolist():
+            feeds.setdefault(int(c), set()).update(int(p) for p in st.space_class[prod].tolist())
+    broken: set[int] = set()
+    for p in st.products:
+        nontrivial = [c for c in p.factors if st.class_size[c] > 1 and c not in st.class_frozen
+                      and "conv_groups" not in st.class_tags.get(c, set())]
+        if len(nontrivial) > 1:
+            broken.update((p.flat, *p.factors))  # a reshape into heads, or a merge with another prunable dim
+        elif nontrivial:  # equal pieces (a fused gate/up chunk): the width is the one non-trivial factor
+            f = nontrivial[0]
+            produced[[f, p.flat]] |= produced[p.flat] | produced[f]
+            consumed[[f, p.flat]] |= consumed[p.flat] | consumed[f]
+    ok = produced & consumed & ~mixed
+    ok[list(broken)] = False
+    for c, labels in st.class_tags.items():
+        if "residual" in labels:
+            ok[c] = False
+    for c in st.class_inexact:
+        ok[c] = False
+    return _writing_back(st, {int(c) for c in np.nonzero(ok)[0]}, feeds)
+
+
+def _writing_back(st: Structure, found: set[int], feeds: dict[int, set[int]]) -> set[int]:
+    """In a model with residual streams, the widths whose layers lead back into one (an MLP, a bottleneck, every
+    expert): a pooler or a classifier head between the last block and the outputs is not an FFN."""
+    residual = {c for c, labels in st.class_tags.items() if "residual" in labels}
+    if not residual:
+        return found  # plain stacks (VGG, DenseNet's concatenations): every intermediate width
+    back = set(residual)
+    changed = True
+    while changed:
+        changed = False
+        for c in found - back:
+            if feeds.get(c, set()) & back:
+                back.add(c)
+                changed = True
+    return found & back
+
+
+def tag_ffn_(st: Structure) -> None:
+    """Add the ``"ffn"`` tag to every intermediate-width class of ``st``."""
+    for c in ffn_classes(st):
+        st.class_tags.setdefault(c, set()).add("ffn")

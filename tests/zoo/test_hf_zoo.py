@@ -1,0 +1,57 @@
+"""transformers model types from the library's own registry: prune heads+FFN with defaults, verify, stock reload.
+
+The default run checks a sample (decoders with and without GQA, encoders, an encoder-decoder, a vision model, a
+mixture of experts); ``-m slow`` runs every model type of ``MODEL_MAPPING`` and checks what must hold for all of
+them: no bug (every failure is a refusal with a reason), and no silent mismatch (when the plan-time check says a
+stock config describes the pruned model, ``save_pretrained`` -> ``from_pretrained`` gives the same outputs).
+``bench/hf_zoo_table.py`` writes the per-type table in docs/zoo.md.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("transformers")
+
+from secateurs.testing.hf_tiny import model_types  # noqa: E402
+from secateurs.testing.hf_zoo import TypeResult, check_type  # noqa: E402
+
+DERIVED = "derives the head size"  # configs computing head_dim = hidden_size // num_attention_heads
+#: the sample: model type -> what the heads+FFN request must give ("same": reload equal; else a reason substring)
+SAMPLE = {
+    "llama": "same", "mistral": "same", "vit": "same", "mixtral": "same",
+    "bert": DERIVED, "gpt2": DERIVED, "bart": DERIVED,
+}
+
+
+def _check_invariants(r: TypeResult) -> None:
+    for a in r.attempts:
+        assert a.status != "error", f"{r.model_type} {a.ratio}: {a.reason}"
+        if a.status in ("exact", "structural") and not a.stock_config:
+            assert a.reload == "same", f"{r.model_type} {a.ratio}: config said expressible, reload {a.reload}: " \
+                                       f"{a.reload_reason or a.reload_error}"
+
+
+@pytest.mark.parametrize("model_type", sorted(SAMPLE))
+def test_sample(model_type):
+    r = check_type(model_type)
+    assert r.built, r.skip_reason
+    _check_invariants(r)
+    first = r.attempts[0]
+    assert first.status == "exact" and first.removed.get("heads") and first.removed.get("channels")
+    if SAMPLE[model_type] == "same":
+        assert first.reload == "same" and not first.stock_config
+    else:
+        assert SAMPLE[model_type] in first.stock_config  # said before surgery; the model itself is valid
+    if r.moe:
+        assert [a.ok for a in r.attempts[1:]] == [True, True]
+        assert r.attempts[2].removed == {"experts": 2}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model_type", model_types())
+def test_every_model_type(model_type):
+    r = check_type(model_type)
+    if not r.built:
+        pytest.skip(f"cannot build or run from a tiny config: {r.skip_reason}")
+    _check_invariants(r)
