@@ -44,6 +44,10 @@ class Plan:
     literals: dict[str, dict[str, Any]] = field(default_factory=dict)
     # the options the plan was made with: ``sc.plan(model, x, plan.config)`` on the same weights makes it again
     config: PruneConfig | None = None
+    # module path -> attribute -> value after pruning (int, float or list for a tuple/list attribute): the attributes
+    # forward() computes the pruned sizes from, found by graph/bindings.py; surgery writes them (docs/binding.md)
+    attributes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    attributes_before: dict[str, dict[str, Any]] = field(default_factory=dict)  # the same attributes' old values
 
     @property
     def exact(self) -> bool:
@@ -114,6 +118,8 @@ class Plan:
                 version=str(d.get("version", "")),
                 dropped_layers={str(k): [int(i) for i in v] for k, v in (d.get("dropped_layers") or {}).items()},
                 config=None if d.get("config") is None else PruneConfig.from_dict(d["config"]),
+                attributes={str(k): dict(v) for k, v in (d.get("attributes") or {}).items()},
+                attributes_before={str(k): dict(v) for k, v in (d.get("attributes_before") or {}).items()},
             )
         except (KeyError, TypeError, ValueError) as exc:  # InvalidArgumentError of the config included
             raise FileFormatError(f"plan JSON is missing or has malformed fields: {exc}") from exc
@@ -121,6 +127,12 @@ class Plan:
         return plan
 
     def validate(self) -> None:
+        for which, table in (("attributes", self.attributes), ("attributes_before", self.attributes_before)):
+            for path, values in table.items():
+                for name, value in values.items():
+                    if not _attribute_value(value):
+                        raise FileFormatError(f"plan {which} of {path!r}: {name!r} must be a number or a list of "
+                                              f"integers, got {value!r}")
         for container, gone in self.dropped_layers.items():
             prefix = container + "." if container else ""
             if not gone or gone != sorted(set(gone)) or gone[0] < 0:
@@ -141,3 +153,11 @@ class Plan:
                     raise FileFormatError(f"plan dim {d} out of range for {fqn!r} of shape {shape}")
                 if not idx or idx != sorted(set(idx)) or idx[0] < 0 or idx[-1] >= shape[d]:
                     raise FileFormatError(f"plan kept indices for {fqn!r} dim {d} must be sorted, unique, non-empty and < {shape[d]}")
+
+
+def _attribute_value(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, (int, float)):
+        return True
+    return isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)

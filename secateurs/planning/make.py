@@ -10,6 +10,8 @@ import torch
 from secateurs.calibration.data import LossFn
 from secateurs.config import PruneConfig
 from secateurs.graph.analysis import Analysis
+from secateurs.planning.attributes import left_out_note
+from secateurs.planning.attributes import prepare as prepare_bindings
 from secateurs.planning.build import build_plan
 from secateurs.planning.request import read_request
 from secateurs.planning.targets import plan_for_latency, plan_for_targets
@@ -31,6 +33,8 @@ def make_plan(model: torch.nn.Module, analysis: Analysis, config: PruneConfig, *
     tensors = dict(model.state_dict(keep_vars=True))
     check_weights(criterion, tensors)
     candidates = [g for g in analysis.groups if not group_is_ignored(g, req.ignore, model)]
+    left_out = prepare_bindings(model, analysis, candidates)  # groups no attribute rewrite can follow
+    candidates = [g for g in candidates if g.id not in left_out]
     fixed_ratio = {g.id: r for g in candidates if (r := override_for(g, req.overrides)) is not None}
     if req.targets:
         free = prefer_finest([g for g in candidates if g.kind in DEFAULT_KINDS and g.id not in fixed_ratio])
@@ -51,10 +55,12 @@ def make_plan(model: torch.nn.Module, analysis: Analysis, config: PruneConfig, *
         "loss_fn": getattr(loss_fn, "__name__", type(loss_fn).__name__) if loss_fn is not None else None,
     }
 
+    notes = [left_out_note(left_out, analysis.groups)] if left_out else []
+
     def finish(counts: Counts) -> Plan:
         counts = {**counts, **fixed_counts}
         removed = {gid: select_lowest(scores[gid], n) for gid, n in counts.items() if n > 0}
-        return build_plan(analysis, removed, {**settings, "notes": sorted(set(ctx.notes))}, config)
+        return build_plan(analysis, removed, {**settings, "notes": sorted(set(ctx.notes)) + notes}, config)
 
     if not req.targets:
         if req.scope == "global":

@@ -14,6 +14,7 @@ from secateurs.graph.analysis import fingerprint
 from secateurs.graph.program import is_program_graph
 from secateurs.graph.sharded import refuse_sharded
 from secateurs.plans import Plan
+from secateurs.surgery.attributes import attribute_owners, write_attributes_
 from secateurs.surgery.graph_literals import rewrite_literals_
 from secateurs.surgery.registry import find_handler, load_for
 
@@ -83,7 +84,8 @@ def apply_plan(model: nn.Module, plan: Plan) -> nn.Module:
                 touched_paths.add(".".join(parts[:i]))
     touched_paths |= {p for p in plan.hints if p in modules}
     saved_paths = set(modules) if plan.dropped_layers else touched_paths  # dropping renumbers and reconfigures anywhere
-    snapshot = _snapshot([modules[p] for p in saved_paths if p in modules])
+    saved = {id(m): m for m in [modules[p] for p in saved_paths if p in modules] + attribute_owners(model, plan)}
+    snapshot = _snapshot(list(saved.values()))
     before = _shapes_before(plan, touched_paths)
     try:
         if plan.dropped_layers:  # first, so config sync in the width handlers sees only the blocks that remain
@@ -91,6 +93,7 @@ def apply_plan(model: nn.Module, plan: Plan) -> nn.Module:
 
             drop_layers_(model, plan.dropped_layers)
         _slice_tensors(state, owners, plan)
+        write_attributes_(model, plan)  # before the handlers, which know their modules best
         for path in sorted(touched_paths, key=lambda p: -p.count(".") if p else 1):
             m = modules.get(path)
             if m is None:

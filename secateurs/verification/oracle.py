@@ -13,6 +13,7 @@ from torch.utils._pytree import tree_leaves
 
 from secateurs.errors import InvalidTypeError, VerificationError
 from secateurs.graph.capture import ExampleInputs, eval_mode, export_model, model_inputs
+from secateurs.planning.attributes import describe_unbound
 from secateurs.plans import Plan
 
 
@@ -92,7 +93,8 @@ def compare(reference: list[torch.Tensor], pruned_model: nn.Module, plan: Plan, 
                             f"pruned model does not run: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}. "
                             "A forward() probably uses a constant size (e.g. a head count or width stored as an "
                             "attribute) that no surgery handler refreshed: register one with "
-                            "secateurs.surgery.registry.register_handler, or leave that module out with ignore=[...]")
+                            "secateurs.surgery.registry.register_handler, or leave that module out with ignore=[...]."
+                            + describe_unbound(plan.settings))
     shapes_ok = len(outputs) == len(reference) and all(a.shape == b.shape for a, b in zip(outputs, reference, strict=False))
     if not shapes_ok:
         got = [tuple(t.shape) for t in outputs]
