@@ -116,3 +116,14 @@ def build(name: str, seed: int = 0) -> tuple[torch.nn.Module, torch.Tensor]:
     calibrate_batch_norm_(model, torch.randn(2, 3, size, size))
     torch.manual_seed(seed + 1)
     return model, torch.randn(1, 3, size, size)
+
+
+# Families checked by the default (not slow) test run, with their smallest model: plain ones and ones whose
+# forward() keeps sizes in attributes (rewritten, or their groups left out), small enough to run in seconds.
+FAST = {
+    "vision_transformer": "test_vit", "resnet": "test_resnet", "convnext": "test_convnext",
+    "nfnet": "test_nfnet",  # weight standardisation: batch statistics make its conv inputs structural-only
+    "maxxvit": "test_coatnet", "vision_transformer_relpos": "test_vit_relpos",
+    "edgenext": "edgenext_xx_small", "cspnet": "cs3darknet_focus_s", "levit": "levit_128s",
+    "efficientformer": "efficientformer_l1",
+}
