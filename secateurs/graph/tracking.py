@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from types import GetSetDescriptorType
 from typing import Any
 
 import torch
@@ -35,9 +36,9 @@ class Call:
 
 
 def _numbers(obj: Any, out: list[tuple[Number, Expr | None]]) -> None:
-    if isinstance(obj, torch.Tensor):
+    if isinstance(obj, (torch.Tensor, str, bool)) or obj is None:
         return
-    if isinstance(obj, (int, float)) and not isinstance(obj, bool):
+    if isinstance(obj, (int, float)):
         out.append((obj._plain() if is_tracked(obj) else obj, expr_of(obj) if is_tracked(obj) else None))  # type: ignore[union-attr]
     elif isinstance(obj, (list, tuple)):
         for item in obj:
@@ -93,6 +94,8 @@ class Recorder(TorchFunctionMode):
         owner = getattr(func, "__self__", None)
         if owner is torch.Tensor.shape or func is torch.Tensor.size:
             return self._sizes(func(*args, **kwargs), args, kwargs)
+        if len(args) < 2 and not kwargs or isinstance(owner, GetSetDescriptorType):
+            return func(*args, **kwargs)  # x.dim(), x.dtype, ...: no numbers to record (the common case, fast)
         numbers: list[tuple[Number, Expr | None]] = []
         _numbers(args, numbers)
         _numbers(kwargs, numbers)

@@ -33,9 +33,11 @@ def make_plan(model: torch.nn.Module, analysis: Analysis, config: PruneConfig, *
     tensors = dict(model.state_dict(keep_vars=True))
     check_weights(criterion, tensors)
     candidates = [g for g in analysis.groups if not group_is_ignored(g, req.ignore, model)]
-    left_out = prepare_bindings(model, analysis, candidates)  # groups no attribute rewrite can follow
-    candidates = [g for g in candidates if g.id not in left_out]
     fixed_ratio = {g.id: r for g in candidates if (r := override_for(g, req.overrides)) is not None}
+    wanted = [g for g in candidates if fixed_ratio.get(g.id, 0.0) > 0 or g.id not in fixed_ratio and (
+        g.kind in DEFAULT_KINDS if req.targets else ratio_for(g, req.ratios) > 0)]
+    left_out = prepare_bindings(model, analysis, wanted)  # groups no attribute rewrite can follow
+    candidates = [g for g in candidates if g.id not in left_out]
     if req.targets:
         free = prefer_finest([g for g in candidates if g.kind in DEFAULT_KINDS and g.id not in fixed_ratio])
     else:
