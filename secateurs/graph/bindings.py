@@ -16,14 +16,15 @@ from typing import Any
 
 from secateurs.graph.capture import Captured, OpNode
 from secateurs.graph.literals import Literal
-from secateurs.graph.provenance import Attr, Dim, Expr, leaves
+from secateurs.graph.provenance import Attr, Const, Dim, Expr, leaves
 from secateurs.graph.tracking import Call, Number
 
 
 @dataclass(frozen=True)
 class Element:
     """One element of a literal size argument: its value as written, the space whose size it must equal
-    (``multiple * size(space)``) and how forward() computed it (None: not found among the call's numbers)."""
+    (``multiple * size(space)``) and how forward() computed it: ``Const`` when forward() passed it as a plain
+    number, None when it is not among the call's numbers (computed inside torch)."""
 
     node: str
     op: str
@@ -113,7 +114,8 @@ def bind(captured: Captured, spaces: dict[str, list[list[int]]], literals: Seque
         for i, (term, value, p) in enumerate(zip(lit.terms, values, where, strict=True)):
             if term is None:
                 continue
-            expr = call.numbers[p][1] if call is not None and p is not None else None
+            found = call is not None and p is not None
+            expr = (call.numbers[p][1] or Const(value)) if found else None  # type: ignore[union-attr,index]
             elements.append(Element(lit.node, lit.op, node.module_path, lit.key, i, int(value), term[0], term[1], expr,
                                     call_index[id(call)] if call is not None and p is not None else None, p))
     dim_space: dict[Dim, int] = {}

@@ -5,7 +5,7 @@ from torch import nn
 
 import secateurs as sc
 from secateurs.graph.capture import capture
-from secateurs.graph.provenance import Attr, Dim, Op
+from secateurs.graph.provenance import Attr, Const, Dim, Op
 from secateurs.testing.attention import TinyTransformer
 
 
@@ -25,7 +25,7 @@ def test_reshape_sizes_are_bound_to_the_attributes_and_tensor_sizes_they_come_fr
     assert elements[4].expr == Attr("blocks.0.attn", "head_dim") and elements[4].written == 8
     assert elements[0].expr == Dim("x", 0, 0)  # B from x.shape, the input placeholder under its final name
     assert Dim("x", 0, 0) in b.dim_space
-    assert elements[2].expr is None  # the literal 3 written in forward()
+    assert elements[2].expr == Const(3)  # the literal 3 written in forward()
     out = _elements(b, "reshape_1")
     assert out[2].expr == Op("mul", (Attr("blocks.0.attn", "num_heads"), Attr("blocks.0.attn", "head_dim")))
     assert b.values[Attr("blocks.0.attn", "num_heads")] == 4

@@ -87,3 +87,35 @@ def test_plans_with_malformed_attribute_values_are_refused(value):
     d["attributes"] = {"blocks.0.attn": {"num_heads": value}}
     with pytest.raises(FileFormatError, match="num_heads"):
         Plan.from_dict(d)
+
+
+class _DictHeads(torch.nn.Module):
+    """Keeps its head count in a dict, which is not tracked: the size is a constant to secateurs."""
+
+    def __init__(self):
+        super().__init__()
+        self.cfg = {"heads": 4}
+        self.inner = TinyTransformer(depth=1).blocks[0].attn
+
+    def forward(self, x):
+        B, N, _ = x.shape
+        qkv = self.inner.qkv(x).reshape(B, N, 3, self.cfg["heads"], 8).permute(2, 0, 3, 1, 4)
+        y = torch.nn.functional.scaled_dot_product_attention(*qkv.unbind(0))
+        return self.inner.proj(y.transpose(1, 2).reshape(B, N, -1))
+
+
+def test_heads_sized_by_a_constant_are_left_out_with_a_note():
+    model = _DictHeads().eval()
+    report = sc.prune(model, X, ratio={"heads": 0.5})
+    assert not any(g.kind == "heads" and g.removed for g in report.plan.groups)
+    assert "written as a constant in forward()" in " ".join(report.plan.settings["notes"])
+
+
+def test_verification_names_the_sizes_nothing_rewrote(monkeypatch):
+    monkeypatch.setattr("secateurs.planning.make.prepare_bindings", lambda *a: {})  # no probing: heads planned
+    model = _DictHeads().eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(sc.SecateursError, match=r"node 'reshape' \(aten.reshape.default\) in module '\(root\)': "
+                                                r"4 -> 2 needed, forward\(\) computes it = 4 \[constant\]"):
+        sc.prune(model, X, ratio={"heads": 0.5})
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
