@@ -104,20 +104,19 @@ def bind(captured: Captured, spaces: dict[str, list[list[int]]], literals: Seque
             values = [written] if lit.scalar else list(written) if isinstance(written, (list, tuple)) else []
         if len(values) != len(lit.terms) or not all(type(v) is int for v in values):
             continue
-        call = by_node.get(lit.node)
-        if call is None:
+        made = by_node.get(lit.node)
+        if made is None:
             where: list[int | None] = [None] * len(values)
         elif type(written) is int and not lit.scalar:
-            where = _locate([written], True, call.numbers) * len(values)
+            where = _locate([written], True, made.numbers) * len(values)
         else:
-            where = _locate(values, lit.scalar, call.numbers)
+            where = _locate(values, lit.scalar, made.numbers)
         for i, (term, value, p) in enumerate(zip(lit.terms, values, where, strict=True)):
             if term is None:
                 continue
-            found = call is not None and p is not None
-            expr = (call.numbers[p][1] or Const(value)) if found else None  # type: ignore[union-attr,index]
+            expr = (made.numbers[p][1] or Const(value)) if made is not None and p is not None else None
             elements.append(Element(lit.node, lit.op, node.module_path, lit.key, i, int(value), term[0], term[1], expr,
-                                    call_index[id(call)] if call is not None and p is not None else None, p))
+                                    call_index[id(made)] if made is not None and p is not None else None, p))
     dim_space: dict[Dim, int] = {}
     for call in calls:
         for _, expr in call.numbers:

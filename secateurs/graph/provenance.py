@@ -66,7 +66,7 @@ Leaf = Union[Attr, Dim]  # noqa: UP007
 OPS: dict[str, Callable[..., Any]] = {
     "add": operator.add, "sub": operator.sub, "mul": operator.mul, "floordiv": operator.floordiv,
     "truediv": operator.truediv, "mod": operator.mod, "pow": operator.pow, "neg": operator.neg, "abs": abs,
-    "max": max, "min": min, "ceil": math.ceil, "floor": math.floor, "int": int, "round": round,
+    "max": max, "min": min, "ceil": math.ceil, "floor": math.floor, "int": int,
 }
 _SYMBOL = {"add": "+", "sub": "-", "mul": "*", "floordiv": "//", "truediv": "/", "mod": "%", "pow": "**"}
 
@@ -113,7 +113,7 @@ def _binary(name: str, reflected: bool = False) -> Callable[[Any, Any], Any]:
     def method(self: Any, other: Any) -> Any:
         if not isinstance(other, (int, float)):
             return NotImplemented
-        plain_self, plain_other = self._plain(), other._plain() if is_tracked(other) else other
+        plain_self, plain_other = self._plain(), other._plain() if isinstance(other, _Tracked) else other
         try:
             result = fn(plain_other, plain_self) if reflected else fn(plain_self, plain_other)
         except TypeError:
@@ -165,9 +165,6 @@ class SizeInt(_Tracked, int):
 
     def __pos__(self) -> SizeInt:
         return self
-
-    def __round__(self, ndigits: int | None = None) -> Any:
-        return self if ndigits is None else _wrap(round(self._plain(), ndigits), self.expr)
 
 
 class SizeFloat(_Tracked, float):

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from secateurs.graph.bindings import Bindings, Element
-from secateurs.graph.provenance import Attr, Dim, Expr, Leaf, evaluate, leaves
+from secateurs.graph.provenance import Attr, Dim, Leaf, evaluate, leaves
 from secateurs.graph.tracking import Number
 
 _MAX_SCAN = 4096

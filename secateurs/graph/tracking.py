@@ -116,8 +116,11 @@ class Recorder(TorchFunctionMode):
         names = {old: node.name for old, node in self._nodes.items() if node.name != old}
         if not names:
             return self.calls
-        return {names.get(k, k): Call(c.func, tuple((v, _renamed(e, names)) for v, e in c.numbers))
-                for k, c in self.calls.items()}
+        renamed: dict[int, Call] = {}  # one call made several nodes: it stays one object
+        for c in self.calls.values():
+            if id(c) not in renamed:
+                renamed[id(c)] = Call(c.func, tuple((v, _renamed(e, names)) for v, e in c.numbers))
+        return {names.get(k, k): renamed[id(c)] for k, c in self.calls.items()}
 
     def _sizes(self, result: Any, args: Any, kwargs: Any) -> Any:
         tensor = args[0] if args else None

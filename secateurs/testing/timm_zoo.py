@@ -44,7 +44,7 @@ def n_params(name: str) -> int | None:
     return sum(p.numel() for p in model.parameters())
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def smallest(family: str) -> str:
     """The registered model of ``family`` with the fewest parameters (ties: first by name)."""
     sizes = [(n, name) for name in models_of(family) if (n := n_params(name)) is not None]

@@ -65,3 +65,11 @@ def test_a_forward_that_rejects_tracked_numbers_is_captured_plainly():
     captured = capture(model, torch.randn(3, 8))
     assert captured.calls == {} and type(model.width) is int
     assert any(n.target.startswith("aten.view") for n in captured.nodes)
+
+
+def test_a_call_that_made_several_nodes_is_one_call():
+    model = TinyTransformer(dim=32, num_heads=4, kind="split").eval()
+    captured = capture(model, torch.randn(1, 3, 32))
+    split = captured.calls["split_with_sizes"]
+    pieces = [n.name for n in captured.nodes if n.target == "getitem" and n.args[0].name == "split_with_sizes"]
+    assert pieces and all(captured.calls[p] is split for p in pieces)
