@@ -129,6 +129,21 @@ def table(names: list[str], results: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+BEGIN, END = "<!-- torchvision zoo: begin (bench/zoo_table.py) -->", "<!-- torchvision zoo: end -->"
+
+
+def write_section(text: str) -> None:
+    """Replace the torchvision part of docs/zoo.md, keeping the other libraries' sections."""
+    doc = DOC.read_text() if DOC.exists() else ""
+    section = f"{BEGIN}\n{text}{END}\n"
+    if BEGIN in doc and END in doc:
+        head, rest = doc.split(BEGIN, 1)
+        doc = head + section + rest.split(END, 1)[1].lstrip("\n")
+    else:
+        doc = section + ("\n" + doc if doc else "")
+    DOC.write_text(doc)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="*")
@@ -149,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
             print(row["trace"], file=sys.stderr, flush=True)
     if not args.models:
         results = {n: json.loads((CACHE / f"{n}.json").read_text()) for n in names if (CACHE / f"{n}.json").exists()}
-        DOC.write_text(table(names, results))
+        write_section(table(names, results))
     return 0
 
 
