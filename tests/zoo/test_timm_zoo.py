@@ -36,8 +36,12 @@ def _check(family: str, name: str) -> None:
         assert v.rel_error is not None and v.rel_error < 1e-4
     assert report.plan.removed_units() > 0
     assert report.params_after < report.params_before
+    fresh, _ = timm_zoo.build(name)  # replayed from JSON on a fresh copy: attribute rewrites included
+    sc.apply(fresh, sc.Plan.from_json(report.plan.to_json()))
     with torch.no_grad():
-        assert model(x).shape == shape_before
+        out = model(x)
+        assert out.shape == shape_before
+        assert torch.equal(fresh(x), out)
 
 
 @pytest.mark.parametrize("family", sorted(timm_zoo.FAST))
