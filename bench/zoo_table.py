@@ -129,14 +129,19 @@ def table(names: list[str], results: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _kept_sections() -> str:
-    """Sections other generators own (between ``<!-- name -->`` and ``<!-- /name -->`` markers, e.g. the
-    transformers table of ``bench/hf_zoo_table.py``), carried over when the torchvision table is rewritten."""
-    import re
+BEGIN, END = "<!-- torchvision zoo: begin (bench/zoo_table.py) -->", "<!-- torchvision zoo: end -->"
 
+
+def write_section(text: str) -> None:
+    """Replace the torchvision part of docs/zoo.md, keeping the other libraries' sections."""
     doc = DOC.read_text() if DOC.exists() else ""
-    blocks = re.findall(r"(<!-- ([\w-]+) -->.*?<!-- /\2 -->\n?)", doc, flags=re.S)
-    return "".join("\n" + block for block, _ in blocks)
+    section = f"{BEGIN}\n{text}{END}\n"
+    if BEGIN in doc and END in doc:
+        head, rest = doc.split(BEGIN, 1)
+        doc = head + section + rest.split(END, 1)[1].lstrip("\n")
+    else:
+        doc = section + ("\n" + doc if doc else "")
+    DOC.write_text(doc)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -159,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
             print(row["trace"], file=sys.stderr, flush=True)
     if not args.models:
         results = {n: json.loads((CACHE / f"{n}.json").read_text()) for n in names if (CACHE / f"{n}.json").exists()}
-        DOC.write_text(table(names, results) + _kept_sections())
+        write_section(table(names, results))
     return 0
 
 

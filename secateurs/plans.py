@@ -46,6 +46,10 @@ class Plan:
     # container path -> runs of consecutive block indices merged into their first block (LaCo), before dropping;
     # every other index of a run is also in ``dropped_layers``
     merged_layers: dict[str, list[list[int]]] = field(default_factory=dict)
+    # module path -> attribute -> value after pruning (int, float or list for a tuple/list attribute): the attributes
+    # forward() computes the pruned sizes from, found by graph/bindings.py; surgery writes them (docs/binding.md)
+    attributes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    attributes_before: dict[str, dict[str, Any]] = field(default_factory=dict)  # the same attributes' old values
 
     @property
     def exact(self) -> bool:
@@ -128,6 +132,8 @@ class Plan:
                 merged_layers={str(k): [[int(i) for i in run] for run in v]
                                for k, v in (d.get("merged_layers") or {}).items()},
                 config=None if d.get("config") is None else PruneConfig.from_dict(d["config"]),
+                attributes={str(k): dict(v) for k, v in (d.get("attributes") or {}).items()},
+                attributes_before={str(k): dict(v) for k, v in (d.get("attributes_before") or {}).items()},
             )
         except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:  # config errors included
             raise FileFormatError(f"plan JSON is missing or has malformed fields: {exc}") from exc
@@ -135,6 +141,12 @@ class Plan:
         return plan
 
     def validate(self) -> None:
+        for which, table in (("attributes", self.attributes), ("attributes_before", self.attributes_before)):
+            for path, values in table.items():
+                for name, value in values.items():
+                    if not _attribute_value(value):
+                        raise FileFormatError(f"plan {which} of {path!r}: {name!r} must be a number or a list of "
+                                              f"integers, got {value!r}")
         for container, gone in self.dropped_layers.items():
             prefix = container + "." if container else ""
             if not gone or gone != sorted(set(gone)) or gone[0] < 0:
@@ -170,3 +182,11 @@ class Plan:
             if not {i for run in runs for i in run[1:]} <= gone or gone & {run[0] for run in runs}:
                 raise FileFormatError(f"plan merges layers {runs} of {container!r} but drops {sorted(gone)}: every "
                                       "index of a run but the first must be dropped, the first kept")
+
+
+def _attribute_value(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, (int, float)):
+        return True
+    return isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)

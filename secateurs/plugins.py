@@ -1,7 +1,8 @@
 """Integration modules loaded for a model: the libraries its modules come from register their extras.
 
 A model with transformers modules loads ``secateurs.integrations.hf.handlers`` (surgery handlers, depth
-adapters, coupling opt-ins), one with timm or torchvision modules their handler modules. Importing by name
+adapters, coupling opt-ins), one with torchvision modules its handler module (timm needs none: the
+attributes its forward() reads are found and rewritten by ``secateurs.graph.bindings``). Importing by name
 keeps every lower layer free of imports of ``secateurs.integrations`` (and of those libraries).
 """
 
@@ -14,7 +15,6 @@ from torch import nn
 #: root package of a module's class -> the secateurs integration module that registers its extras
 INTEGRATIONS = {
     "transformers": "secateurs.integrations.hf.handlers",
-    "timm": "secateurs.integrations.timm.handlers",
     "torchvision": "secateurs.integrations.torchvision.handlers",
 }
 

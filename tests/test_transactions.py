@@ -1,5 +1,7 @@
 """Failures leave the user's model exactly as it was."""
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -63,13 +65,42 @@ class HardCodedHeads(nn.Module):
         return self.out(y.transpose(1, 2).reshape(b, n, 16))
 
 
-def test_failed_verification_restores_model_and_names_the_fix():
+def test_a_constant_head_count_is_left_out_with_the_reason_and_the_model_untouched():
     model = HardCodedHeads().eval()
     x = torch.randn(1, 5, 16)
     before = _state(model)
-    with pytest.raises(VerificationError, match="register_handler|ignore"):
+    with pytest.warns(sc.errors.NothingPrunedWarning):
+        report = sc.prune(model, x, ratio={"heads": 0.5})
+    assert report.plan.removed_units() == 0 and report.verification.ok
+    assert any("written as a constant in forward()" in n for n in report.plan.settings["notes"])
+    assert _same(model, before) and model.qkv.out_features == 48
+
+
+def _wrong_heads(module, hints):  # a handler that refreshes the attribute wrongly: the pruned model cannot run
+    module.heads = 3
+
+
+class AttributeHeads(HardCodedHeads):
+    def __init__(self):
+        super().__init__()
+        self.heads = 4
+
+    def forward(self, x):
+        b, n, _ = x.shape
+        q, k, v = self.qkv(x).view(b, n, 3, self.heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+        y = F.scaled_dot_product_attention(q, k, v)
+        return self.out(y.transpose(1, 2).reshape(b, n, -1))
+
+
+def test_failed_verification_restores_model_and_names_the_fix():
+    model = AttributeHeads().eval()
+    x = torch.randn(1, 5, 16)
+    before = _state(model)
+    assert sc.prune(copy.deepcopy(model), x, ratio={"heads": 0.5}).verification.ok  # the binding rewrites heads
+    with registry.HANDLERS.replaced(AttributeHeads, _wrong_heads), \
+            pytest.raises(VerificationError, match="register_handler|ignore"):
         sc.prune(model, x, ratio={"heads": 0.5})
-    assert _same(model, before)
+    assert _same(model, before) and model.heads == 4
     assert model.qkv.out_features == 48
 
 

@@ -17,6 +17,8 @@ import torch.fx
 
 from secateurs.errors import CaptureError, InvalidTypeError, SecateursError
 from secateurs.graph.meta import module_scope, node_value
+from secateurs.graph.provenance import Attr
+from secateurs.graph.tracking import Call, Recorder, recording
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,10 @@ class Captured:
     user_inputs: list[str]
     outputs: list[Any]
     aliases: list[list[str]] = field(default_factory=list)  # placeholders that are one tensor (tied weights)
+    # how forward() computed the numbers it passed to the call that made each node (graph/tracking.py)
+    calls: dict[str, Call] = field(repr=False, default_factory=dict)
+    attribute_values: dict[Attr, int | float] = field(repr=False, default_factory=dict)
+    attribute_originals: dict[tuple[str, str], Any] = field(repr=False, default_factory=dict)
 
 
 ExampleInputs = Any
@@ -134,9 +140,16 @@ def export_model(model: torch.nn.Module, example_inputs: ExampleInputs) -> Any:
 def capture(model: torch.nn.Module, example_inputs: ExampleInputs) -> Captured:
     if not isinstance(model, torch.nn.Module):
         raise InvalidTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    ep = export_model(model, example_inputs)
+    try:
+        with recording(model) as recorder:
+            ep = export_model(model, example_inputs)
+    except Exception:  # tracked numbers upset this forward(): capture it plainly (its own error if it fails too)
+        recorder = Recorder()
+        ep = export_model(model, example_inputs)
     captured = from_exported(ep)
     captured.aliases = tied_placeholders(model, captured)
+    captured.calls, captured.attribute_values = recorder.finish(), recorder.values
+    captured.attribute_originals = recorder.originals
     return captured
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from secateurs.graph import rules
+from secateurs.graph.bindings import Bindings, bind
 from secateurs.graph.capture import Captured, OpNode, Ref
 from secateurs.graph.context import RuleContext
 from secateurs.graph.literals import Literal, find_literals
@@ -27,6 +28,7 @@ class CoupledGraph:
     spaces: dict[str, list[list[int]]]
     unknown_ops: list[Frozen] = field(default_factory=list)
     literals: list[Literal] = field(default_factory=list)  # sizes written into op arguments (view shapes)
+    bindings: Bindings | None = None  # how forward() computed each literal (module attributes, tensor sizes)
 
     def param_spaces(self) -> dict[str, list[int]]:
         """FQN of each parameter/buffer -> its spaces (one per dim)."""
@@ -80,6 +82,7 @@ def couple(captured: Captured) -> CoupledGraph:
         _apply_rule(graph, node, users)
     tag_residual_streams(graph)
     graph.literals = find_literals(captured, spaces, rel.node_hints, rel.sizes)
+    graph.bindings = bind(captured, spaces, graph.literals)
     for out in captured.outputs:
         if isinstance(out, Ref):
             for s in spaces.get(out.name, [[]])[0]:

@@ -109,6 +109,13 @@ def _shape_arg(node: OpNode, ctx: FindContext) -> list[Literal]:
     return _per_dim(node, key, ctx.out(node)) if key else []
 
 
+@finds("aten.new_empty")
+def _new_empty_size(node: OpNode, ctx: FindContext) -> list[Literal]:
+    """``template.new_empty(size)``: the size measures the output (dims tied to the template's by the rule)."""
+    key = _key(node, 1, "size")
+    return _per_dim(node, key, ctx.out(node)) if key else []
+
+
 @finds("aten.unflatten")
 def _unflatten(node: OpNode, ctx: FindContext) -> list[Literal]:
     out, sizes = ctx.out(node), node.args[2] if len(node.args) > 2 else node.kwargs.get("sizes")

@@ -1,1 +1,1 @@
-"""Optional integrations (Hugging Face, torchvision, timm); imported only when a model needs them."""
+"""Optional integrations (Hugging Face, torchvision); imported only when a model needs them. timm needs none."""

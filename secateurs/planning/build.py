@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -11,6 +12,7 @@ from secateurs.config import PruneConfig
 from secateurs.errors import PlanError
 from secateurs.graph.analysis import Analysis
 from secateurs.graph.structure import Structure
+from secateurs.planning.attributes import record, solve_for
 from secateurs.plans import GroupRecord, Plan
 
 
@@ -43,6 +45,7 @@ def build_plan(analysis: Analysis, removed: dict[int, np.ndarray], settings: dic
             hints.setdefault(path, {})[name] = new[0] if len(new) == 1 else new
             hints_before.setdefault(path, {})[name] = old[0] if len(old) == 1 else old
     literals = literal_values(st, removed_by_class)
+    solution = solve_for(analysis, _sizes_after(st, removed_by_class))
     records = [
         GroupRecord(g.id, g.kind, g.name, [(m.fqn, m.dim) for m in g.members], g.n_units, g.unit_size,
                     [int(u) for u in removed.get(g.id, np.zeros(0, dtype=np.int64))], g.exact,
@@ -53,18 +56,24 @@ def build_plan(analysis: Analysis, removed: dict[int, np.ndarray], settings: dic
     experts = [{"group": g.id, **g.meta} for g in analysis.groups if g.kind == "experts" and len(removed.get(g.id, ()))]
     if experts:  # what verification needs to mask removed experts at the router (a record derived from the graph)
         settings = {**settings, "experts": experts}
-    return Plan(analysis.fingerprint, shapes, keep, hints, records, settings, __version__, hints_before=hints_before,
-                literals=literals, config=config)
+    return Plan(analysis.fingerprint, shapes, keep, hints, records, record(settings, solution), __version__,
+                hints_before=hints_before, literals=literals, config=config, attributes=solution.attributes,
+                attributes_before=solution.before)
+
+
+def _sizes_after(st: Structure, removed_by_class: dict[int, set[int]]) -> Callable[[int], int]:
+    def new_size(s: int) -> int:
+        c = int(st.space_class[s])
+        return int(st.class_size[c]) - len(removed_by_class.get(c, ()))
+
+    return new_size
 
 
 def literal_values(st: Structure, removed_by_class: dict[int, set[int]]) -> dict[str, dict[str, Any]]:
     """Node name -> {"op": target, "set": {argument key: value after pruning}, "before": {key: value as written}}
     (plus "target" when the op must change, split -> split_with_sizes) for the literal sizes that change."""
     by_name = st.coupled.captured.by_name
-
-    def new_size(s: int) -> int:
-        c = int(st.space_class[s])
-        return int(st.class_size[c]) - len(removed_by_class.get(c, ()))
+    new_size = _sizes_after(st, removed_by_class)
 
     def old_size(s: int) -> int:
         return int(st.coupled.rel.sizes[s])

@@ -13,6 +13,8 @@ from secateurs.calibration.data import LossFn
 from secateurs.config import PruneConfig
 from secateurs.graph.analysis import Analysis
 from secateurs.graph.groups import Group
+from secateurs.planning.attributes import left_out_note
+from secateurs.planning.attributes import prepare as prepare_bindings
 from secateurs.planning.build import build_plan
 from secateurs.planning.defaults import resolve as resolve_defaults
 from secateurs.planning.request import read_request
@@ -42,6 +44,10 @@ def make_plan(model: torch.nn.Module, analysis: Analysis, config: PruneConfig, *
         check_weights(criterion, tensors)
     candidates = [g for g in analysis.groups if not group_is_ignored(g, req.ignore, model)]
     fixed_ratio = {g.id: r for g in candidates if (r := override_for(g, req.overrides)) is not None}
+    wanted = [g for g in candidates if fixed_ratio.get(g.id, 0.0) > 0 or g.id not in fixed_ratio and (
+        g.kind in DEFAULT_KINDS if req.targets else ratio_for(g, req.ratios) > 0)]
+    left_out = prepare_bindings(model, analysis, wanted)  # groups no attribute rewrite can follow
+    candidates = [g for g in candidates if g.id not in left_out]
     if req.targets:
         free = prefer_finest([g for g in candidates if g.kind in DEFAULT_KINDS and g.id not in fixed_ratio])
     else:
@@ -65,6 +71,8 @@ def make_plan(model: torch.nn.Module, analysis: Analysis, config: PruneConfig, *
         **({"defaults": defaults} if defaults is not None else {}),
     }
 
+    notes = [left_out_note(left_out, analysis.groups)] if left_out else []
+
     def finish(counts: Counts) -> Plan:
         counts = valid({**counts, **fixed_counts})
         if not req.targets:
@@ -72,7 +80,7 @@ def make_plan(model: torch.nn.Module, analysis: Analysis, config: PruneConfig, *
                        explicit=isinstance(getattr(config.width_target(), "value", None), dict))
         removed = {gid: select_lowest(scores[gid], n) for gid, n in counts.items() if n > 0}
         extra = {"count_constraints": valid.changes} if valid.changes else {}
-        return build_plan(analysis, removed, {**settings, **extra, "notes": sorted(set(ctx.notes))}, config)
+        return build_plan(analysis, removed, {**settings, **extra, "notes": sorted(set(ctx.notes)) + notes}, config)
 
     if not req.targets:
         if req.scope == "global":

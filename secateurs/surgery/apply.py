@@ -15,6 +15,7 @@ from secateurs.graph.program import is_program_graph
 from secateurs.graph.sharded import refuse_sharded
 from secateurs.plans import Plan
 from secateurs.progress import bar
+from secateurs.surgery.attributes import attribute_owners, write_attributes_
 from secateurs.surgery.graph_literals import rewrite_literals_
 from secateurs.surgery.journal import Journal
 from secateurs.surgery.registry import find_handler, load_for
@@ -83,7 +84,8 @@ def apply_plan(model: nn.Module, plan: Plan, *, journal: Journal | None = None) 
                 touched_paths.add(".".join(parts[:i]))
     touched_paths |= {p for p in plan.hints if p in modules}
     saved_paths = set(modules) if plan.dropped_layers else touched_paths  # dropping renumbers and reconfigures anywhere
-    snapshot = snapshot_modules([modules[p] for p in saved_paths if p in modules], journal)
+    saved = {id(m): m for m in [modules[p] for p in saved_paths if p in modules] + attribute_owners(model, plan)}
+    snapshot = snapshot_modules(list(saved.values()), journal)
     replaced = {id(state[f]): state[f] for f in plan.keep}
     snapshot.journal.begin(sum(t.numel() * t.element_size() for t in replaced.values() if not t.is_meta))
     before = _shapes_before(plan, touched_paths)
@@ -94,6 +96,7 @@ def apply_plan(model: nn.Module, plan: Plan, *, journal: Journal | None = None) 
             merge_layers_(model, plan.merged_layers)  # LaCo: runs merged into their first block, the rest dropped
             drop_layers_(model, plan.dropped_layers)
         _slice_tensors(state, owners, plan, snapshot.journal)
+        write_attributes_(model, plan)  # before the handlers, which know their modules best
         for path in sorted(touched_paths, key=lambda p: -p.count(".") if p else 1):
             m = modules.get(path)
             if m is None:

@@ -19,6 +19,7 @@ from secateurs.errors import ApplyError, VerificationError
 from secateurs.graph.program import is_program_graph
 from secateurs.plans import Plan
 from secateurs.surgery.apply import tensor_owners
+from secateurs.surgery.attributes import write_attributes_
 from secateurs.surgery.graph_literals import rewrite_literals_
 from secateurs.surgery.registry import find_handler, load_for
 
@@ -64,6 +65,10 @@ def rebuild_original(pruned: nn.Module, plan: Plan, state: Mapping[str, torch.Te
             else:
                 module._buffers[attr] = original
     touched |= {p for p in plan.hints if p in modules}
+    try:
+        write_attributes_(reference, plan, restore=True)
+    except ApplyError as exc:
+        raise VerificationError(f"cannot rebuild the unpruned model: {exc}") from exc
     for path in sorted(touched, key=lambda p: -p.count(".") if p else 1):
         found = modules.get(path)
         handler = find_handler(found) if found is not None else None

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from secateurs.testing.toys import GroupedQueryAttention
+from secateurs.testing.toys import GroupedQueryAttention, LatentKeyAttention
 
 
 class FixedHeads(nn.Module):
@@ -184,6 +184,7 @@ PROGRAM_TOYS: dict[str, ProgramToy] = {
     "aten.split_with_sizes": ProgramToy(lambda: GatedChunk(op="split_with_sizes"), (3, 16), {"channels": 0.4}),
     "aten.slice": ProgramToy(RotateHalf, (2, 5, 16), {"head_dim": 0.5}),
     "aten.repeat_interleave": ProgramToy(RepeatKV, (2, 5, 16), {"heads": 0.5}),
+    "aten.new_empty": ProgramToy(LatentKeyAttention, (2, 5, 16), {"heads": 0.5}),
 }
 
 

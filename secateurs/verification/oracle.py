@@ -19,6 +19,7 @@ from torch import nn
 
 from secateurs.errors import InvalidArgumentError, InvalidTypeError, VerificationError
 from secateurs.graph.capture import ExampleInputs, eval_mode, export_model, model_inputs
+from secateurs.planning.attributes import describe_unbound
 from secateurs.plans import Plan
 from secateurs.surgery.spill import SPILL_BYTES, SliceStore
 from secateurs.verification.behaviour import OpTrace, failing_module, first_difference, training_note
@@ -222,8 +223,8 @@ def compare(reference: Reference | list[torch.Tensor], pruned_model: nn.Module, 
                                 f"pruned model does not run{at}{where}: {type(exc).__name__}: {_first_line(exc)}. "
                                 "A forward() probably uses a constant size (e.g. a head count or width stored as an "
                                 "attribute) that no surgery handler refreshed: register one with "
-                                "secateurs.surgery.registry.register_handler, or leave that module out with ignore=[...]",
-                                notes)
+                                "secateurs.surgery.registry.register_handler, or leave that module out with ignore=[...]."
+                                + describe_unbound(plan.settings), notes)
         if ref.positional:
             outputs = {f"output {k}": t for k, t in enumerate(outputs.values())}
         why = layout_difference(r.outputs, outputs)

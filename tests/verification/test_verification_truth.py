@@ -194,7 +194,15 @@ class HeadsFromAttribute(nn.Module):
         return self.down((h.view(x.shape[0], self.groups, -1) * self.gate[:, None]).flatten(1))
 
 
+def _three_groups(module, hints):  # refreshes the attribute wrongly: the pruned model cannot run
+    module.groups = 3
+
+
 def test_a_pruned_model_that_does_not_run_names_the_module():
+    from secateurs.surgery.registry import HANDLERS
+
     model = nn.Sequential(nn.Linear(8, 8), HeadsFromAttribute()).eval()
-    with pytest.raises(VerificationError, match=r"in module '1' \(HeadsFromAttribute\)"):
+    with HANDLERS.replaced(HeadsFromAttribute, _three_groups), \
+            pytest.raises(VerificationError, match=r"in module '1' \(HeadsFromAttribute\)"):
         sc.prune(model, torch.randn(2, 8), ratio={"channels": 0.5})
+    assert model[1].groups == 4

@@ -50,6 +50,10 @@ def _per_channel(ctx: RuleContext, param_args: list[int], exact: bool) -> None:
           "aten.native_batch_norm", "aten._native_batch_norm_legit_functional", "aten.cudnn_batch_norm")
 def batch_norm(ctx: RuleContext) -> None:
     _per_channel(ctx, [1, 2, 3, 4], exact=True)
+    if ctx.arg(5, "training") is True:  # batch statistics (weight standardisation): the other dims are averaged over
+        xs = ctx.spaces(ctx.arg(0))
+        for s in xs[:1] + xs[2:]:
+            ctx.inexact(s, "batch_norm with batch statistics normalises over the dimension")
 
 
 @register("aten.instance_norm")

@@ -1,0 +1,53 @@
+"""Groups whose pruning no attribute rewrite can follow, found before planning so the plan leaves them alone.
+
+Each group is probed by removing one of its units: the sizes that change are solved for (``graph/solve.py``); a
+size forward() writes as a constant, or computes from a tensor that does not shrink with it (``reshape(B, N, C)``
+with ``C`` the input width, after the heads were pruned), or from attributes no values of which fit, makes the
+group unprunable here. Leaving it out keeps the rest of the model prunable instead of refusing the whole plan.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from secateurs.graph.groups import Group
+from secateurs.graph.provenance import Dim, leaves
+from secateurs.graph.solve import KINDS, Solver
+from secateurs.graph.structure import Structure
+
+
+def _element_classes(st: Structure, solver: Solver) -> dict[int, list[int]]:
+    """Class -> the solver's elements whose required size or whose expression's tensor sizes it holds."""
+    out: dict[int, list[int]] = {}
+    for i, e in enumerate(solver.elements):
+        classes = {int(st.space_class[e.space])}
+        for leaf in leaves(e.expr) if e.expr is not None else ():
+            if isinstance(leaf, Dim) and leaf in solver.b.dim_space:
+                classes.add(int(st.space_class[solver.b.dim_space[leaf]]))
+        for c in classes:
+            out.setdefault(c, []).append(i)
+    return out
+
+
+def unbindable_groups(st: Structure, groups: Sequence[Group], solver: Solver) -> dict[int, str]:
+    """Group id -> why removing one of its units changes a size that no attribute rewrite produces."""
+    by_class = _element_classes(st, solver)
+    out: dict[int, str] = {}
+    for g in groups:
+        affected = {i for c in g.unit_index for i in by_class.get(c, ())}
+        if not affected:
+            continue
+        gone = {c: len(idx[0]) for c, idx in g.unit_index.items()}
+
+        def new_size(space: int, gone: dict[int, int] = gone) -> int:
+            c = int(st.space_class[space])
+            return int(st.class_size[c]) - gone.get(c, 0)
+
+        problems = [p for p in solver.solve(new_size, affected).problems if p["kind"] != "unknown"]
+        if problems:
+            p = problems[0]
+            how = f" = {p['expr']}" if p["expr"] else ""
+            detail = f" ({'; '.join(p['detail'][:2])})" if p["kind"] == "other use" and p["detail"] else ""
+            out[g.id] = (f"size {p['arg']} of {p['op']} at node {p['node']!r} in module {p['module'] or '(root)'!r} "
+                         f"is {p['before']}{how}: {KINDS[p['kind']]}{detail}")
+    return out

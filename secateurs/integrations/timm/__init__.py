@@ -1,1 +1,0 @@
-"""timm integration: surgery handlers for timm's own layers."""
