@@ -119,6 +119,11 @@ def unit_member_norms(group: Group, tensors: Mapping[str, torch.Tensor], p: floa
     return np.sum(per_member, axis=0) if per_member else np.zeros(group.n_units)
 
 
+#: elements of a weight turned into float at once by the magnitude norms (64 MB): a larger weight is read in
+#: slices along its first dim, so scoring an 8B model's MLP never holds a float copy of a whole matrix
+NORM_CHUNK = 1 << 24
+
+
 def unit_norms_by_member(group: Group, tensors: Mapping[str, torch.Tensor], p: float) -> list[np.ndarray]:
     """For each parameter member with values: per-unit sum of |w|^p along its dim."""
     out = []
@@ -126,12 +131,24 @@ def unit_norms_by_member(group: Group, tensors: Mapping[str, torch.Tensor], p: f
         t = tensors.get(m.fqn)
         if t is None or t.is_meta:
             continue
-        x = t.detach().float()
-        if x.data_ptr() == t.data_ptr():  # already float32: work on a copy, never on the weights
-            x = x.clone()
-        x = x.square_() if p == 2.0 else x.abs_() if p == 1.0 else x.abs_().pow_(p)  # in place: one float copy at most
-        other = [d for d in range(x.ndim) if d != m.dim]
-        per_index = (x.sum(dim=other) if other else x).cpu().numpy()
-        del x  # before the next member's copy: one float copy alive at a time
+        per_index = _index_norms(t.detach(), m.dim, p)
         out.append(per_index[group.unit_index[m.cls]].sum(axis=1))
     return out
+
+
+def _index_norms(t: torch.Tensor, dim: int, p: float) -> np.ndarray:
+    """Sum of |t|^p over every dim but ``dim``, one float slice of at most ``NORM_CHUNK`` elements at a time."""
+    rows = max(1, NORM_CHUNK // max(1, t.numel() // max(1, t.shape[0]))) if t.ndim else 1
+    if t.ndim == 0 or rows >= t.shape[0]:
+        return _norm_part(t, dim, p).cpu().numpy()
+    parts = [_norm_part(t[i:i + rows], dim, p) for i in range(0, t.shape[0], rows)]
+    return (torch.cat(parts) if dim == 0 else torch.stack(parts).sum(0)).cpu().numpy()
+
+
+def _norm_part(t: torch.Tensor, dim: int, p: float) -> torch.Tensor:
+    x = t.float()
+    if x.data_ptr() == t.data_ptr():  # already float32: work on a copy, never on the weights
+        x = x.clone()
+    x = x.square_() if p == 2.0 else x.abs_() if p == 1.0 else x.abs_().pow_(p)  # in place: one float copy at most
+    other = [d for d in range(x.ndim) if d != dim]
+    return x.sum(dim=other) if other else x
