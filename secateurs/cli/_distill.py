@@ -65,6 +65,16 @@ def check_qat(args: argparse.Namespace) -> None:
     require_torchao()  # MissingDependencyError before the model is built
 
 
+def check_qat_inputs(args: argparse.Namespace, example_inputs: Any) -> None:
+    """``--qat`` ends in the x86 int8 lowering, which takes positional tensors: refuse keyword models before pruning."""
+    from secateurs.graph.capture import normalize_inputs
+
+    if getattr(args, "qat", False) and normalize_inputs(example_inputs)[1]:
+        raise InvalidArgumentError(f"--qat converts to x86 int8 kernels, which take positional tensor inputs; this "
+                                   f"model takes keywords {sorted(normalize_inputs(example_inputs)[1])}: use "
+                                   "--distill-steps with --int8 dynamic instead")
+
+
 def teacher_copy(args: argparse.Namespace, model: Any) -> Any:
     """The unpruned model to distil from (None without --distill-steps)."""
     return copy.deepcopy(model).eval() if args.distill_steps else None

@@ -22,7 +22,7 @@ from secateurs.cli._common import (
     step,
 )
 from secateurs.cli._config_flags import TARGET_FLAGS, add_prune_flags, build_config, config_options
-from secateurs.cli._distill import add_distill_flags, check_distill, distill, teacher_copy
+from secateurs.cli._distill import add_distill_flags, check_distill, check_qat_inputs, distill, teacher_copy
 from secateurs.cli._int8 import add_int8_flag, check_int8, int8_exports, qat_exports
 from secateurs.cli._measure import add_latency_flags, batch_sizes, fit_static_batch, measure
 from secateurs.cli._outofcore import add_outofcore_flag, run_out_of_core, wants_out_of_core
@@ -172,6 +172,7 @@ def run(args: argparse.Namespace) -> int:
         return run_out_of_core(args, config, lambda source, spec: _batches(args, source, spec, config))
     sizes = [] if args.no_bench or args.dry_run else batch_sizes(args)
     source, model, spec = load_model(args)
+    check_qat_inputs(args, spec.make())
     if args.dry_run:
         return _dry_run(args, model, spec, out, config, source)
     base_fp = fingerprint(model)

@@ -70,3 +70,19 @@ def test_qat_writes_the_int8_model_and_it_loads_as_measured(tmp_path, capsys):
         again = fidelity(flat_tensors(fp.eval()(x)), flat_tensors(q(x)))
     assert again["rel_error"] == stats["rel_error"] and again["max_abs_diff"] == stats["max_abs_diff"]  # the same model
     assert 0 < stats["rel_error"] < 0.5 and stats["top1_agreement"] == 1.0
+
+
+def test_qat_refuses_a_model_called_with_keywords_before_pruning(tmp_path, capsys):
+    pytest.importorskip("transformers")
+    from secateurs.testing.hf import tiny
+
+    root = tmp_path / "llama"
+    tiny("llama", layers=1).model.save_pretrained(root)
+    text = tmp_path / "corpus.txt"
+    text.write_text("the cat sat on the mat\n" * 20)
+    out = tmp_path / "o"
+    rc = main(["prune", f"hf:{root}", "--seq-len", "8", "-o", str(out), "--ratio", "ffn=0.25", "--calibration",
+               str(text), "--distill-steps", "2", "--qat", "--no-bench", "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "takes keywords ['input_ids']" in err and "--int8 dynamic" in err
+    assert not out.exists()
