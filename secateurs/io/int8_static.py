@@ -43,13 +43,24 @@ def _quant_nodes(gm: torch.fx.GraphModule) -> list[torch.fx.Node]:
     return [n for n in gm.graph.nodes if n.op == "call_function" and "quantized_decomposed" in str(n.target)]
 
 
+def _target_name(target: Any) -> str:
+    """A node target as text that is the same in every process: ATen ops by name (``aten.conv2d.default``), other
+    callables by module and qualified name (``str`` of a builtin such as ``torch.relu`` holds its address)."""
+    if isinstance(target, str):
+        return target
+    if isinstance(target, (torch._ops.OpOverload, torch._ops.OpOverloadPacket)):
+        return str(target)
+    name = getattr(target, "__qualname__", None) or getattr(target, "__name__", None)
+    return f"{getattr(target, '__module__', None) or ''}.{name}" if name else type(target).__name__
+
+
 def node_keys(gm: torch.fx.GraphModule) -> dict[torch.fx.Node, str]:
     """Each node's name in the file: ``op:target#k``, the k-th node of that op and target in graph order (a
     placeholder's target is its input name, a ``get_attr``'s the attribute path), independent of fx names."""
     seen: dict[str, int] = {}
     keys = {}
     for node in gm.graph.nodes:
-        base = f"{node.op}:{node.target if isinstance(node.target, str) else str(node.target)}"
+        base = f"{node.op}:{_target_name(node.target)}"
         keys[node] = f"{base}#{seen.get(base, 0)}"
         seen[base] = seen.get(base, 0) + 1
     return keys
