@@ -1,4 +1,4 @@
-"""``--int8 [dynamic|static]`` shared by ``prune`` and ``export``."""
+"""``--int8 [dynamic|static]`` shared by ``prune`` and ``export``; the int8 model of ``prune --qat``."""
 
 from __future__ import annotations
 
@@ -40,3 +40,18 @@ def int8_exports(args: argparse.Namespace, model: Any, x: Any, batches: list[Any
     step(args, "int8 dynamic quantization of Linear layers")
     qmodel, stats = quantize_int8(model, x)
     return {"int8": {**stats, "file": "model.int8.safetensors"}}, qmodel
+
+
+def qat_exports(args: argparse.Namespace, model: Any, x: Any) -> tuple[dict[str, Any], Any]:
+    """The int8 model of a model trained by ``prune --qat`` (``sc.convert_int8``: the ranges learned in training),
+    with its fidelity against the float model and, unless ``--no-bench``, its latency."""
+    import secateurs as sc
+    from secateurs.io.int8_static import converted_of
+    from secateurs.quantization.static import int8_stats, quantized_layers
+
+    step(args, "converting the quantization-aware trained model to int8 (x86)")
+    qmodel = sc.convert_int8(model, x)
+    stats = {"method": "PT2E QAT (x86, torchao)", "dtype": "int8 activations (uint8 on x86), int8 weights",
+             "qat_steps": args.distill_steps, "quantized": quantized_layers(converted_of(qmodel)[0]),
+             **int8_stats(model, qmodel, x, latency=not args.no_bench)}
+    return {"int8_static": {**stats, "file": "model.int8.safetensors"}}, qmodel

@@ -62,7 +62,8 @@ def wants_out_of_core(args: argparse.Namespace) -> bool:
 
 
 def _refuse_flags(args: argparse.Namespace) -> None:
-    for flag, given in (("--dry-run", args.dry_run), ("--sparsity-2to4", args.sparsity_2to4), ("--int8", args.int8)):
+    for flag, given in (("--dry-run", args.dry_run), ("--sparsity-2to4", args.sparsity_2to4), ("--int8", args.int8),
+                        ("--qat", args.qat), ("--distill-steps", args.distill_steps)):
         if given:
             raise InvalidArgumentError(f"{flag} is not available out of core; prune first, then run it on the pruned "
                                        "checkpoint if it fits in memory")

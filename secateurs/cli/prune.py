@@ -22,8 +22,8 @@ from secateurs.cli._common import (
     step,
 )
 from secateurs.cli._config_flags import TARGET_FLAGS, add_prune_flags, build_config, config_options
-from secateurs.cli._distill import add_distill_flags, check_distill, distill, teacher_copy
-from secateurs.cli._int8 import add_int8_flag, check_int8, int8_exports
+from secateurs.cli._distill import add_distill_flags, check_distill, check_qat_inputs, distill, teacher_copy
+from secateurs.cli._int8 import add_int8_flag, check_int8, int8_exports, qat_exports
 from secateurs.cli._measure import add_latency_flags, batch_sizes, fit_static_batch, measure
 from secateurs.cli._outofcore import add_outofcore_flag, run_out_of_core, wants_out_of_core
 from secateurs.cli._overrides import add_overrides_flags, read_overrides
@@ -108,7 +108,7 @@ def _calibration(args: argparse.Namespace, source: Any, spec: Any, config: Prune
         return None
     step(args, f"loading calibration data ({args.calibration})")
     calibration = build_calibration(args, source.spec, spec)
-    if not _uses_data(config) and args.sparsity_2to4 != "wanda" and args.int8 != "static":  # "auto" uses it
+    if not (_uses_data(config) or args.sparsity_2to4 == "wanda" or args.int8 == "static" or args.distill_steps):
         import warnings
 
         warnings.warn(f"--calibration is not used by importance {_name(config)!r}", stacklevel=2)
@@ -172,6 +172,7 @@ def run(args: argparse.Namespace) -> int:
         return run_out_of_core(args, config, lambda source, spec: _batches(args, source, spec, config))
     sizes = [] if args.no_bench or args.dry_run else batch_sizes(args)
     source, model, spec = load_model(args)
+    check_qat_inputs(args, spec.make())
     if args.dry_run:
         return _dry_run(args, model, spec, out, config, source)
     base_fp = fingerprint(model)
@@ -208,7 +209,10 @@ def run(args: argparse.Namespace) -> int:
         doc["calibration"] = calibration.to_dict()
         doc["notes"].extend(calibration.notes)
     qmodel = None
-    if args.int8:
+    if args.qat:  # checked before the work: --distill-steps ran with fake quantization, no --int8
+        int8_doc, qmodel = qat_exports(args, model, x)
+        doc["exports"].update(int8_doc)
+    elif args.int8:
         try:
             int8_doc, qmodel = int8_exports(args, model, x, batches)
             doc["exports"].update(int8_doc)

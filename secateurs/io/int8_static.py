@@ -8,6 +8,12 @@ hex), with the first output on the example input. Loading captures and converts 
 (the example input sets throwaway ranges), checks that the graph has the same quantized nodes and attributes,
 writes the saved tensors and numbers into it, compares its output with the saved one, then lowers it for the
 backend. A graph built differently (another torch or torchao) is an error, not a silent change.
+
+Nodes are named in the file by what they are, not by their fx name: ``op:target#k``, the k-th node with that op
+and target in graph order (:func:`node_keys`). fx names depend on a graph's history: ``convert_int8`` converts a
+deep copy of the QAT-trained graph, and a copy starts a fresh fx namespace, so the convolutions that batch norm
+folding recreates are named ``conv2d``, ``conv2d_30``, ... there and ``conv2d_30``, ``conv2d_31``, ... in the graph
+rebuilt on load. Files written before these keys (fx names) still load, matched by name.
 """
 
 from __future__ import annotations
@@ -37,10 +43,33 @@ def _quant_nodes(gm: torch.fx.GraphModule) -> list[torch.fx.Node]:
     return [n for n in gm.graph.nodes if n.op == "call_function" and "quantized_decomposed" in str(n.target)]
 
 
-def _arg(value: Any) -> Any:
-    """One node argument as JSON: a node by name, a float as exact hex, an int, a dtype by name."""
+def _target_name(target: Any) -> str:
+    """A node target as text that is the same in every process: ATen ops by name (``aten.conv2d.default``), other
+    callables by module and qualified name (``str`` of a builtin such as ``torch.relu`` holds its address)."""
+    if isinstance(target, str):
+        return target
+    if isinstance(target, (torch._ops.OpOverload, torch._ops.OpOverloadPacket)):
+        return str(target)
+    name = getattr(target, "__qualname__", None) or getattr(target, "__name__", None)
+    return f"{getattr(target, '__module__', None) or ''}.{name}" if name else type(target).__name__
+
+
+def node_keys(gm: torch.fx.GraphModule) -> dict[torch.fx.Node, str]:
+    """Each node's name in the file: ``op:target#k``, the k-th node of that op and target in graph order (a
+    placeholder's target is its input name, a ``get_attr``'s the attribute path), independent of fx names."""
+    seen: dict[str, int] = {}
+    keys = {}
+    for node in gm.graph.nodes:
+        base = f"{node.op}:{_target_name(node.target)}"
+        keys[node] = f"{base}#{seen.get(base, 0)}"
+        seen[base] = seen.get(base, 0) + 1
+    return keys
+
+
+def _arg(value: Any, keys: dict[torch.fx.Node, str]) -> Any:
+    """One node argument as JSON: a node by key, a float as exact hex, an int, a dtype by name."""
     if isinstance(value, torch.fx.Node):
-        return {"node": value.name}
+        return {"node": keys[value]}
     if isinstance(value, bool) or value is None:
         return value
     if isinstance(value, float):
@@ -91,7 +120,8 @@ def encode(qmodel: nn.Module, example_inputs: Any) -> tuple[dict[str, torch.Tens
             value = _attr(converted, str(node.target))
             if isinstance(value, torch.Tensor):
                 tensors[str(node.target)] = value.detach().cpu().contiguous().clone()
-    nodes = [[n.name, str(n.target), [_arg(a) for a in n.args]] for n in _quant_nodes(converted)]
+    keys = node_keys(converted)
+    nodes = [[keys[n], str(n.target), [_arg(a, keys) for a in n.args]] for n in _quant_nodes(converted)]
     args, kwargs = normalize_inputs(example_inputs)
     with torch.no_grad():
         tensors[CHECK] = flat_tensors(converted(*args, **kwargs))[0].detach().float().contiguous()
@@ -99,22 +129,27 @@ def encode(qmodel: nn.Module, example_inputs: Any) -> tuple[dict[str, torch.Tens
                      "flow": str(info.get("flow", "ptq"))}
 
 
+def _same_node(node: torch.fx.Node, saved: Any, keys: dict[torch.fx.Node, str]) -> bool:
+    """``saved`` (a key, or an fx name in files written before keys) names ``node``."""
+    return saved == keys[node] or saved == node.name
+
+
 def _write_nodes(gm: torch.fx.GraphModule, saved: Any, source: Any) -> None:
-    """Put the saved numbers into the rebuilt graph's quantized-op nodes; names, ops and node arguments must match."""
-    current = _quant_nodes(gm)
+    """Put the saved numbers into the rebuilt graph's quantized-op nodes; ops, keys and node arguments must match."""
+    current, keys = _quant_nodes(gm), node_keys(gm)
     if not isinstance(saved, list) or len(saved) != len(current):
         raise FileFormatError(f"{source}: the file has {len(saved) if isinstance(saved, list) else '?'} quantized ops, "
                               f"the rebuilt graph {len(current)}; it was saved with another torch/torchao version")
     for node, entry in zip(current, saved, strict=True):
-        if not (isinstance(entry, list) and len(entry) == 3 and entry[:2] == [node.name, str(node.target)]
-                and isinstance(entry[2], list) and len(entry[2]) == len(node.args)):
+        if not (isinstance(entry, list) and len(entry) == 3 and _same_node(node, entry[0], keys)
+                and entry[1] == str(node.target) and isinstance(entry[2], list) and len(entry[2]) == len(node.args)):
             raise FileFormatError(f"{source}: quantized op {node.name} ({node.target}) does not match the file's "
                                   f"{str(entry)[:120]}; it was saved with another torch/torchao version")
         new = []
         for old, value in zip(node.args, entry[2], strict=True):
             v = _unarg(value, f"{source}: {node.name}")
-            old_name = old.name if isinstance(old, torch.fx.Node) else None
-            if (old_name is None) == isinstance(v, dict) or (isinstance(v, dict) and v["node"] != old_name):
+            if isinstance(old, torch.fx.Node) != isinstance(v, dict) or (
+                    isinstance(old, torch.fx.Node) and not _same_node(old, v["node"], keys)):
                 raise FileFormatError(f"{source}: quantized op {node.name} reads other values than the saved one")
             new.append(old if isinstance(old, torch.fx.Node) else v)
         node.args = tuple(new)

@@ -79,8 +79,10 @@ def save(
 
     ``model_spec`` (e.g. ``"torchvision:resnet18"``) lets :func:`load` rebuild the unpruned model by itself.
     ``extra_files`` (name -> text or bytes) are written into the same atomic directory, e.g. reports.
-    ``int8``: the dynamically quantized model (``secateurs.quantization.dynamic.quantize_dynamic_int8``), written to
-    ``model.int8.safetensors``; ``load(directory, int8=True)`` rebuilds it.
+    ``int8``: the int8 model, written to ``model.int8.safetensors``: dynamic
+    (``secateurs.quantization.dynamic.quantize_dynamic_int8``) or static PT2E (``quantize_static_int8``, or
+    ``sc.convert_int8`` after post-training calibration or ``recover(..., qat="int8")``; needs ``input_spec``);
+    ``load(directory, int8=True)`` rebuilds it.
     ``sparsity``: the ``SparsityResult`` of ``sparsify_2to4``; its masks go to ``sparsity.safetensors`` and
     :func:`load` re-applies them.
     """
@@ -166,10 +168,6 @@ def write_int8(directory: Path, qmodel: nn.Module, input_spec: InputSpec | None)
     if input_spec is None:
         raise InvalidArgumentError("saving a statically quantized int8 model needs input_spec= (its rebuild captures "
                                    "and quantizes the pruned model on the example input)")
-    if static.get("flow") == "qat":
-        raise InvalidArgumentError("saving an int8 model converted after QAT is not supported yet: its graph cannot be "
-                                   "rebuilt identically on load. Save the float model (it holds the QAT-trained weights) "
-                                   "and convert again, or quantize it post-training (sc.convert_int8 with calibration=)")
     from secateurs.io.int8_static import encode
 
     tensors, meta = encode(qmodel, input_spec.make())

@@ -81,7 +81,9 @@ def export_lines(r: dict[str, Any]) -> list[str]:
     qs = r.get("exports", {}).get("int8_static")
     if qs and "quantized" in qs:
         layers = ", ".join(f"{n} {k}" for k, n in qs["quantized"].items())
-        out.append(f"int8 static quantization ({qs['method']}, {qs['calibration_batches']} calibration batches) of "
+        how = f"{qs['qat_steps']} fake-quantized training steps" if "qat_steps" in qs else \
+            f"{qs['calibration_batches']} calibration batches"
+        out.append(f"int8 static quantization ({qs['method']}, {how}) of "
                    f"{layers} layers: relative error {qs['rel_error']:.2e}, max abs diff {qs['max_abs_diff']:.2e}, "
                    f"top-1 agreement {qs['top1_agreement']:.1%}" + (f", latency {qs['latency_ms']:.2f} ms vs "
                    f"{qs['fp32_latency_ms']:.2f} ms fp32 pruned" if qs.get("latency_ms") else "")

@@ -42,7 +42,11 @@ def test_switches_by_itself_when_the_model_would_not_fit(src, tmp_path, capsys, 
 
 
 @pytest.mark.parametrize("extra,match", [(["--dry-run"], "--dry-run is not available out of core"),
-                                         (["--int8"], "--int8 is not available out of core")])
+                                         (["--int8"], "--int8 is not available out of core"),
+                                         (["--calibration", "synthetic", "--distill-steps", "2"],
+                                          "--distill-steps is not available out of core"),
+                                         (["--calibration", "synthetic", "--distill-steps", "2", "--qat"],
+                                          "--qat is not available out of core")])
 def test_flags_that_need_the_model_are_refused(src, tmp_path, capsys, extra, match):
     rc = main(["prune", f"hf:{src}", "-o", str(tmp_path / "out"), "--out-of-core", "--seq-len", "8", *extra])
     assert rc == 2 and match in capsys.readouterr().err

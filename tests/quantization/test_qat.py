@@ -48,13 +48,19 @@ def test_qat_trains_the_student_and_converts(trained):
 
 
 @pytest.mark.slow
-def test_qat_int8_save_is_refused_until_its_rebuild_matches(trained, tmp_path):
+def test_qat_int8_saves_and_reloads_bit_for_bit(trained, tmp_path):
+    from secateurs.io import read_manifest
+
     model, x, spec, plan, _, _ = trained
-    q = sc.convert_int8(model, x)
-    with pytest.raises(InvalidArgumentError, match="QAT is not supported yet"):
-        sc.save(model, plan, tmp_path / "q", int8=q, input_spec=spec)
-    assert not (tmp_path / "q").exists()
-    ptq = sc.convert_int8(model, x, calibration=[x])  # the post-training path saves and reloads exactly
+    q = sc.convert_int8(model, x)  # converted from a copy of the trained graph: other fx names than the rebuild
+    out = sc.save(model, plan, tmp_path / "q", int8=q, input_spec=spec)
+    assert read_manifest(out)["int8"] == {"mode": "static", "backend": "x86", "flow": "qat",
+                                          "file": "model.int8.safetensors"}
+    loaded = sc.load(out, TinyResNet, int8=True)
+    assert any("onednn.qconv" in str(n.target) for n in loaded.graph.nodes)
+    for xb in (x, spec.make(seed=5), torch.randn(3, 3, 16, 16)):  # the recorded input, another, another batch size
+        torch.testing.assert_close(loaded(xb), q(xb), rtol=0, atol=0)
+    ptq = sc.convert_int8(model, x, calibration=[x])  # the post-training path still saves and reloads exactly
     loaded = sc.load(sc.save(model, plan, tmp_path / "p", int8=ptq, input_spec=spec), TinyResNet, int8=True)
     torch.testing.assert_close(loaded(x), ptq(x), rtol=0, atol=0)
 
