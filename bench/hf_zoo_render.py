@@ -40,6 +40,9 @@ def counts(results: dict[str, dict[str, Any]]) -> dict[str, int]:
         "pruned": sum(a["status"] in ("exact", "structural") for a in first),
         "exact": sum(a["status"] == "exact" for a in first),
         "reloaded": sum(a["status"] in ("exact", "structural") and a.get("reload") == "same" for a in first),
+        "both": sum(a["status"] in ("exact", "structural") and a.get("reload") == "same"
+                    and (a.get("removed") or {}).get("heads") and (a.get("removed") or {}).get("channels")
+                    for a in first),
         "moe": len(moe),
         "moe_ok": sum(len(r["attempts"]) == 3 and all(a["status"] in ("exact", "structural") and a.get("reload") == "same"
                                                       for a in r["attempts"][1:]) for r in moe),
@@ -83,6 +86,9 @@ def render(names: list[str], results: dict[str, dict[str, Any]], ffn: dict[str, 
         "",
         f"**{c['reloaded']} of {c['built']} types that build and run ({share:.0%}) prune heads+FFN with defaults and "
         f"reload with the stock class to the same outputs**; {c['pruned']} prune and verify ({c['exact']} exact); "
+        f"{c['both']} of them remove both heads and FFN neurons (the others keep counts their config can express: "
+        "a config that derives the head size from `hidden_size // num_attention_heads` can write no other head count "
+        "while the hidden size is kept, so their heads stay; see `plan.settings[\"count_constraints\"]`); "
         f"{c['types'] - c['built']} of {c['types']} types are skipped (they need inputs or configs the tiny builder "
         f"does not synthesise, reason in the table). MoE: {c['moe_ok']} of {c['moe']} types prune expert width "
         "and whole experts and reload. Status of the heads+FFN request: "
