@@ -77,10 +77,18 @@ def _uneven(tied: Sequence[Group], asked: Mapping[int, int]) -> bool:
 
 def _elsewhere(tied: Sequence[Group], sizes: Mapping[int, list[tuple[str, int]]], base: Mapping[str, int],
                covered: set[str]) -> bool:
-    """Whether a size of ``tied`` has a twin in another layer that no group planned here covers (a layer being
-    dropped, an ignored module): that layer is asked to keep its width."""
+    """Whether a layer has the sizes of ``tied`` (same names, another layer index) and none of them is planned here
+    (a layer being dropped, an ignored module): that layer is asked to keep its widths. A layer where only some
+    are planned (a frozen dim at the end of a chain) does not count."""
     patterns = {_LAYER.sub(".#", k) for g in tied for k, _ in sizes.get(g.id, [])}
-    return any(_LAYER.sub(".#", k) in patterns for k in base if k not in covered and ":" not in k)
+    layers: dict[str, bool] = {}  # layer prefix -> every size of the patterns there unplanned
+    for k in base:
+        ends = [m.end() for m in _LAYER.finditer(k)]
+        if ":" in k or not ends or _LAYER.sub(".#", k) not in patterns:
+            continue
+        prefix = k[:max(ends)]
+        layers[prefix] = layers.get(prefix, True) and k not in covered
+    return any(layers.values())
 
 
 def _member_sizes(groups: Sequence[Group], base: Mapping[str, int]) -> dict[int, list[tuple[str, int]]]:

@@ -87,3 +87,15 @@ def test_a_size_field_left_none_is_found_and_written(tmp_path):
     assert report.verification.ok and not report.plan.settings.get("checks")
     assert model.config.n_inner == 768 - 230
     assert _reload_error(model, inputs, tmp_path) == 0.0
+
+
+def test_a_frozen_dim_in_another_layer_does_not_stop_the_constraint(tmp_path):
+    """data2vec-audio derives its head size, and its positional conv stack has dims no group plans at the ends of
+    its chain: those are not a layer asked to keep its width, so the heads are still kept whole and it reloads."""
+    tiny = build("data2vec-audio")
+    model, inputs = tiny.model, tiny.inputs
+    report = sc.prune(model, inputs, ratio={"heads": 0.25, "ffn": 0.3})
+    assert report.verification.ok and not report.plan.settings.get("checks")
+    assert [c["kept_used"].count(8) for c in report.plan.settings["count_constraints"]] == [2]
+    assert model.config.num_attention_heads == 8 and model.config.intermediate_size == 180
+    assert _reload_error(model, inputs, tmp_path) == 0.0
