@@ -86,9 +86,10 @@ def render(names: list[str], results: dict[str, dict[str, Any]], ffn: dict[str, 
         "(`{\"ffn\": 0.3}`) and by whole experts (`{\"experts\": 0.25}`). `tests/zoo/test_hf_zoo.py` checks a sample "
         "by default and every type with `-m slow`.",
         "",
-        f"**{c['reloaded']} of {c['built']} types that build and run ({share:.0%}) prune heads+FFN with defaults and "
-        f"reload with the stock class to the same outputs**; {c['pruned']} prune and verify ({c['exact']} exact); "
-        f"{c['both']} of them remove both heads and FFN neurons (the others keep counts their config can express: "
+        f"**{c['reloaded']} of {c['built']} types that build and run ({share:.0%}) are pruned by the heads+FFN "
+        f"request with defaults and reload with the stock class to the same outputs**; {c['pruned']} prune and verify "
+        f"({c['exact']} exact). Only {c['both']} of the reloaded types remove both heads and FFN neurons (the others "
+        "keep counts their config can express: "
         "a config that derives the head size from `hidden_size // num_attention_heads` can write no other head count "
         "while the hidden size is kept, so their heads stay; see `plan.settings[\"count_constraints\"]`); "
         f"{c['types'] - c['built']} of {c['types']} types are skipped (they need inputs or configs the tiny builder "
