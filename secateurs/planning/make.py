@@ -77,7 +77,9 @@ def make_plan(model: torch.nn.Module, analysis: Analysis, config: PruneConfig, *
         counts = valid({**counts, **fixed_counts})
         if not req.targets:
             warn_unmet(req.ratios, [g for g in candidates if g.id not in fixed_ratio], counts,
-                       explicit=isinstance(getattr(config.width_target(), "value", None), dict))
+                       explicit=isinstance(getattr(config.width_target(), "value", None), dict),
+                       constrained=frozenset(i for c in valid.changes for i, a, u in
+                                             zip(c["groups"], c["kept_asked"], c["kept_used"], strict=True) if a != u))
         removed = {gid: select_lowest(scores[gid], n) for gid, n in counts.items() if n > 0}
         extra = {"count_constraints": valid.changes} if valid.changes else {}
         return build_plan(analysis, removed, {**settings, **extra, "notes": sorted(set(ctx.notes)) + notes}, config)

@@ -22,9 +22,10 @@ _MEANING = {
 
 
 def warn_unmet(ratios: Mapping[str, float], candidates: list[Group], counts: Mapping[int, int],
-               explicit: bool = True) -> list[str]:
+               explicit: bool = True, constrained: frozenset[int] = frozenset()) -> list[str]:
     """Warn (``NothingPrunedWarning``) for each unit kind named in a dict ratio (``explicit``) that removes nothing;
-    for a plain float ratio, only when nothing at all is removed."""
+    for a plain float ratio, only when nothing at all is removed. ``constrained``: ids of groups whose counts a
+    count constraint (the model's config) moved."""
     if not explicit:
         if any(n > 0 for n in counts.values()) or not any(r > 0 for r in ratios.values()):
             return []
@@ -44,6 +45,9 @@ def warn_unmet(ratios: Mapping[str, float], candidates: list[Group], counts: Map
             continue
         if not groups:
             why = f"the model has no prunable {_MEANING.get(key, key)}"
+        elif all(g.id in constrained for g in groups):
+            why = ("the model's config can express no smaller count (the count-constraint warning says why; "
+                   "valid_heads=False keeps the counts asked)")
         else:
             smallest = min(g.n_units for g in groups)
             why = (f"{len(groups)} groups have as few as {smallest} units, and removing {r:g} of them rounds down to "

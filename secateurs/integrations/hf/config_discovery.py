@@ -25,6 +25,7 @@ _SKIP = re.compile(r".*(_token_id|_token_index|_token_ids|_id)$|.*seed$|^(chunk_
 #: fields modeling code may read through ``getattr(config, name, default)``: tried when the config lacks them
 LATENT = ("head_dim",)
 MAX_FIELDS = 96
+SENTINEL = 7919  # a prime no tiny or real width equals: a None field given it shows which sizes it sets
 
 
 @dataclass
@@ -166,7 +167,9 @@ def _discover(cls: type, config: Any) -> Sensitivity:
 
 def _with_latent(cls: type, config: Any, base: Observed) -> tuple[Any, dict[str, int]]:
     """``config`` with each ``LATENT`` field it lacks set to the value the model derives for it, when that builds
-    the same model: probes then see the field fixed (``num_attention_heads`` no longer moves ``head_dim``)."""
+    the same model: probes then see the field fixed (``num_attention_heads`` no longer moves ``head_dim``). Fields
+    left ``None`` whose value, when given, becomes a tensor size (GPT-2's ``n_inner``, ``4 x n_embd`` when None)
+    are set the same way (``_unset_sizes``)."""
     written: dict[str, int] = {}
     for name in LATENT:
         if get_field(config, name) is not None or _derived(config) <= 0:
@@ -179,7 +182,39 @@ def _with_latent(cls: type, config: Any, base: Observed) -> tuple[Any, dict[str,
             same = False
         if same:
             config, written[name] = trial, _derived(config)
+    for name, value in _unset_sizes(cls, config, base):
+        config = copy.deepcopy(config)
+        set_field(config, name, value)
+        written[name] = value
     return config, written
+
+
+def _unset_sizes(cls: type, config: Any, base: Observed) -> Iterator[tuple[str, int]]:
+    """(field, value) for each top-level field left ``None`` that sets a tensor size: given ``SENTINEL``, some dims
+    take that value; given the value those dims had, the class builds exactly as before."""
+    for name, value in sorted(vars(config).items()):
+        if value is not None or name.startswith("_") or _SKIP.fullmatch(name):
+            continue
+        trial = copy.deepcopy(config)
+        try:
+            set_field(trial, name, SENTINEL)  # typed configs may refuse an int there: not a size
+            seen = observe(build_meta(cls, trial))
+        except Exception:  # noqa: S112  (the class rejects an int there: not a size)
+            continue
+        if set(seen.shapes) != set(base.shapes):
+            continue
+        before = {base.shapes[k][d] for k, shape in seen.shapes.items() for d, n in enumerate(shape)
+                  if n == SENTINEL and len(base.shapes[k]) == len(shape)}
+        if len(before) != 1:
+            continue
+        size = before.pop()
+        try:
+            set_field(trial, name, size)
+            same = observe(build_meta(cls, trial)) == base
+        except Exception:  # noqa: S112
+            continue
+        if same:
+            yield name, size
 
 
 def _probe(cls: type, config: Any, result: Sensitivity, path: str, value: int) -> None:

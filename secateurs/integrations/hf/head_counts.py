@@ -8,7 +8,8 @@ modeling code derives ``head_dim`` from ``hidden_size // num_attention_heads`` (
 config sync's warning: their config has no ``head_dim`` field. The counts are written under transformers'
 standard names (``num_attention_heads``, ``num_key_value_heads``, ``hidden_size``), which every config maps
 to its own field through ``attribute_map`` (GPT-2's ``n_head``); the attention modules' head counts come
-from ``Family.heads``.
+from ``Family.heads``. ``config_counts.count_constraints`` (the provider registered for ``PreTrainedModel``)
+calls ``head_constraints`` first, then adds the counts the discovered config fields can express.
 """
 
 from __future__ import annotations
@@ -22,10 +23,9 @@ from torch import nn
 
 from secateurs.graph.groups import Group
 from secateurs.integrations.hf._common import FAMILIES, Family
-from secateurs.selection.constraints import CONSTRAINTS, CountConstraint
+from secateurs.selection.constraints import CountConstraint
 
 
-@CONSTRAINTS.register("transformers.modeling_utils.PreTrainedModel")
 def head_constraints(model: nn.Module, groups: Sequence[Group], kept: Mapping[int, int]) -> list[CountConstraint]:
     config = getattr(model, "config", None)
     family = FAMILIES.find(getattr(config, "model_type", ""))

@@ -1,0 +1,101 @@
+"""Kept counts the discovered config fields can express: tied widths keep their ratio, derived head sizes pin heads."""
+
+from __future__ import annotations
+
+import importlib
+import warnings
+
+import pytest
+import torch
+
+import secateurs as sc
+from secateurs.errors import NothingPrunedWarning, StockConfigWarning
+from secateurs.testing.hf_tiny import build
+from secateurs.testing.hf_zoo import max_relative_error
+
+transformers = pytest.importorskip("transformers")
+importlib.import_module("secateurs.integrations.hf.handlers")  # registers the Hugging Face provider
+
+
+def _reload_error(model, inputs, tmp_path) -> float:
+    model.save_pretrained(tmp_path)
+    fresh = type(model).from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        return max_relative_error(model(**inputs), fresh(**inputs))
+
+
+def test_shared_experts_keep_the_multiple_of_the_expert_width(tmp_path):
+    """Aria: shared experts are moe_num_shared_experts x the expert width; 30% of each rounds to 180 of 256 and
+    359 of 512, which no whole-number field values give; the plan keeps 360 = 2 x 180 and says so."""
+    tiny = build("aria_text")
+    model, inputs = tiny.model, tiny.inputs
+    cfg = model.config
+    assert (cfg.intermediate_size, cfg.moe_num_shared_experts) == (256, 2)
+    with pytest.warns(UserWarning, match="config cannot hold the asked widths"):
+        report = sc.prune(model, inputs, ratio={"ffn": 0.3})
+    assert report.verification.ok and report.verification.mode == "exact"
+    changes = report.plan.settings["count_constraints"]
+    assert [c["kept_asked"] for c in changes] == [[180, 359, 180, 359]]  # both layers: one field holds them all
+    assert [c["kept_used"] for c in changes] == [[180, 360, 180, 360]]
+    assert not report.plan.settings.get("checks")  # a stock config describes the result
+    assert model.config.intermediate_size == 180
+    assert model.layers[0].mlp.shared_experts.down_proj.in_features == 360
+    assert _reload_error(model, inputs, tmp_path) == 0.0
+
+
+def test_derived_head_size_keeps_every_head_and_prunes_the_ffn(tmp_path):
+    """BERT's query width is hidden_size (head size = hidden // heads): with the hidden size kept, no head count
+    but 8 can be written, so the heads stay and the FFN is pruned; the model reloads to the same outputs."""
+    tiny = build("bert")
+    model, inputs = tiny.model, tiny.inputs
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        report = sc.prune(model, inputs, ratio={"heads": 0.25, "ffn": 0.3})
+    said = [str(w.message) for w in caught]
+    assert any("heads ratio 0.25 -> 0 (8 of 8 kept)" in s for s in said)
+    assert any(issubclass(w.category, NothingPrunedWarning) and "config can express no smaller count" in str(w.message)
+               for w in caught)
+    assert not any(issubclass(w.category, StockConfigWarning) for w in caught)
+    assert report.verification.ok
+    removed = [(g.kind, len(g.removed)) for g in report.plan.groups if g.removed]
+    assert removed == [("channels", 76), ("channels", 76)]  # 30% of 256 in each layer; no head
+    assert [c["kept_used"] for c in report.plan.settings["count_constraints"]][0].count(8) == 2
+    assert model.config.num_attention_heads == 8 and model.config.intermediate_size == 180
+    assert _reload_error(model, inputs, tmp_path) == 0.0
+
+
+def test_valid_heads_false_keeps_the_asked_counts_and_warns_before_surgery():
+    tiny = build("bert")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        report = sc.prune(tiny.model, tiny.inputs, ratio={"heads": 0.25, "ffn": 0.3}, valid_heads=False)
+    assert sum(len(g.removed) for g in report.plan.groups if g.kind == "heads") == 4
+    assert any(issubclass(w.category, StockConfigWarning) and "derives the head size" in str(w.message)
+               for w in caught)
+
+
+def test_a_size_field_left_none_is_found_and_written(tmp_path):
+    """GPT-2's n_inner is None (the FFN is then 4 x n_embd): discovery finds that giving it a value sets the FFN
+    width, so a pruned FFN is written as n_inner and the stock class reloads it."""
+    from secateurs.integrations.hf.config_discovery import sensitivity
+
+    tiny = build("gpt2")
+    model, inputs = tiny.model, tiny.inputs
+    assert model.config.n_inner is None
+    assert sensitivity(type(model), model.config).written.get("n_inner") == 4 * 192
+    report = sc.prune(model, inputs, ratio={"ffn": 0.3})
+    assert report.verification.ok and not report.plan.settings.get("checks")
+    assert model.config.n_inner == 768 - 230
+    assert _reload_error(model, inputs, tmp_path) == 0.0
+
+
+def test_a_frozen_dim_in_another_layer_does_not_stop_the_constraint(tmp_path):
+    """data2vec-audio derives its head size, and its positional conv stack has dims no group plans at the ends of
+    its chain: those are not a layer asked to keep its width, so the heads are still kept whole and it reloads."""
+    tiny = build("data2vec-audio")
+    model, inputs = tiny.model, tiny.inputs
+    report = sc.prune(model, inputs, ratio={"heads": 0.25, "ffn": 0.3})
+    assert report.verification.ok and not report.plan.settings.get("checks")
+    assert [c["kept_used"].count(8) for c in report.plan.settings["count_constraints"]] == [2]
+    assert model.config.num_attention_heads == 8 and model.config.intermediate_size == 180
+    assert _reload_error(model, inputs, tmp_path) == 0.0
