@@ -75,6 +75,7 @@ def run_one(family: str, name: str, ratio: float = 0.3) -> dict[str, Any]:
         "params_kept": report.params_after / report.params_before,
         "macs_kept": report.macs_ratio,
         "replayed": replayed,
+        "float64": bool(v is not None and "in float64" in v.message),
         "left_out": sum(int(m.group(1)) for n in plan.settings.get("notes", [])
                         if (m := re.match(r"left out (\d+) group", n))),
         "reason": "" if ok else (v.message if v else "no verification"),
@@ -108,6 +109,8 @@ def _notes(r: dict[str, Any]) -> str:
         notes.append(f"heads pruned in {r['heads'][0]} of {r['heads'][1]} attention groups")
     if r.get("attributes"):
         notes.append(f"{r['attributes']} attributes rewritten")
+    if r.get("float64"):
+        notes.append("float32 rounding above 1e-4, exact in float64")
     if r.get("left_out"):
         notes.append(f"{r['left_out']} groups left out")
     if r.get("replayed") is False:
