@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from collections.abc import Mapping
 from typing import Any
@@ -29,11 +30,13 @@ from secateurs.rotation.planning import record_rotation, rotate_for_plan
 from secateurs.rotation.rotate import check_rotated, finish_slice_
 from secateurs.scoring.registry import get_criterion
 from secateurs.surgery.apply import apply_plan, snapshot_modules
+from secateurs.verification import precision
 from secateurs.verification.oracle import (
     VerifyResult,
     combine,
     compare,
     has_weights,
+    recheck_in_float64,
     reference_outputs,
     run,
     verify_exact_subset,
@@ -201,6 +204,8 @@ def _apply_verified(model: nn.Module, analysis: Analysis, p: Plan, example_input
     if reference is not None:
         result = compare(reference, model, p, example_inputs, tolerance=tolerance,
                          exporter=lambda m, x: after.append(capture(m, x)))
+        if not result.ok and tolerance is None and precision.applicable(model, result):
+            result, undo = _settle_rounding(model, p, example_inputs, result, undo)
         if subset_result is not None:
             result = combine(result, subset_result, sum(1 for g in p.groups if g.removed and not g.exact))
         if not result.ok:
@@ -227,6 +232,22 @@ def _apply_verified(model: nn.Module, analysis: Analysis, p: Plan, example_input
     undo.journal.drop()  # final: the replaced tensors (or their spill file) are let go
     return PruneReport(model, p, result, macs_before, macs_after, params_before, param_count(model), notes,
                        compensation, bytes_before, state_bytes(model))
+
+
+def _settle_rounding(model: nn.Module, p: Plan, example_inputs: ExampleInputs, result: VerifyResult,
+                     undo: Any) -> tuple[VerifyResult, Any]:
+    """A float32 comparison that failed on values only, decided again in float64 (``verification/precision.py``):
+    the model is restored to compare copies of the original and the pruned model, and pruned again when the
+    float64 comparison passes."""
+    pruned = copy.deepcopy(model)
+    undo.restore()
+    in_float64 = recheck_in_float64(model, pruned, p, example_inputs)
+    del pruned
+    redo = snapshot_modules(list(model.modules()))
+    apply_plan(model, p, journal=redo.journal)
+    if in_float64 is None or not in_float64.ok:
+        return result, redo
+    return precision.settled(result, in_float64), redo
 
 
 def _exact_subset(model: nn.Module, analysis: Analysis, p: Plan, example_inputs: ExampleInputs,

@@ -22,6 +22,7 @@ from secateurs.graph.capture import ExampleInputs, eval_mode, export_model, mode
 from secateurs.planning.attributes import describe_unbound
 from secateurs.plans import Plan
 from secateurs.surgery.spill import SPILL_BYTES, SliceStore
+from secateurs.verification import precision
 from secateurs.verification.behaviour import OpTrace, failing_module, first_difference, training_note
 from secateurs.verification.inputs import batch_size, check_example_inputs, resized_batch
 from secateurs.verification.outputs import (
@@ -34,7 +35,7 @@ from secateurs.verification.outputs import (
 )
 
 __all__ = ["Reference", "VerifyResult", "combine", "compare", "default_tolerance", "has_weights", "masked",
-           "masked_outputs", "reference_outputs", "run", "verify", "verify_exact_subset"]
+           "masked_outputs", "recheck_in_float64", "reference_outputs", "run", "verify", "verify_exact_subset"]
 
 
 @dataclass
@@ -290,8 +291,9 @@ def verify(reference: nn.Module | Mapping[str, torch.Tensor], pruned: nn.Module,
     elif not isinstance(reference, nn.Module):
         raise InvalidTypeError(f"reference must be the unpruned nn.Module or its state dict (taken before pruning), "
                                f"got {type(reference).__name__}")
-    return compare(reference_outputs(reference, plan, example_inputs), pruned, plan, example_inputs,
-                   tolerance=tolerance, reexport=reexport)
+    result = compare(reference_outputs(reference, plan, example_inputs), pruned, plan, example_inputs,
+                     tolerance=tolerance, reexport=reexport)
+    return _settled(reference, pruned, plan, example_inputs, result, tolerance)
 
 
 def verify_exact_subset(model: nn.Module, subset: Plan, example_inputs: ExampleInputs, *,
@@ -304,7 +306,29 @@ def verify_exact_subset(model: nn.Module, subset: Plan, example_inputs: ExampleI
     reference = reference_outputs(model, subset, example_inputs)
     clone = copy.deepcopy(model)
     apply_plan(clone, subset)
-    return compare(reference, clone, subset, example_inputs, exact=True, tolerance=tolerance, reexport=False)
+    result = compare(reference, clone, subset, example_inputs, exact=True, tolerance=tolerance, reexport=False)
+    return _settled(model, clone, subset, example_inputs, result, tolerance)
+
+
+def _settled(original: nn.Module, pruned: nn.Module, plan: Plan, example_inputs: ExampleInputs,
+             result: VerifyResult, tolerance: float | None) -> VerifyResult:
+    """``result``, or when it failed on values only, the float64 comparison's if that one passes (``precision.py``)."""
+    if tolerance is not None or not precision.applicable(pruned, result):
+        return result
+    in_float64 = recheck_in_float64(original, pruned, plan, example_inputs)
+    return precision.settled(result, in_float64) if in_float64 is not None and in_float64.ok else result
+
+
+def recheck_in_float64(original: nn.Module, pruned: nn.Module, plan: Plan,
+                       example_inputs: ExampleInputs) -> VerifyResult | None:
+    """``pruned`` compared with ``original`` masked by ``plan``, both copied to float64, with float64's tolerance;
+    None when the float64 copies do not run (a forward() mixing in float32 tensors of its own)."""
+    inputs = precision.double_inputs(example_inputs)
+    try:
+        reference = reference_outputs(precision.in_float64(original), plan, inputs)
+        return compare(reference, precision.in_float64(pruned), plan, inputs, exact=True, reexport=False)
+    except Exception:
+        return None
 
 
 def combine(structural: VerifyResult, subset: VerifyResult, n_inexact: int) -> VerifyResult:
@@ -316,7 +340,8 @@ def combine(structural: VerifyResult, subset: VerifyResult, n_inexact: int) -> V
                             subset.batch_sizes)
     if not structural.ok:
         return structural
-    message = (f"verified: exact groups match the masked original (max relative error {subset.rel_error:.2g}, "
+    how = " in float64 (their float32 difference is rounding)" if subset.message.startswith("verified in float64") else ""
+    message = (f"verified: exact groups match the masked original{how} (max relative error {subset.rel_error:.2g}, "
                f"max abs error {subset.max_abs_error:.2g}); {n_inexact} group(s) whose removal is not equal to "
                f"masking checked structurally (runs, keeps output shapes and dtypes"
                f"{', re-exports' if structural.reexported else ''})")
