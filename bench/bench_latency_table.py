@@ -45,7 +45,8 @@ def main() -> int:
         secs = time.perf_counter() - t
         lat = plan.settings["latency"]
         got = plan.settings["achieved"]["latency"]
-        extra = (f", predicted {lat['predicted']:.3f}, error {lat['error']:+.1%}, layers timed {lat['layers_timed']}, "
+        extra = (f", predicted {lat['predicted']:.3f}, error {lat['error']:+.1%}, corrections {lat['corrections']}, "
+                 f"layers timed {lat['layers_timed']}, "
                  f"phases {', '.join(f'{k} {v:.0f} s' for k, v in lat['seconds'].items())}" if lat.get("method") == "table"
                  else f", probes {len(lat['probes'])}")
         print(f"{name}: {secs:.0f} s, measured kept latency {got:.3f} (target {args.fraction}; "
