@@ -28,6 +28,18 @@ class Ref:
     name: str
 
 
+def refs_in(value: Any) -> Iterator[Ref]:
+    """Every ``Ref`` in ``value`` (node args and kwargs: nested lists, tuples and dicts)."""
+    if isinstance(value, Ref):
+        yield value
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from refs_in(v)
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from refs_in(v)
+
+
 @dataclass
 class OpNode:
     name: str

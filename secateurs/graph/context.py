@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from secateurs.graph.capture import OpNode, Ref
+from secateurs.graph.capture import OpNode, Ref, refs_in
 from secateurs.graph.meta import tensor_dtype
 from secateurs.graph.relations import Relations
 
@@ -40,18 +40,7 @@ class RuleContext:
     def tensor_refs(self) -> Iterator[Ref]:
         """Every tensor reference among the node's args and kwargs (nested lists included)."""
 
-        def walk(v: Any) -> Iterator[Ref]:
-            if isinstance(v, Ref):
-                yield v
-            elif isinstance(v, (list, tuple)):
-                for x in v:
-                    yield from walk(x)
-            elif isinstance(v, dict):
-                for x in v.values():
-                    yield from walk(x)
-
-        yield from walk(self.node.args)
-        yield from walk(self.node.kwargs)
+        yield from refs_in((self.node.args, self.node.kwargs))
 
     def users(self, ref: Ref) -> list[OpNode]:
         return self._users.get(ref.name, [])

@@ -19,12 +19,11 @@ feed-forward of every MoE expert pass.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
-from secateurs.graph.capture import OpNode, Ref
+from secateurs.graph.capture import OpNode, Ref, refs_in
 from secateurs.graph.structure import Structure
 
 #: ops through which a parameter is still "a weight" (views, layout, dtype, expert selection)
@@ -45,13 +44,6 @@ def _starts(target: str, names: tuple[str, ...]) -> bool:
                for n in names)
 
 
-def _refs(value: Any) -> Iterator[Ref]:
-    if isinstance(value, Ref):
-        yield value
-    elif isinstance(value, (list, tuple)):
-        for v in value:
-            yield from _refs(v)
-
 
 def _weights(nodes: list[OpNode], state: dict[str, str], kinds: dict[str, str]) -> set[str]:
     """Nodes whose value is a parameter seen through views (single tensor operand ops of ``_VIEWS``)."""
@@ -59,8 +51,8 @@ def _weights(nodes: list[OpNode], state: dict[str, str], kinds: dict[str, str]) 
     for node in nodes:
         if node.kind != "call" or not _starts(node.target, _VIEWS):
             continue
-        refs = list(_refs(node.args[:1]))
-        others = [r for r in _refs((node.args[1:], tuple(node.kwargs.values())))]
+        refs = list(refs_in(node.args[:1]))
+        others = [r for r in refs_in((node.args[1:], tuple(node.kwargs.values())))]
         if refs and refs[0].name in out and not [r for r in others if r.name not in out]:
             out.add(node.name)
     return out
@@ -96,8 +88,8 @@ def _contraction(node: OpNode, spaces: dict[str, list[list[int]]], weights: set[
             return [out[cx]], [xs[cx]], []
         return [], [], []
     if _starts(t, _ATTENTION) or _starts(t, ("aten.einsum",)) and not any(
-            r.name in weights for r in _refs(node.args[1:])):
-        return [], [], [s for r in _refs(node.args) for s in sp(r)] + out
+            r.name in weights for r in refs_in(node.args[1:])):
+        return [], [], [s for r in refs_in(node.args) for s in sp(r)] + out
     return [], [], []
 
 

@@ -8,24 +8,13 @@ rotate_half(q)*sin``, tanh-GELU's ``x + 0.044715*x**3``) are not residual connec
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
-from secateurs.graph.capture import Ref
+from secateurs.graph.capture import Ref, refs_in
 from secateurs.graph.relations import Relations
 
 SUMS = ("aten.add.", "aten.sub.")
 
-
-def _refs(value: Any) -> Iterator[Ref]:
-    if isinstance(value, Ref):
-        yield value
-    elif isinstance(value, (list, tuple)):
-        for v in value:
-            yield from _refs(v)
-    elif isinstance(value, dict):
-        for v in value.values():
-            yield from _refs(v)
 
 
 def tag_residual_streams(graph: Any) -> None:
@@ -34,7 +23,7 @@ def tag_residual_streams(graph: Any) -> None:
     state = set(captured.state_inputs)
     sources: dict[str, frozenset[str]] = {}
     for node in captured.nodes:
-        refs = [r for r in (*_refs(node.args), *_refs(node.kwargs)) if r.name in sources or r.name in state]
+        refs = [r for r in (*refs_in(node.args), *refs_in(node.kwargs)) if r.name in sources or r.name in state]
         if node.kind == "input":
             sources[node.name] = frozenset() if node.name in state else frozenset({node.name})
             continue

@@ -10,7 +10,6 @@ folds into those Linears' input columns.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +19,7 @@ from torch import nn
 
 from secateurs.errors import PlanError
 from secateurs.graph.analysis import Analysis
-from secateurs.graph.capture import Captured, Ref
+from secateurs.graph.capture import Captured, Ref, refs_in
 from secateurs.graph.groups import Group
 
 #: ops that pass a tensor on unchanged along its last dim
@@ -113,20 +112,10 @@ def probe_norm(module: nn.Module, path: str) -> Norm:
 def _users(captured: Captured) -> dict[str, list[Any]]:
     out: dict[str, list[Any]] = {}
     for node in captured.nodes:
-        for ref in _refs((node.args, node.kwargs)):
+        for ref in refs_in((node.args, node.kwargs)):
             out.setdefault(ref.name, []).append(node)
     return out
 
-
-def _refs(value: Any) -> Iterator[Ref]:
-    if isinstance(value, Ref):
-        yield value
-    elif isinstance(value, (list, tuple)):
-        for v in value:
-            yield from _refs(v)
-    elif isinstance(value, dict):
-        for v in value.values():
-            yield from _refs(v)
 
 
 def _output_node(captured: Captured, path: str) -> Any:
