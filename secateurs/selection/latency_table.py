@@ -12,6 +12,7 @@ times only the chosen plan, once, to report the prediction error.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -165,7 +166,9 @@ class LatencyTable:
 
 @dataclass
 class Predictor:
-    """Predicted latency of pruned copies: table layers at their pruned widths plus the measured rest."""
+    """Predicted latency of pruned copies: table layers at their pruned widths plus the measured rest (the ops
+    between the table layers: norms, activations, adds), scaled by the activations the layers read, which those
+    ops produce and which shrink with the channels."""
 
     table: LatencyTable
     specs: dict[str, LayerSpec]
@@ -185,11 +188,16 @@ class Predictor:
     def predict(self, pruned_meta: nn.Module) -> float:
         """Predicted latency of ``pruned_meta`` (a pruned copy, on any device, meta included)."""
         modules = dict(pruned_meta.named_modules())
-        total = self.rest_ms
+        total, read, read_full = 0.0, 0, 0
         for name, spec in self.specs.items():
             m = modules.get(name)
+            cin = spec.cin
             if isinstance(m, nn.Linear):
+                cin = m.in_features
                 total += self.table.predict(spec, m.in_features, m.out_features)
             elif isinstance(m, nn.Conv2d):
+                cin = m.in_channels
                 total += self.table.predict(spec, m.in_channels, m.out_channels)
-        return total
+            elements = math.prod(spec.shape)
+            read, read_full = read + cin * elements, read_full + spec.cin * elements
+        return total + self.rest_ms * (read / read_full if read_full else 1.0)

@@ -95,3 +95,22 @@ def test_a_table_that_misses_is_corrected_from_the_timed_check():
     lat = sc.plan(model, x, latency=target).settings["latency"]
     assert lat["corrections"] >= 1 and lat["error"] < -0.05  # the table alone is off by more than 5%
     assert abs(lat["measured"] / 0.5 - 1) <= 0.05  # the re-aimed search lands within half the tolerance
+
+
+class _CinTable:
+    """A table whose layers cost their input width (1 ms per channel)."""
+
+    def predict(self, spec, cin, cout) -> float:
+        return float(cin)
+
+
+def test_the_rest_shrinks_with_the_activations_the_layers_read():
+    from secateurs.selection.latency_table import Predictor
+
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+    specs = layer_specs(model, torch.randn(2, 8))
+    predictor = Predictor(_CinTable(), specs, rest_ms=12.0, full_ms=36.0)  # type: ignore[arg-type]
+    assert predictor.predict(model) == pytest.approx(8 + 16 + 12)
+    pruned = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 4))  # the hidden width halved
+    # layers 8 + 8; the rest (the ReLU between them) scales with the inputs the layers read: (8 + 8) / (8 + 16)
+    assert predictor.predict(pruned) == pytest.approx(8 + 8 + 12 * 16 / 24)
