@@ -349,3 +349,16 @@ def _decode_ignored(v: Any) -> str | type:
             return obj
     raise InvalidArgumentError(f"ignored type {path!r} is not among the imported classes; import its module before "
                                "reading the config, or ignore modules by name")
+
+
+def with_options(cls: type[Any], config: Any, options: dict[str, Any], what: str) -> Any:
+    """``config`` (or ``cls()``) with ``options`` set, after refusing names that are not fields of ``cls``; the
+    result's ``validate()`` is called. ``what`` names the options in the error (``"recover"``, ``"shear"``)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(options) - names)
+    if unknown:
+        raise InvalidArgumentError(f"unknown {what} option(s) {unknown}; known: {sorted(names)}")
+    cfg = dataclasses.replace(config, **options) if config is not None else cls(**options)
+    cfg.validate()
+    return cfg
+

@@ -6,6 +6,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from secateurs.config import with_options
 from secateurs.errors import InvalidArgumentError
 
 
@@ -104,12 +105,7 @@ class RecoverConfig:
 
     @staticmethod
     def make(config: RecoverConfig | None, options: dict[str, Any]) -> RecoverConfig:
-        names = {f.name for f in dataclasses.fields(RecoverConfig)}
-        unknown = sorted(set(options) - names)
-        if unknown:
-            raise InvalidArgumentError(f"unknown recover option(s) {unknown}; known: {sorted(names)}")
-        cfg = dataclasses.replace(config, **options) if config is not None else RecoverConfig(**options)
-        cfg.validate()
+        cfg: RecoverConfig = with_options(RecoverConfig, config, options, "recover")
         return cfg
 
 

@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from secateurs.config import with_options
 from secateurs.errors import InvalidArgumentError
 from secateurs.plans import Plan
 
@@ -67,12 +68,7 @@ class ShearConfig:
 
     @staticmethod
     def make(config: ShearConfig | None, options: dict[str, Any]) -> ShearConfig:
-        names = {f.name for f in dataclasses.fields(ShearConfig)}
-        unknown = sorted(set(options) - names)
-        if unknown:
-            raise InvalidArgumentError(f"unknown shear option(s) {unknown}; known: {sorted(names)}")
-        cfg = dataclasses.replace(config, **options) if config is not None else ShearConfig(**options)
-        cfg.validate()
+        cfg: ShearConfig = with_options(ShearConfig, config, options, "shear")
         return cfg
 
     def to_dict(self) -> dict[str, Any]:
