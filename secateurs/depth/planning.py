@@ -96,7 +96,7 @@ def without_dropped(analysis: Analysis, choice: DropChoice | None) -> Analysis:
     prefix = choice.container + "." if choice.container else ""
     inside = tuple(f"{prefix}{i}." for i in choice.dropped)
     groups = [g for g in analysis.groups if not all(m.fqn.startswith(inside) for m in g.members)]
-    return replace(analysis, groups=groups)
+    return replace(analysis, groups=groups, dropped=analysis.dropped + inside)
 
 
 def attach(plan: Plan, choice: DropChoice | None) -> Plan:

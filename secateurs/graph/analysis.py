@@ -39,6 +39,7 @@ class Analysis:
     unknown_ops: list[Frozen]
     fingerprint: str
     shapes: dict[str, tuple[int, ...]]
+    dropped: tuple[str, ...] = ()  # module prefixes ("layers.2.") of blocks the plan drops (``without_dropped``)
 
     @property
     def coupled(self) -> CoupledGraph:

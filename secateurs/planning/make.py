@@ -55,7 +55,9 @@ def make_plan(model: torch.nn.Module, analysis: Analysis, config: PruneConfig, *
     fixed = [g for g in candidates if fixed_ratio.get(g.id, 0.0) > 0]
     fixed_counts = {g.id: req.limits.rounded(g, math.floor(fixed_ratio[g.id] * g.n_units + 1e-9), capped=False)
                     for g in fixed}
-    valid = _Valid(model, candidates, config.valid_heads)
+    held = analysis.dropped + tuple(sorted({m.fqn.rsplit(".", 1)[0] + "." for g in analysis.groups
+                                            if group_is_ignored(g, req.ignore, model) for m in g.members}))
+    valid = _Valid(model, candidates, config.valid_heads, held)
     if not req.targets and req.scope == "local":  # counts known before scoring: say what changes before any work
         valid({**local_counts(free, lambda g: ratio_for(g, req.ratios), req.limits), **fixed_counts})
     stats = statistics_for(criterion, model, calibration, loss_fn, free + fixed) if free or fixed else None
@@ -99,15 +101,15 @@ def make_plan(model: torch.nn.Module, analysis: Analysis, config: PruneConfig, *
 class _Valid:
     """Counts moved onto ones the model's config accepts (``valid_heads``); warns once about what it changed."""
 
-    def __init__(self, model: torch.nn.Module, groups: list[Group], enabled: bool) -> None:
-        self.model, self.groups, self.enabled = model, groups, enabled
+    def __init__(self, model: torch.nn.Module, groups: list[Group], enabled: bool, held: tuple[str, ...] = ()) -> None:
+        self.model, self.groups, self.enabled, self.held = model, groups, enabled, held
         self.changes: list[dict[str, Any]] = []
         self._told: set[str] = set()
 
     def __call__(self, counts: Counts) -> Counts:
         if not self.enabled:
             return counts
-        out, changes = constrain(self.model, self.groups, counts)
+        out, changes = constrain(self.model, self.groups, counts, self.held)
         self.changes = changes
         if changes:
             text = describe(changes)

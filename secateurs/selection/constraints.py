@@ -31,25 +31,28 @@ class CountConstraint:
     why: str
 
 
-#: ``provider(model, groups, kept)`` -> constraints; ``kept`` maps a group id to the units selection keeps
-Provider = Callable[[nn.Module, Sequence[Group], Mapping[int, int]], list[CountConstraint]]
+#: ``provider(model, groups, kept, held)`` -> constraints; ``kept`` maps a group id to the units selection keeps;
+#: ``held``: module prefixes ("layers.2.") the user keeps out of the width plan (dropped blocks, ignored modules)
+Provider = Callable[[nn.Module, Sequence[Group], Mapping[int, int], Sequence[str]], list[CountConstraint]]
 CONSTRAINTS: Registry[Provider] = Registry("count constraint provider")
 
 
-def constraints_for(model: nn.Module, groups: Sequence[Group], kept: Mapping[int, int]) -> list[CountConstraint]:
+def constraints_for(model: nn.Module, groups: Sequence[Group], kept: Mapping[int, int],
+                    held: Sequence[str] = ()) -> list[CountConstraint]:
     load_integrations(model)  # the libraries' providers register when their integration is imported
     provider = CONSTRAINTS.for_type(type(model))
-    return provider(model, groups, kept) if provider is not None else []
+    return provider(model, groups, kept, held) if provider is not None else []
 
 
-def constrain(model: nn.Module, groups: Sequence[Group], counts: Mapping[int, int]) -> tuple[dict[int, int], list[dict[str, Any]]]:
+def constrain(model: nn.Module, groups: Sequence[Group], counts: Mapping[int, int],
+              held: Sequence[str] = ()) -> tuple[dict[int, int], list[dict[str, Any]]]:
     """``counts`` (group id -> units removed) moved onto counts the model's config accepts, and one record per
     constraint that changed them (module, why, kept counts asked and used)."""
     by_id = {g.id: g for g in groups}
     out = dict(counts)
     kept = {g.id: g.n_units - out.get(g.id, 0) for g in groups}
     changes: list[dict[str, Any]] = []
-    for c in constraints_for(model, groups, kept):
+    for c in constraints_for(model, groups, kept, held):
         ids = [i for i in c.groups if i in by_id]
         if len(ids) != len(c.groups):
             continue

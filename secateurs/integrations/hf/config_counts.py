@@ -24,19 +24,24 @@ from secateurs.integrations.hf.config_discovery import Sensitivity, sensitivity
 from secateurs.integrations.hf.config_solve import _columns, observables, solve
 from secateurs.integrations.hf.head_counts import head_constraints
 from secateurs.selection.constraints import CONSTRAINTS, CountConstraint
+from secateurs.selection.select import channel_role
 
 _LAYER = re.compile(r"\.\d+(?=[.:\[])")  # a layer index in a size key, masked to compare layers
 MAX_TRIES = 48  # solves per tied set before keeping its groups whole
 
 
 @CONSTRAINTS.register("transformers.modeling_utils.PreTrainedModel")
-def count_constraints(model: nn.Module, groups: Sequence[Group], kept: Mapping[int, int]) -> list[CountConstraint]:
+def count_constraints(model: nn.Module, groups: Sequence[Group], kept: Mapping[int, int],
+                      held: Sequence[str] = ()) -> list[CountConstraint]:
     """Head counts the config's own ``validate()`` accepts, then counts the discovered fields can express."""
-    return head_constraints(model, groups, kept) + tied_constraints(model, groups, kept)
+    return head_constraints(model, groups, kept) + tied_constraints(model, groups, kept, held)
 
 
-def tied_constraints(model: nn.Module, groups: Sequence[Group], kept: Mapping[int, int]) -> list[CountConstraint]:
-    """One constraint per set of field-tied groups whose asked counts a stock config cannot express."""
+def tied_constraints(model: nn.Module, groups: Sequence[Group], kept: Mapping[int, int],
+                     held: Sequence[str] = ()) -> list[CountConstraint]:
+    """One constraint per set of field-tied groups whose asked counts a stock config cannot express. Sets that
+    reach into ``held`` modules (dropped blocks, ignored modules: the user keeps them as they are) are left to the
+    plan check, which sees the pruned model."""
     config = getattr(model, "config", None)
     if config is None or not hasattr(config, "to_dict"):
         return []
@@ -55,7 +60,7 @@ def tied_constraints(model: nn.Module, groups: Sequence[Group], kept: Mapping[in
         if all(kept.get(g.id, g.n_units) == g.n_units for g in tied):
             continue
         asked = {g.id: kept.get(g.id, g.n_units) for g in tied}
-        if _uneven(tied, asked) or _elsewhere(tied, sizes, base, covered):
+        if _uneven(tied, asked) or _elsewhere(tied, sizes, base, covered, tuple(held)):
             continue  # widths asked to differ per layer: the plan check says what cannot be written
         problems = solve(sens, _target(tied, sizes, base, asked)).problems
         if not problems:
@@ -69,26 +74,24 @@ def tied_constraints(model: nn.Module, groups: Sequence[Group], kept: Mapping[in
 
 
 def _uneven(tied: Sequence[Group], asked: Mapping[int, int]) -> bool:
-    """Whether the request treats alike groups (same kind, same size) differently: widths asked to differ per layer
-    (``scope="global"``, overrides, groups of dropped layers left whole)."""
-    seen: dict[tuple[str, int], int] = {}
-    return any(seen.setdefault((g.kind, g.n_units), asked[g.id]) != asked[g.id] for g in tied)
+    """Whether the request treats alike groups (same kind and channel role, same size) differently: widths asked to
+    differ per layer (``scope="global"``, overrides, groups of dropped layers left whole). An intermediate width and
+    another channel group of the same size answer to different ratios, so they are not alike."""
+    seen: dict[tuple[str, str | None, int], int] = {}
+    return any(seen.setdefault((g.kind, channel_role(g), g.n_units), asked[g.id]) != asked[g.id] for g in tied)
 
 
 def _elsewhere(tied: Sequence[Group], sizes: Mapping[int, list[tuple[str, int]]], base: Mapping[str, int],
-               covered: set[str]) -> bool:
-    """Whether a layer has the sizes of ``tied`` (same names, another layer index) and none of them is planned here
-    (a layer being dropped, an ignored module): that layer is asked to keep its widths. A layer where only some
-    are planned (a frozen dim at the end of a chain) does not count."""
+               covered: set[str], held: tuple[str, ...]) -> bool:
+    """Whether a held module (a layer being dropped, an ignored module) has one of the sizes of ``tied`` (same
+    names, another layer index) that no group plans: that layer is asked to keep its widths. Sizes no group plans
+    outside held modules (a width frozen at a model output, a group left out) are ones the config must keep too,
+    so they do not count here: the solve keeps them."""
+    if not held:
+        return False
     patterns = {_LAYER.sub(".#", k) for g in tied for k, _ in sizes.get(g.id, [])}
-    layers: dict[str, bool] = {}  # layer prefix -> every size of the patterns there unplanned
-    for k in base:
-        ends = [m.end() for m in _LAYER.finditer(k)]
-        if ":" in k or not ends or _LAYER.sub(".#", k) not in patterns:
-            continue
-        prefix = k[:max(ends)]
-        layers[prefix] = layers.get(prefix, True) and k not in covered
-    return any(layers.values())
+    return any(k.startswith(held) and k not in covered and _LAYER.sub(".#", k) in patterns for k in base
+               if ":" not in k)
 
 
 def _member_sizes(groups: Sequence[Group], base: Mapping[str, int]) -> dict[int, list[tuple[str, int]]]:

@@ -99,3 +99,37 @@ def test_a_frozen_dim_in_another_layer_does_not_stop_the_constraint(tmp_path):
     assert [c["kept_used"].count(8) for c in report.plan.settings["count_constraints"]] == [2]
     assert model.config.num_attention_heads == 8 and model.config.intermediate_size == 180
     assert _reload_error(model, inputs, tmp_path) == 0.0
+
+
+def _group(gid: int, kind: str, n: int, tags: set[str]):
+    import numpy as np
+
+    from secateurs.graph.groups import Group, Member
+
+    return Group(gid, kind, [Member(f"m{gid}.weight", 0, gid)], {gid: np.arange(n).reshape(n, 1)}, True, tags=tags)
+
+
+def test_an_intermediate_width_and_another_channel_group_of_its_size_are_not_alike():
+    """D-FINE: one field ties an FFN-like conv width (asked 180 of 256) and a 256-wide channel group the request
+    leaves whole; they answer to different ratios, so the request is uniform and the set is constrained."""
+    from secateurs.integrations.hf.config_counts import _uneven
+
+    ffn, other, ffn2 = _group(1, "channels", 256, {"ffn"}), _group(2, "channels", 256, set()), _group(3, "channels",
+                                                                                                        256, {"ffn"})
+    assert not _uneven([ffn, other], {1: 180, 2: 256})
+    assert _uneven([ffn, ffn2], {1: 180, 3: 256})  # two FFN widths asked differently: per-layer widths
+
+
+def test_only_sizes_in_held_modules_leave_a_tied_set_to_the_plan_check():
+    """A size no group plans in a dropped or ignored block: the user keeps that block, so the set is left to the
+    plan check; the same size in a module the user did not hold (a width frozen at an output) must be kept by the
+    config, so it is no reason to skip."""
+    from secateurs.integrations.hf.config_counts import _elsewhere
+
+    tied = [_group(1, "channels", 8, {"ffn"})]
+    sizes = {1: [("layers.0.mlp.up.weight[0]", 1)]}
+    base = {"layers.0.mlp.up.weight[0]": 8, "layers.1.mlp.up.weight[0]": 8, "layers.1.attn:num_heads": 2}
+    covered = {"layers.0.mlp.up.weight[0]"}
+    assert _elsewhere(tied, sizes, base, covered, ("layers.1.",))
+    assert not _elsewhere(tied, sizes, base, covered, ())
+    assert not _elsewhere(tied, sizes, base, covered, ("layers.2.",))
