@@ -1,8 +1,8 @@
 """Which config fields of a ``PreTrainedModel`` class set which sizes: learned by rebuilding the class on the
 meta device from perturbed configs.
 
-Every integer field of the config (nested sub-configs included, as dotted paths like ``text_config.hidden_size``)
-is doubled in turn, the class is built on the meta device from that config, and the parameter/buffer shapes and
+Every integer field of the config (nested sub-configs included, as dotted paths like ``text_config.hidden_size``),
+and every float field (a width given as a ratio of another: ``mlp_ratio``, ``hidden_expansion``), is doubled in turn, the class is built on the meta device from that config, and the parameter/buffer shapes and
 the integer module attributes of the result are compared with those of the unperturbed build. A few fields that
 modeling code reads with ``getattr(config, name, default)`` but that configs often leave out (``head_dim``) are
 tried too. The result, a ``Sensitivity``, is cached per model class and config; nothing here knows a model family.
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -42,8 +43,8 @@ class Sensitivity:
     """For each config field path: its value and the observation of a build with it changed."""
 
     base: Observed
-    values: dict[str, int]
-    probes: dict[str, tuple[int, Observed]] = field(default_factory=dict)  # path -> (new value, observation)
+    values: dict[str, int | float]  # floats: ratio fields (``size_fields``)
+    probes: dict[str, tuple[int | float, Observed]] = field(default_factory=dict)  # path -> (new value, observation)
     failed: dict[str, str] = field(default_factory=dict)  # path -> why no build was possible
     config: Any = None  # the config probed: the model's, plus the latent fields it reads, written explicitly
     written: dict[str, int] = field(default_factory=dict)  # latent fields to write with any rewrite
@@ -70,6 +71,30 @@ def int_fields(config: Any, prefix: str = "", depth: int = 0) -> Iterator[tuple[
             yield f"{prefix}{name}", value
         elif isinstance(value, (list, tuple)) and 0 < len(value) <= 8 and all(_is_int(v) and v > 0 for v in value):
             yield from ((f"{prefix}{name}[{i}]", int(v)) for i, v in enumerate(value))
+
+
+def _is_float(value: Any) -> bool:
+    return isinstance(value, float) and math.isfinite(value) and value > 0
+
+
+def size_fields(config: Any, prefix: str = "", depth: int = 0) -> Iterator[tuple[str, int | float]]:
+    """``int_fields``, then the positive float fields (and short float lists, ``mlp_ratio[i]``): a width may be a
+    float times another (``int(dim * mlp_ratio)``). Most floats (dropouts, epsilons) move no size, so their probes
+    change nothing and they never enter a solve."""
+    yield from int_fields(config, prefix, depth)
+    yield from _float_fields(config, prefix, depth)
+
+
+def _float_fields(config: Any, prefix: str, depth: int) -> Iterator[tuple[str, float]]:
+    for name, value in sorted(vars(config).items()):
+        if name.startswith("_") or _SKIP.fullmatch(name):
+            continue
+        if is_config(value) and depth < 3:
+            yield from _float_fields(value, f"{prefix}{name}.", depth + 1)
+        elif _is_float(value):
+            yield f"{prefix}{name}", value
+        elif isinstance(value, (list, tuple)) and 0 < len(value) <= 8 and all(_is_float(v) for v in value):
+            yield from ((f"{prefix}{name}[{i}]", float(v)) for i, v in enumerate(value))
 
 
 def _split(part: str) -> tuple[str, int | None]:
@@ -155,7 +180,7 @@ def sensitivity(cls: type, config: Any) -> Sensitivity:
 def _discover(cls: type, config: Any) -> Sensitivity:
     base = observe(build_meta(cls, copy.deepcopy(config)))
     config, written = _with_latent(cls, config, base)
-    values = dict(int_fields(config))
+    values: dict[str, int | float] = dict(size_fields(config))
     result = Sensitivity(base, values, config=config, written=written)
     for path, value in list(values.items())[:MAX_FIELDS]:
         _probe(cls, config, result, path, value)
@@ -217,7 +242,7 @@ def _unset_sizes(cls: type, config: Any, base: Observed) -> Iterator[tuple[str, 
             yield name, size
 
 
-def _probe(cls: type, config: Any, result: Sensitivity, path: str, value: int) -> None:
+def _probe(cls: type, config: Any, result: Sensitivity, path: str, value: int | float) -> None:
     """Build with ``path`` doubled (tripled when doubling adds or removes tensors, as when it makes two widths
     equal that a projection sits between) and record what moved."""
     for factor in (2, 3):
@@ -239,8 +264,8 @@ def _probe_together(cls: type, config: Any, result: Sensitivity) -> None:
     """Fields that change the set of tensors alone but not together with the other fields of the same value (OPT's
     ``hidden_size`` and ``word_embed_proj_dim``: a projection appears when they differ) are one unknown, probed
     jointly under the path ``"a+b"``."""
-    by_value: dict[int, list[str]] = {}
-    for path in sorted(result.structural):
+    by_value: dict[int | float, list[str]] = {}
+    for path in sorted(p for p in result.structural if _is_int(result.values[p])):
         by_value.setdefault(result.values[path], []).append(path)
     for value, paths in by_value.items():
         if len(paths) < 2:

@@ -24,9 +24,9 @@ MAX_SUBSET = 4
 
 @dataclass
 class Solution:
-    values: dict[str, int] = field(default_factory=dict)  # config path -> new value (only those that change)
+    values: dict[str, int | float] = field(default_factory=dict)  # config path -> new value (only those that change)
     problems: list[str] = field(default_factory=list)
-    alternatives: list[dict[str, int]] = field(default_factory=list)  # every exact solution, best first
+    alternatives: list[dict[str, int | float]] = field(default_factory=list)  # every exact solution, best first
 
 
 def observables(obs: Observed) -> dict[str, int]:
@@ -82,7 +82,7 @@ def solve(sens: Sensitivity, target: dict[str, int]) -> Solution:
                       else 0.0 for k in keys])
     is_attr = np.array([":" in k for k in keys])
     is_changed = np.array([k in changed for k in keys])
-    found: list[tuple[int, int, dict[str, int]]] = []
+    found: list[tuple[int, int, dict[str, int | float]]] = []
     for size in range(1, min(MAX_SUBSET, len(candidates)) + 1):
         for subset in itertools.combinations(range(len(candidates)), size):
             a = a_all[:, subset]
@@ -113,18 +113,31 @@ def solve(sens: Sensitivity, target: dict[str, int]) -> Solution:
 
 
 def _try(sens: Sensitivity, subset: list[tuple[str, ...]], a: np.ndarray, b: np.ndarray
-         ) -> tuple[np.ndarray, dict[str, int]] | None:
+         ) -> tuple[np.ndarray, dict[str, int | float]] | None:
     x, *_ = np.linalg.lstsq(a, b, rcond=None)
     if np.max(np.abs(a @ x - b), initial=0.0) > 1e-9:
         return None
-    values: dict[str, int] = {}
+    values: dict[str, int | float] = {}
     for group, xi in zip(subset, x.tolist(), strict=True):
-        new = sens.values[group[0]] * math.exp(xi)
+        old = sens.values[group[0]]
+        new = old * math.exp(xi)
+        if isinstance(old, float):  # a ratio field: any value; nudged up so int(size * ratio) lands on the size
+            if abs(xi) > 1e-12:
+                values.update({path: _ratio(new) for joint in group for path in joint.split("+")})
+            continue
         if abs(new - round(new)) > 1e-6 * max(new, 1.0) or round(new) < 1:
             return None
-        if round(new) != sens.values[group[0]]:
+        if round(new) != old:
             values.update({path: int(round(new)) for joint in group for path in joint.split("+")})
     return x, values
+
+
+def _ratio(value: float) -> float:
+    """``value`` written with few digits when that is exact enough, a hair above it otherwise: modeling code
+    truncates (``int(dim * mlp_ratio)``), and ``dim * value`` computed in floats may fall just below the whole
+    size it stands for."""
+    short = float(f"{value:.6g}")
+    return short if short >= value else float(f"{value * (1 + 1e-9):.12g}")
 
 
 def _conflict(a: np.ndarray, b: np.ndarray, keys: list[str], fields: list[str], base: dict[str, int],

@@ -46,7 +46,7 @@ MAX_TRIES = 4  # exact solutions checked by a rebuild, best first
 class ConfigRewrite:
     """The config fields that describe a pruned model, or why none do."""
 
-    values: dict[str, int] = field(default_factory=dict)  # config path -> new value
+    values: dict[str, int | float] = field(default_factory=dict)  # config path -> new value
     attributes: dict[str, int] = field(default_factory=dict)  # "module:attr" -> value a fresh build has
     problems: list[str] = field(default_factory=list)
 
@@ -87,7 +87,7 @@ def config_rewrite(model: nn.Module) -> ConfigRewrite:
     return first or ConfigRewrite()
 
 
-def _checked(cls: type, config: Any, values: dict[str, int], pruned: Observed, base: Observed) -> ConfigRewrite:
+def _checked(cls: type, config: Any, values: dict[str, int | float], pruned: Observed, base: Observed) -> ConfigRewrite:
     """``values`` written into a copy of ``config``, read back as from_pretrained would, built and compared."""
     new_config = copy.deepcopy(config)
     for path, value in values.items():
@@ -188,7 +188,7 @@ def _set_attribute(module: nn.Module, attr: str, value: int) -> None:
         setattr(module, attr, value)
 
 
-def _fields(values: dict[str, int]) -> str:
+def _fields(values: dict[str, int | float]) -> str:
     return ", ".join(f"{k}={v}" for k, v in sorted(values.items())) or "no change"
 
 

@@ -133,3 +133,40 @@ def test_only_sizes_in_held_modules_leave_a_tied_set_to_the_plan_check():
     assert _elsewhere(tied, sizes, base, covered, ("layers.1.",))
     assert not _elsewhere(tied, sizes, base, covered, ())
     assert not _elsewhere(tied, sizes, base, covered, ("layers.2.",))
+
+
+class _RatioConfig(transformers.PretrainedConfig):
+    model_type = "secateurs_ratio_test"
+
+    def __init__(self, hidden_size: int = 24, mlp_ratio: float = 4.0, **kwargs):
+        self.hidden_size, self.mlp_ratio = hidden_size, mlp_ratio
+        super().__init__(**kwargs)
+
+
+class _RatioModel(transformers.PreTrainedModel):
+    config_class = _RatioConfig
+    base_model_prefix = "ratio"
+
+    def __init__(self, config: _RatioConfig):
+        super().__init__(config)
+        inner = int(config.hidden_size * config.mlp_ratio)  # the width is a float times another field
+        self.up, self.down = torch.nn.Linear(config.hidden_size, inner), torch.nn.Linear(inner, config.hidden_size)
+        self.post_init()
+
+    def forward(self, x):
+        return x + self.down(torch.relu(self.up(x)))
+
+
+def test_a_width_given_as_a_float_ratio_is_written_as_that_ratio(tmp_path):
+    """int(24 * mlp_ratio) = 96 pruned by 30% keeps 68 neurons: mlp_ratio becomes 68/24 = 2.8333..., written a hair
+    above so that int() lands on 68, and the stock class rebuilds the pruned model."""
+    torch.manual_seed(0)
+    model = _RatioModel(_RatioConfig()).eval()
+    x = torch.randn(2, 5, 24)
+    report = sc.prune(model, (x,), ratio={"ffn": 0.3})
+    assert report.verification.ok and model.up.out_features == 68
+    assert int(24 * model.config.mlp_ratio) == 68 and abs(model.config.mlp_ratio - 68 / 24) < 1e-6
+    model.save_pretrained(tmp_path)
+    fresh = _RatioModel.from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        assert torch.equal(model(x), fresh(x))
