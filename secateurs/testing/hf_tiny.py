@@ -38,10 +38,14 @@ SIZES: tuple[tuple[str, int], ...] = (
     (r"vocab_size", VOCAB),
 )
 _TOKEN = re.compile(r".*_token_(id|index)$")
+#: sizes a config may leave None although the model cannot be built without them (ESM's vocabulary, dots1's experts)
+_REQUIRED = re.compile(r"vocab_size|num_local_experts|num_experts|n_routed_experts|num_experts_per_tok|n_shared_experts")
 MAX_POSITIONS = 512
 
 
 def _tiny_value(name: str, value: Any) -> Any:
+    if value is None and _REQUIRED.fullmatch(name):
+        return next(tiny for pattern, tiny in SIZES if re.fullmatch(pattern, name))
     if isinstance(value, bool) or not isinstance(value, int):
         if name == "depths" and isinstance(value, (list, tuple)) and all(isinstance(v, int) for v in value):
             return [1] * len(value)
@@ -84,6 +88,7 @@ def tiny_kwargs(config_class: type, depth: int = 0, defaults: dict[str, Any] | N
             out[name] = new
     _keep_mha(values, out)
     _same_head_dims(values, out)
+    _same_widths(values, out)
     _per_layer_lists(values, out)
     return out
 
@@ -93,6 +98,27 @@ def _same_head_dims(values: dict[str, Any], out: dict[str, Any]) -> None:
     for name, value in values.items():
         if name != "head_dim" and name.endswith("head_dim") and values.get("head_dim") == value and name in out:
             out["head_dim"] = out[name]
+
+_WIDTH = re.compile(r".*(dim|size|channels|features).*")
+_HIDDEN = SIZES[5][0]
+
+
+def _same_widths(values: dict[str, Any], out: dict[str, Any]) -> None:
+    """A width field no pattern shrinks whose default equals the hidden size's (WavTokenizer's ``codebook_dim``,
+    the last of EfficientLoFTR's ``out_features``) shrinks with it: validators often require them equal."""
+    hidden = next((k for k in values if re.fullmatch(_HIDDEN, k) and k in out and isinstance(values[k], int)), None)
+    if hidden is None:
+        return
+    old, new = values[hidden], out[hidden]
+    for name, value in values.items():
+        if name in out or not _WIDTH.fullmatch(name) or isinstance(value, bool):
+            continue
+        if isinstance(value, int) and value == old:
+            out[name] = new
+        elif isinstance(value, list) and value and all(isinstance(v, int) and not isinstance(v, bool) for v in value) \
+                and value[-1] == old:
+            out[name] = [min(v, new) for v in value]
+
 
 _KV = ("num_key_value_heads", "num_kv_heads", "n_kv_heads", "n_kv_head")
 _HEADS = ("num_attention_heads", "n_head", "n_heads", "num_heads")
@@ -113,6 +139,11 @@ def _per_layer_lists(values: dict[str, Any], out: dict[str, Any]) -> None:
     for name, value in values.items():
         if name not in out and isinstance(value, list) and len(value) in counts and len(value) > counts[len(value)]:
             out[name] = value[: counts[len(value)]]
+    layers = min(counts.values(), default=None)
+    for name, value in values.items():  # per-layer overrides keyed by layer index ("05": {...}) keep the layers left
+        if layers is not None and name not in out and isinstance(value, dict) and value and all(
+                str(k).isdigit() for k in value):
+            out[name] = {k: v for k, v in value.items() if int(k) < layers}
 
 
 def tiny_config(model_type: str) -> Any:
