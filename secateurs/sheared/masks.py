@@ -45,18 +45,25 @@ class HardConcrete(nn.Module):
     def keep_probability(self) -> torch.Tensor:
         return torch.sigmoid(self.log_alpha - BETA * math.log(-GAMMA / ZETA))
 
-    def final(self, k: int) -> torch.Tensor:
-        """Exactly ``k`` nonzero units along the last dim (per row for a per-layer mask)."""
+    def top_k(self, k: int) -> torch.Tensor:
+        """1 for the ``k`` largest ``log_alpha`` along the last dim (ties: lower index), else 0."""
         with torch.no_grad():
             la = self.log_alpha.detach()
             rows = la.reshape(-1, la.shape[-1])
-            values = self.deterministic().detach().reshape(rows.shape).clamp(min=MIN_KEPT)
             out = torch.zeros_like(rows)
             for r in range(rows.shape[0]):
                 row = [-float(v) for v in rows[r]]
-                order = sorted(range(len(row)), key=row.__getitem__)[:k]  # stable: ties keep the lower index
-                out[r, order] = values[r, order]
+                out[r, sorted(range(len(row)), key=row.__getitem__)[:k]] = 1.0  # stable sort: ties keep lower index
             return out.reshape(la.shape)
+
+    def final(self, k: int, hard: bool = False) -> torch.Tensor:
+        """Exactly ``k`` nonzero units along the last dim (per row for a per-layer mask): their deterministic values
+        (floored at ``MIN_KEPT``), or 1 with ``hard``."""
+        keep = self.top_k(k)
+        if hard:
+            return keep
+        with torch.no_grad():
+            return keep * self.deterministic().detach().clamp(min=MIN_KEPT)
 
 
 @dataclass(frozen=True)
