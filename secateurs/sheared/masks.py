@@ -5,7 +5,8 @@ with ``s = sigmoid((log u - log(1 - u) + log_alpha) / beta)``, ``u ~ U(0, 1)``, 
 positive probability and gradients flow through ``log_alpha``. ``keep_probability`` is ``P(z != 0)``, whose sum is
 the expected number of units kept (the L0 norm) that the Lagrangian drives to the target. ``final`` keeps exactly
 ``k`` units: the ``k`` largest ``log_alpha`` (ties: lower index), each with its deterministic value
-``clamp(sigmoid(log_alpha) * (zeta - gamma) + gamma, 0, 1)``, floored at ``MIN_KEPT`` so a kept unit is never 0.
+``clamp(sigmoid(log_alpha) * (zeta - gamma) + gamma, 0, 1)``, floored at ``MIN_KEPT`` so a kept unit is never 0,
+or with ``hard`` the value 1 (``top_k``: the 0/1 choice alone; what ``sc.shear``'s annealing phase trains on).
 """
 
 from __future__ import annotations
