@@ -5,7 +5,8 @@ with ``s = sigmoid((log u - log(1 - u) + log_alpha) / beta)``, ``u ~ U(0, 1)``, 
 positive probability and gradients flow through ``log_alpha``. ``keep_probability`` is ``P(z != 0)``, whose sum is
 the expected number of units kept (the L0 norm) that the Lagrangian drives to the target. ``final`` keeps exactly
 ``k`` units: the ``k`` largest ``log_alpha`` (ties: lower index), each with its deterministic value
-``clamp(sigmoid(log_alpha) * (zeta - gamma) + gamma, 0, 1)``, floored at ``MIN_KEPT`` so a kept unit is never 0.
+``clamp(sigmoid(log_alpha) * (zeta - gamma) + gamma, 0, 1)``, floored at ``MIN_KEPT`` so a kept unit is never 0,
+or with ``hard`` the value 1 (``top_k``: the 0/1 choice alone; what ``sc.shear``'s annealing phase trains on).
 """
 
 from __future__ import annotations
@@ -45,18 +46,25 @@ class HardConcrete(nn.Module):
     def keep_probability(self) -> torch.Tensor:
         return torch.sigmoid(self.log_alpha - BETA * math.log(-GAMMA / ZETA))
 
-    def final(self, k: int) -> torch.Tensor:
-        """Exactly ``k`` nonzero units along the last dim (per row for a per-layer mask)."""
+    def top_k(self, k: int) -> torch.Tensor:
+        """1 for the ``k`` largest ``log_alpha`` along the last dim (ties: lower index), else 0."""
         with torch.no_grad():
             la = self.log_alpha.detach()
             rows = la.reshape(-1, la.shape[-1])
-            values = self.deterministic().detach().reshape(rows.shape).clamp(min=MIN_KEPT)
             out = torch.zeros_like(rows)
             for r in range(rows.shape[0]):
                 row = [-float(v) for v in rows[r]]
-                order = sorted(range(len(row)), key=row.__getitem__)[:k]  # stable: ties keep the lower index
-                out[r, order] = values[r, order]
+                out[r, sorted(range(len(row)), key=row.__getitem__)[:k]] = 1.0  # stable sort: ties keep lower index
             return out.reshape(la.shape)
+
+    def final(self, k: int, hard: bool = False) -> torch.Tensor:
+        """Exactly ``k`` nonzero units along the last dim (per row for a per-layer mask): their deterministic values
+        (floored at ``MIN_KEPT``), or 1 with ``hard``."""
+        keep = self.top_k(k)
+        if hard:
+            return keep
+        with torch.no_grad():
+            return keep * self.deterministic().detach().clamp(min=MIN_KEPT)
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from secateurs.sheared.config import ShearConfig, ShearResult
 from secateurs.sheared.domains import Batches
 from secateurs.sheared.finish import prune_by_masks
 from secateurs.sheared.hooks import MaskValues, masked
+from secateurs.sheared.importance import ranked_log_alpha, unit_scores
 from secateurs.sheared.layout import Layout, find_layout, structures
 from secateurs.sheared.masks import HardConcrete, Structure
 
@@ -96,21 +97,52 @@ def _trainer(model: nn.Module, masks: nn.ModuleDict, lag: Lagrangian, cfg: Shear
 
 
 def _step(model: nn.Module, trainer: S.Trainer, structs: list[Structure], values: MaskValues, batch: Any,
-          loss_fn: LossFn, progress: float, cfg: ShearConfig, noise: torch.Generator) -> tuple[float, float, dict]:
+          loss_fn: LossFn, progress: float, cfg: ShearConfig, noise: torch.Generator,
+          fixed: dict[str, torch.Tensor] | None = None) -> tuple[float, float, dict]:
+    """One step: sampled masks, model loss plus the Lagrangian, every optimizer; with ``fixed`` (the annealing
+    phase) those mask values, the model loss and the weights' optimizer only."""
     masks = trainer.modules["masks"]
-    values.current = {name: m.sample(noise) for name, m in masks.items()}  # type: ignore[operator]
+    if fixed is None:
+        values.current = {name: m.sample(noise) for name, m in masks.items()}  # type: ignore[operator]
+    else:
+        values.current = fixed
     args, kwargs = model_inputs(model, batch)
     loss = loss_fn(model(*args, **kwargs), batch)
-    penalty, report = trainer.modules["lagrangian"](masks, structs, progress)
+    if fixed is None:
+        penalty, report = trainer.modules["lagrangian"](masks, structs, progress)
+        optimizers = trainer.optimizers
+    else:
+        penalty, report = torch.zeros(()), {s.name: {"expected": float(s.target), "target": float(s.target)}
+                                            for s in structs}
+        optimizers = {k: v for k, v in trainer.optimizers.items() if k == "weights"}
     (loss + penalty).backward()
-    params = [p for opt in trainer.optimizers.values() for g in opt.param_groups for p in g["params"]]
+    params = [p for opt in optimizers.values() for g in opt.param_groups for p in g["params"]]
     _average_gradients(params)
-    if cfg.max_grad_norm is not None and "weights" in trainer.optimizers:
-        torch.nn.utils.clip_grad_norm_(trainer.optimizers["weights"].param_groups[0]["params"], cfg.max_grad_norm)
-    for opt in trainer.optimizers.values():
+    if cfg.max_grad_norm is not None and "weights" in optimizers:
+        torch.nn.utils.clip_grad_norm_(optimizers["weights"].param_groups[0]["params"], cfg.max_grad_norm)
+    for opt in optimizers.values():
         opt.step()
+    for opt in trainer.optimizers.values():
         opt.zero_grad(set_to_none=True)
     return float(loss.detach()), float(penalty.detach()), report
+
+
+def _init_from_activations(model: nn.Module, layout: Layout, masks: nn.ModuleDict, structs: list[Structure],
+                           data: Iterable[Any] | Mapping[str, Iterable[Any]], cfg: ShearConfig) -> None:
+    draw = Batches(data, None, None, 1, cfg.seed)
+    scores = unit_scores(model, layout, [draw.next()[1] for _ in range(cfg.init_batches)], structs)
+    with torch.no_grad():
+        for s in structs:
+            start = ranked_log_alpha(scores[s.name], cfg.init_keep, cfg.init_spread)
+            masks[s.name].log_alpha.copy_(start)  # type: ignore[operator]
+
+
+def _anneal(cfg: ShearConfig) -> float:
+    return cfg.anneal if cfg.train_weights else 0.0
+
+
+def _final_values(masks: nn.ModuleDict, structs: list[Structure], hard: bool) -> dict[str, torch.Tensor]:
+    return {s.name: masks[s.name].final(s.target, hard) for s in structs}  # type: ignore[operator]
 
 
 def shear(model: nn.Module, data: Iterable[Any] | Mapping[str, Iterable[Any]], target: Mapping[str, int], *,
@@ -136,9 +168,13 @@ def shear(model: nn.Module, data: Iterable[Any] | Mapping[str, Iterable[Any]], t
     result_log: dict[str, Any] = {"history": [], "domains": []}
     noise = torch.Generator().manual_seed(cfg.seed * 1000 + D.rank())  # mask sampling; its state is checkpointed
     start = _resume(cfg, trainer, batches, noise, structs, target, result_log, model)
+    if start == 0 and cfg.init_from == "activations":
+        _init_from_activations(model, layout, masks, structs, data, cfg)
     first = example_inputs
     values = MaskValues()
     flags = [(m, m.training) for m in model.modules()]
+    anneal_from = cfg.steps - round(_anneal(cfg) * cfg.steps)
+    fixed: dict[str, torch.Tensor] | None = None
     model.train()
     try:
         with masked(layout, values):
@@ -146,8 +182,10 @@ def shear(model: nn.Module, data: Iterable[Any] | Mapping[str, Iterable[Any]], t
                 domain, batch = batches.next()
                 first = batch if first is None else first
                 progress = min(1.0, (step + 1) / max(cfg.warmup * cfg.steps, 1e-9)) if cfg.warmup > 0 else 1.0
+                if step >= anneal_from and fixed is None:  # the structure is chosen: train on it (mask values 1)
+                    fixed = _final_values(masks, structs, hard=True)
                 loss, penalty, report = _step(model, trainer, structs, values, batch, loss_fn or lm_loss, progress,
-                                              cfg, noise)
+                                              cfg, noise, fixed)
                 weights = batches.record(domain, loss, step)
                 if weights is not None:
                     result_log["domains"].append({"step": step + 1, **weights})
@@ -167,7 +205,7 @@ def shear(model: nn.Module, data: Iterable[Any] | Mapping[str, Iterable[Any]], t
 def _finish(model: nn.Module, layout: Layout, masks: nn.ModuleDict, structs: list[Structure],
             target: Mapping[str, int], example_inputs: Any, cfg: ShearConfig, log: dict[str, Any],
             start: int) -> ShearResult:
-    values = {s.name: masks[s.name].final(s.target) for s in structs}  # type: ignore[operator]
+    values = _final_values(masks, structs, hard=_anneal(cfg) > 0)
     record = {"target": dict(target), "steps": cfg.steps, "config": cfg.to_dict(),
               "expected": log["history"][-1] if log["history"] else None}
     with torch.no_grad():

