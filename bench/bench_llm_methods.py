@@ -56,9 +56,22 @@ def widths(model: Any) -> str:
             f"ffn{c.intermediate_size}")
 
 
+def unseen_bytes() -> torch.Tensor:
+    """A second test text the settings were never chosen on: the docstrings of a few standard-library modules
+    (another register of English than the documentation topics the model was trained on), as UTF-8 bytes."""
+    import importlib
+    import inspect
+
+    names = ("argparse", "collections", "json", "textwrap", "string", "functools", "itertools", "pathlib")
+    text = "\n\n".join(inspect.getdoc(getattr(importlib.import_module(n), a)) or "" for n in names
+                       for a in sorted(dir(importlib.import_module(n))) if not a.startswith("_")
+                       and callable(getattr(importlib.import_module(n), a)))
+    return torch.frombuffer(bytearray(text.encode("utf-8")), dtype=torch.uint8).to(torch.long)
+
+
 def measure(model: Any, base_params: int) -> dict[str, Any]:
-    return {"perplexity": perplexity(model, held_out_bytes()), "widths": widths(model),
-            "params": sum(p.numel() for p in model.parameters()) / base_params}
+    return {"perplexity": perplexity(model, held_out_bytes()), "unseen_perplexity": perplexity(model, unseen_bytes()),
+            "widths": widths(model), "params": sum(p.numel() for p in model.parameters()) / base_params}
 
 
 def quiet_prune(model: Any, x: Any, **kw: Any) -> Any:
@@ -193,7 +206,8 @@ def markdown(res: dict[str, Any]) -> str:
         rows = res.get(part) or []
         if not rows:
             continue
-        out += [f"### {part}", "", "| setting | method | widths | params kept | perplexity | notes |", "|---|---|---|---|---|---|"]
+        out += [f"### {part}", "", "| setting | method | widths | params kept | perplexity | unseen text | notes |",
+                "|---|---|---|---|---|---|---|"]
         for r in rows:
             notes = []
             for key in ("kept_variance", "exact_rel_error", "masked_rel_error", "forward_kl", "reverse_kl"):
@@ -202,8 +216,9 @@ def markdown(res: dict[str, Any]) -> str:
             if "layers" in r:
                 notes.append(f"removed {r['layers']}")
             ppl = r.get("perplexity")
+            unseen = r.get("unseen_perplexity")
             out.append(f"| {r['setting']} | {r['method']} | {r.get('widths', '')} | {r.get('params', math.nan):.1%} | "
-                       f"{ppl:.3f} | {'; '.join(notes)} |")
+                       f"{ppl:.3f} | {'-' if unseen is None else f'{unseen:.3f}'} | {'; '.join(notes)} |")
         out.append("")
     m = res["machine"]
     out.append(f"Machine: {m['processor']}, {m['cpus']} CPUs (shared), 1 thread, torch {m['torch']}; {res['date']}; "

@@ -36,6 +36,7 @@ class Attempt:
     reload: str = ""  # "same" | "differs" | "fails" | "" (not tried)
     reload_error: float | None = None
     reload_reason: str = ""
+    kept_by_config: dict[str, str] = field(default_factory=dict)  # unit kind -> why the config kept units asked
 
     @property
     def ok(self) -> bool:
@@ -101,6 +102,10 @@ def attempt(model: nn.Module, inputs: dict[str, Any], ratio: dict[str, float]) -
             return out
     stock = [str(w.message) for w in caught if issubclass(w.category, StockConfigWarning)]
     out.stock_config = stock[0][:600] if stock else ""
+    for change in report.plan.settings.get("count_constraints") or []:
+        for kind, asked, used in zip(change["kinds"], change["kept_asked"], change["kept_used"], strict=True):
+            if used > asked:
+                out.kept_by_config.setdefault(kind, str(change["why"])[:300])
     for g in report.plan.groups:
         if g.removed:
             out.removed[g.kind] = out.removed.get(g.kind, 0) + len(g.removed)
