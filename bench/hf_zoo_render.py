@@ -11,7 +11,13 @@ def _cell(text: Any, n: int = 140) -> str:
 
 
 def _removed(a: dict[str, Any]) -> str:
-    return ", ".join(f"{k} {v}" for k, v in sorted((a.get("removed") or {}).items())) or "-"
+    text = ", ".join(f"{k} {v}" for k, v in sorted((a.get("removed") or {}).items())) or "-"
+    kept = sorted(a.get("kept_by_config") or {})
+    return text + (f" ({', '.join(kept)} kept by the config)" if kept else "")
+
+
+def _heads_removed(a: dict[str, Any]) -> bool:
+    return any(k in (a.get("removed") or {}) for k in ("heads", "query_heads"))
 
 
 def _attempt(a: dict[str, Any] | None) -> str:
@@ -41,8 +47,9 @@ def counts(results: dict[str, dict[str, Any]]) -> dict[str, int]:
         "exact": sum(a["status"] == "exact" for a in first),
         "reloaded": sum(a["status"] in ("exact", "structural") and a.get("reload") == "same" for a in first),
         "both": sum(a["status"] in ("exact", "structural") and a.get("reload") == "same"
-                    and bool((a.get("removed") or {}).get("heads")) and bool((a.get("removed") or {}).get("channels"))
-                    for a in first),
+                    and _heads_removed(a) and bool((a.get("removed") or {}).get("channels")) for a in first),
+        "heads_kept": sum(a["status"] in ("exact", "structural") and a.get("reload") == "same"
+                          and not _heads_removed(a) and "heads" in (a.get("kept_by_config") or {}) for a in first),
         "moe": len(moe),
         "moe_ok": sum(len(r["attempts"]) == 3 and all(a["status"] in ("exact", "structural") and a.get("reload") == "same"
                                                       for a in r["attempts"][1:]) for r in moe),
@@ -88,10 +95,12 @@ def render(names: list[str], results: dict[str, dict[str, Any]], ffn: dict[str, 
         "",
         f"**{c['reloaded']} of {c['built']} types that build and run ({share:.0%}) are pruned by the heads+FFN "
         f"request with defaults and reload with the stock class to the same outputs**; {c['pruned']} prune and verify "
-        f"({c['exact']} exact). Only {c['both']} of the reloaded types remove both heads and FFN neurons (the others "
-        "keep counts their config can express: "
-        "a config that derives the head size from `hidden_size // num_attention_heads` can write no other head count "
-        "while the hidden size is kept, so their heads stay; see `plan.settings[\"count_constraints\"]`); "
+        f"({c['exact']} exact). {c['both']} of the reloaded types remove both heads and FFN neurons; "
+        f"{c['heads_kept']} keep their heads because the stock config cannot hold fewer (typically it derives the head "
+        "size from `hidden_size // num_attention_heads`, so no other head count can be written while the hidden size "
+        "is kept, and post-LayerNorm models cannot prune the hidden size exactly; `plan.settings[\"count_constraints\"]` "
+        "gives the reason per model, and `valid_heads=False` prunes the heads for `secateurs.save`/`load`); the rest "
+        "have no attention heads the graph can prune; "
         f"{c['types'] - c['built']} of {c['types']} types are skipped (they need inputs or configs the tiny builder "
         f"does not synthesise, reason in the table). MoE: {c['moe_ok']} of {c['moe']} types prune expert width "
         "and whole experts and reload. Status of the heads+FFN request: "
