@@ -50,9 +50,10 @@ def tied_constraints(model: nn.Module, groups: Sequence[Group], kept: Mapping[in
     except Exception:  # the class does not build on meta: the plan check says what it can
         return []
     base = observables(sens.base)
+    floats = _kept_floats(model, sens)
     sizes = _member_sizes(groups, base)
     changed = [g for g in groups if kept.get(g.id, g.n_units) < g.n_units and sizes.get(g.id)]
-    if not changed or not solve(sens, _target(groups, sizes, base, kept)).problems:
+    if not changed or not solve(sens, _target(groups, sizes, base, kept), floats).problems:
         return []
     covered = {k for keys in sizes.values() for k, _ in keys}
     out = []
@@ -62,15 +63,25 @@ def tied_constraints(model: nn.Module, groups: Sequence[Group], kept: Mapping[in
         asked = {g.id: kept.get(g.id, g.n_units) for g in tied}
         if _uneven(tied, asked) or _elsewhere(tied, sizes, base, covered, tuple(held)):
             continue  # widths asked to differ per layer: the plan check says what cannot be written
-        problems = solve(sens, _target(tied, sizes, base, asked)).problems
+        problems = solve(sens, _target(tied, sizes, base, asked), floats).problems
         if not problems:
             continue
-        allowed = _search(sens, tied, sizes, base, asked) if has_field else {tuple(g.n_units for g in tied)}
+        allowed = _search(sens, tied, sizes, base, asked, floats) if has_field else {tuple(g.n_units for g in tied)}
         first = next(g for g in tied if asked[g.id] < g.n_units)
         where = first.members[0].fqn.rsplit(".", 1)[0]
         why = f"the config cannot hold the asked widths ({problems[0][:300]})"
         out.append(CountConstraint(tuple(g.id for g in tied), frozenset(allowed), where, why))
     return out
+
+
+def _kept_floats(model: nn.Module, sens: Sensitivity) -> list[str]:
+    """Float attributes surgery will keep (a softmax scale from the unpruned head size): those of modules without a
+    surgery handler of their own (a handler may recompute one, as Gemma's embedding scale)."""
+    from secateurs.surgery.registry import find_handler
+
+    modules = dict(model.named_modules())
+    return [k for k in sens.base.floats if (m := modules.get(k.split(":", 1)[0])) is not None
+            and find_handler(m) is None]
 
 
 def _uneven(tied: Sequence[Group], asked: Mapping[int, int]) -> bool:
@@ -144,7 +155,7 @@ def _tied_sets(sens: Sensitivity, groups: Sequence[Group], sizes: Mapping[int, l
 
 
 def _search(sens: Sensitivity, tied: list[Group], sizes: Mapping[int, list[tuple[str, int]]],
-            base: Mapping[str, int], asked: Mapping[int, int]) -> set[tuple[int, ...]]:
+            base: Mapping[str, int], asked: Mapping[int, int], floats: list[str]) -> set[tuple[int, ...]]:
     """Kept counts of ``tied`` that whole-number field values give: the groups the request shrinks keep one common
     fraction ``t`` (each ``n x t`` a whole number of units, at least its minimum), the others stay whole; the
     fractions nearest the request are tried first, and keeping every group whole is always allowed."""
@@ -162,7 +173,7 @@ def _search(sens: Sensitivity, tied: list[Group], sizes: Mapping[int, list[tuple
     options.sort(key=lambda o: (o[0], o[1]))
     allowed = {whole}
     for _, _, candidate in options[:MAX_TRIES]:
-        if not solve(sens, _target(tied, sizes, base, candidate)).problems:
+        if not solve(sens, _target(tied, sizes, base, candidate), floats).problems:
             allowed.add(tuple(candidate[g.id] for g in tied))
             break
     return allowed

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -59,13 +60,16 @@ def _columns(sens: Sensitivity, keys: list[str]) -> dict[str, np.ndarray]:
     return cols
 
 
-def solve(sens: Sensitivity, target: dict[str, int]) -> Solution:
+def solve(sens: Sensitivity, target: dict[str, int], kept_floats: Collection[str] = ()) -> Solution:
     """Field values under which every size in ``target`` (keys of ``observables``) takes its target value.
 
     Every tensor dim the candidate fields set, and every module attribute surgery changed, must match. Module
     attributes surgery left alone may be stale (no handler refreshed them; ``config_sync`` does) or right: among
     the exact solutions, those that would move the fewest of them come first, then those changing fewer fields
-    (``Solution.values`` is the first; ``alternatives`` all, in that order)."""
+    (``Solution.values`` is the first; ``alternatives`` all, in that order). ``kept_floats``: float attributes the
+    pruned model keeps at their old value (a softmax scale from the unpruned head size); fields whose change would
+    move one of them give no solution, since a fresh build would differ (Evolla: ``head_dim = 18`` also gives the
+    pruned query width, but it rescales the attention scores; ``num_attention_heads = 6`` rescales its adapter's)."""
     base = observables(sens.base)
     changed = {k: v for k, v in target.items() if k in base and base[k] != v}
     if not changed:
@@ -82,7 +86,11 @@ def solve(sens: Sensitivity, target: dict[str, int]) -> Solution:
                       else 0.0 for k in keys])
     is_attr = np.array([":" in k for k in keys])
     is_changed = np.array([k in changed for k in keys])
+    kept = set(kept_floats)
+    movers = [{k for k, v in sens.probes[g[0]][1].floats.items() if k in kept and sens.base.floats.get(k) != v}
+              for g in candidates]
     found: list[tuple[int, int, dict[str, int | float]]] = []
+    rejected: tuple[dict[str, int | float], list[str]] | None = None
     for size in range(1, min(MAX_SUBSET, len(candidates)) + 1):
         for subset in itertools.combinations(range(len(candidates)), size):
             a = a_all[:, subset]
@@ -95,12 +103,22 @@ def solve(sens: Sensitivity, target: dict[str, int]) -> Solution:
             if solved is not None:
                 x, values = solved
                 soft = moved & is_attr & ~is_changed  # attributes left alone: stale, or right
+                recomputed = set().union(*(movers[i] for i, xi in zip(subset, x.tolist(), strict=True)
+                                           if abs(xi) > 1e-12))
+                if recomputed:  # a fresh build would recompute a float the pruned model keeps: not a solution
+                    rejected = rejected or (values, sorted(recomputed))
+                    continue
                 found.append((int(np.sum(np.abs(a[soft] @ x) > 1e-9)), size, values))
         if any(v == 0 for v, _, _ in found):
             break
     if found:
         found.sort(key=lambda item: (item[0], item[1]))
         return Solution(found[0][2], alternatives=[values for _, _, values in found])
+    if rejected is not None:
+        fields = ", ".join(f"{k}={v}" for k, v in sorted(rejected[0].items()))
+        return Solution(problems=[f"the config fields that give the pruned sizes ({fields}) would also change "
+                                  f"{', '.join(rejected[1][:2])}, which the pruned model keeps (a fresh build "
+                                  "recomputes it from the new value)"])
     rows = [i for i in range(len(keys)) if np.isfinite(a_all[i]).all() and (is_changed[i] or (
         not is_attr[i] and (a_all[i] != 0).any()))]
     conflict = _conflict(a_all[rows], b_all[rows], [keys[r] for r in rows], [g[0] for g in candidates], base, target)

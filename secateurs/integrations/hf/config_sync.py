@@ -75,7 +75,8 @@ def config_rewrite(model: nn.Module) -> ConfigRewrite:
         sens = sensitivity(cls, config)
     except Exception as exc:  # a config this code does not understand: report, never fail the surgery
         return ConfigRewrite(problems=[f"config discovery failed on {type(config).__name__} ({_last_line(exc)})"])
-    solution = solve(sens, observables(pruned))
+    kept_floats = [k for k, v in pruned.floats.items() if sens.base.floats.get(k) == v]
+    solution = solve(sens, observables(pruned), kept_floats)
     if solution.problems:
         return ConfigRewrite(problems=solution.problems)
     first: ConfigRewrite | None = None

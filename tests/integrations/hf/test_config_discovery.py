@@ -80,3 +80,27 @@ def test_expressible_plans_are_silent():
         warnings.simplefilter("error", StockConfigWarning)
         plan = sc.plan(t.model, t.inputs, ratio={"heads": 0.5, "ffn": 0.25})
     assert "checks" in plan.settings and plan.settings["checks"] == []
+
+
+def test_a_solution_that_would_recompute_a_kept_float_is_no_solution():
+    """Query width 8 x 24 and key width 4 x 24 pruned to 144 and 72: head_dim = 18 gives both, and so do num_heads = 6
+    with num_kv = 3; but head_dim also sets the attention's softmax scale, which the pruned model keeps, so only the
+    head counts rebuild the same model. When every answer moves a kept float (Evolla: num_heads also sets an
+    adapter's scale) there is no solution, and the problem names the float."""
+    from secateurs.integrations.hf.config_discovery import Observed, Sensitivity
+    from secateurs.integrations.hf.config_solve import solve
+
+    def seen(q: int, k: int, scaling: float = 24 ** -0.5, adapter: float = 0.25) -> Observed:
+        return Observed({"q.weight": (q, 192), "k.weight": (k, 192)}, {},
+                        {"attn:scaling": scaling, "adapter:scale": adapter})
+
+    probes = {"head_dim": (48, seen(384, 192, scaling=48 ** -0.5)), "num_heads": (16, seen(384, 96)),
+              "num_kv": (8, seen(192, 192))}
+    sens = Sensitivity(seen(192, 96), {"head_dim": 24, "num_heads": 8, "num_kv": 4}, probes)
+    target = {"q.weight[0]": 144, "q.weight[1]": 192, "k.weight[0]": 72, "k.weight[1]": 192}
+    kept = ["attn:scaling", "adapter:scale"]
+    assert solve(sens, target).values == {"head_dim": 18}  # sizes alone: one field changed is the simplest
+    assert solve(sens, target, kept).values == {"num_heads": 6, "num_kv": 3}
+    sens.probes["num_heads"] = (16, seen(384, 96, adapter=0.125))
+    problems = solve(sens, target, kept).problems
+    assert problems and "would also change" in problems[0] and "attn:scaling" in problems[0]
