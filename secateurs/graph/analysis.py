@@ -5,10 +5,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
+from secateurs.errors import CaptureError
 from secateurs.graph.cache import cached
 from secateurs.graph.capture import ExampleInputs, capture
 from secateurs.graph.couple import CoupledGraph, Frozen, couple
@@ -90,7 +92,7 @@ def analyze(model: torch.nn.Module, example_inputs: ExampleInputs) -> Analysis:
 def _analyze(model: torch.nn.Module, example_inputs: ExampleInputs) -> Analysis:
     with stage("capture (torch.export)"):
         captured = capture(model, example_inputs)
-    coupled = couple(captured)
+    coupled = _couple_static(captured, model)
     _freeze_non_persistent(coupled, model)
     structure = build_structure(coupled)
     tag_ffn_(structure)
@@ -98,6 +100,22 @@ def _analyze(model: torch.nn.Module, example_inputs: ExampleInputs) -> Analysis:
     groups += expert_groups(structure, len(groups))
     shapes = {k: tuple(v.shape) for k, v in model.state_dict(keep_vars=True).items()}
     return Analysis(structure, groups, couple_unknown(structure), fingerprint(model), shapes)
+
+
+def _couple_static(captured: Any, model: torch.nn.Module) -> CoupledGraph:
+    """``couple`` on a graph whose tensor sizes are all known; a size that depends on the data (the tokens an
+    expert gets when forward() gathers them with ``nonzero``) is refused with the way out."""
+    from torch.fx.experimental.symbolic_shapes import GuardOnDataDependentSymNode
+
+    try:
+        return couple(captured)
+    except GuardOnDataDependentSymNode as exc:
+        raise CaptureError(
+            f"{type(model).__name__}: the captured graph has tensor sizes that depend on the input values "
+            f"({str(exc).splitlines()[0][:160]}), and secateurs couples dimensions by their static sizes. Capture "
+            "a form of forward() with static shapes (for mixture-of-experts layers, an implementation that runs "
+            "every expert on all tokens, e.g. transformers' experts_implementation='batched_mm' or 'grouped_mm' "
+            "where the class offers it), or prune with a plan made on such a form") from exc
 
 
 def _freeze_non_persistent(coupled: CoupledGraph, model: torch.nn.Module) -> None:

@@ -28,6 +28,7 @@ from secateurs.selection.select import channel_role
 
 _LAYER = re.compile(r"\.\d+(?=[.:\[])")  # a layer index in a size key, masked to compare layers
 MAX_TRIES = 48  # solves per tied set before keeping its groups whole
+PER_CLASS = 8  # counts tried per class of alike groups, nearest the request first
 
 
 @CONSTRAINTS.register("transformers.modeling_utils.PreTrainedModel")
@@ -176,4 +177,62 @@ def _search(sens: Sensitivity, tied: list[Group], sizes: Mapping[int, list[tuple
         if not solve(sens, _target(tied, sizes, base, candidate), floats).problems:
             allowed.add(tuple(candidate[g.id] for g in tied))
             break
+    partial = _expressible_part(sens, tied, sizes, base, asked, floats)
+    if partial is not None:
+        allowed.add(tuple(partial[g.id] for g in tied))
     return allowed
+
+
+def _expressible_part(sens: Sensitivity, tied: list[Group], sizes: Mapping[int, list[tuple[str, int]]],
+                      base: Mapping[str, int], asked: Mapping[int, int], floats: list[str]) -> dict[int, int] | None:
+    """Counts for as many kinds of groups as the fields can write, the others whole: the moving groups are taken a
+    kind at a time (same unit kind and channel role: every stage's FFN, every layer's heads), largest removal first;
+    a kind keeps one common fraction, the one nearest its request that gives whole counts and still solves with the
+    kinds taken so far (a derived head size keeps the heads while the FFN, set by a ratio field of its own, is
+    pruned; an integer ``mlp_ratio`` keeps the nearest whole multiple). None when no kind can be written."""
+    kinds: dict[tuple[str, str | None], list[Group]] = {}
+    for g in tied:
+        if asked[g.id] < g.n_units:
+            kinds.setdefault((g.kind, channel_role(g)), []).append(g)
+    order = sorted(kinds.values(), key=lambda gs: -sum((g.n_units - asked[g.id]) * g.unit_size for g in gs))
+    counts = {g.id: g.n_units for g in tied}
+    taken, tries = False, 0
+    for members in order:
+        for t in _fractions(members, asked, _field_steps(sens, members, sizes))[:PER_CLASS]:
+            if tries >= MAX_TRIES:
+                return counts if taken else None
+            tries += 1
+            trial = {**counts, **{g.id: int(g.n_units * t) for g in members}}
+            if not solve(sens, _target(tied, sizes, base, trial), floats).problems:
+                counts, taken = trial, True
+                break
+    return counts if taken else None
+
+
+def _field_steps(sens: Sensitivity, members: list[Group], sizes: Mapping[int, list[tuple[str, int]]]
+                 ) -> list[set[Fraction]]:
+    """Per integer field proportional to the members' sizes, the fractions it can give (``mlp_ratio = 4``: 1/4, 2/4,
+    3/4): tried beside the plain ones, which may all lie too far from the request."""
+    keys = sorted({k for g in members for k, _ in sizes.get(g.id, [])})
+    out: list[set[Fraction]] = []
+    for path, col in _columns(sens, keys).items():
+        value = sens.values.get(path)
+        if isinstance(value, int) and 1 < value <= 4096 and np.all(np.isin(col, (0.0, 1.0))) and np.any(col == 1.0):
+            out.append({Fraction(v, value) for v in range(1, value)})
+    return out
+
+
+def _fractions(members: list[Group], asked: Mapping[int, int], steps: list[set[Fraction]]) -> list[Fraction]:
+    """Fractions below 1 that give every member a whole count of at least its minimum: the plain ``c / n`` nearest
+    the mean fraction asked, then the two nearest it of each integer field's ``steps``, then the other plain ones."""
+    want = sum(Fraction(asked[g.id], g.n_units) for g in members) / len(members)
+    plain = {Fraction(c, n) for n in sorted({g.n_units for g in members}) for c in range(1, n)}
+
+    def usable(options: set[Fraction]) -> list[Fraction]:
+        ok = [t for t in options if all((g.n_units * t).denominator == 1 and g.n_units * t >= g.min_units
+                                        for g in members)]
+        return sorted(ok, key=lambda t: (abs(t - want), -t))
+
+    first = usable(plain)
+    stepped = sorted({t for field in steps for t in usable(field)[:2]} - set(first[:1]), key=lambda t: (abs(t - want), -t))
+    return first[:1] + stepped + first[1:]

@@ -170,3 +170,53 @@ def test_a_width_given_as_a_float_ratio_is_written_as_that_ratio(tmp_path):
     fresh = _RatioModel.from_pretrained(tmp_path).eval()
     with torch.no_grad():
         assert torch.equal(model(x), fresh(x))
+
+
+class _BlockConfig(transformers.PretrainedConfig):
+    model_type = "secateurs_block_test"
+
+    def __init__(self, hidden_size: int = 32, num_heads: int = 4, mlp_ratio: int = 4, **kwargs):
+        self.hidden_size, self.num_heads, self.mlp_ratio = hidden_size, num_heads, mlp_ratio
+        super().__init__(**kwargs)
+
+
+class _BlockModel(transformers.PreTrainedModel):
+    """One pre-norm block whose head size is derived (hidden // heads) and whose FFN is an integer multiple of the
+    hidden size: one field, hidden_size, ties the heads, the FFN and the residual stream."""
+
+    config_class = _BlockConfig
+    base_model_prefix = "block"
+
+    def __init__(self, config: _BlockConfig):
+        super().__init__(config)
+        h = config.hidden_size
+        self.num_heads, self.head_dim = config.num_heads, h // config.num_heads
+        self.norm = torch.nn.LayerNorm(h)
+        self.q, self.k, self.v, self.o = (torch.nn.Linear(h, h) for _ in range(4))
+        self.up, self.down = torch.nn.Linear(h, h * config.mlp_ratio), torch.nn.Linear(h * config.mlp_ratio, h)
+        self.post_init()
+
+    def forward(self, x):
+        b, t, _ = x.shape
+        y = self.norm(x)
+        q, k, v = (p(y).view(b, t, self.num_heads, self.head_dim).transpose(1, 2) for p in (self.q, self.k, self.v))
+        a = torch.nn.functional.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, t, -1)
+        x = x + self.o(a)
+        return x + self.down(torch.relu(self.up(self.norm(x))))
+
+
+def test_kinds_the_config_can_write_are_pruned_and_the_others_kept(tmp_path):
+    """heads=0.25 cannot be written (the head size is derived from the kept hidden size) and 30% of the FFN is no
+    whole multiple of the hidden size: the heads stay whole and the FFN keeps the nearest whole multiple, 3 x 32 of
+    4 x 32 (mlp_ratio 3), instead of the whole tied set staying as it was; the stock class rebuilds the result."""
+    torch.manual_seed(0)
+    model = _BlockModel(_BlockConfig()).eval()
+    x = torch.randn(2, 5, 32)
+    with pytest.warns(UserWarning, match="config cannot hold the asked widths"):
+        report = sc.prune(model, (x,), ratio={"heads": 0.25, "ffn": 0.3})
+    assert report.verification.ok
+    assert (model.up.out_features, model.q.out_features, model.config.mlp_ratio) == (96, 32, 3)
+    model.save_pretrained(tmp_path)
+    fresh = _BlockModel.from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        assert torch.equal(model(x), fresh(x))
