@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+VERIFIED = ("exact", "partial", "structural")  # pruned and verified ("partial": exact groups checked numerically)
+
 
 def _cell(text: Any, n: int = 140) -> str:
     return " ".join(str(text or "").split()).replace("|", "\\|")[:n]
@@ -23,7 +25,7 @@ def _heads_removed(a: dict[str, Any]) -> bool:
 def _attempt(a: dict[str, Any] | None) -> str:
     if not a:
         return "-"
-    if a["status"] in ("exact", "structural"):
+    if a["status"] in VERIFIED:
         return f"{a['status']}, reload {a.get('reload') or '-'}"
     return f"{a['status']}: {_cell(a.get('reason'), 60)}"
 
@@ -43,15 +45,15 @@ def counts(results: dict[str, dict[str, Any]]) -> dict[str, int]:
     moe = [r for r in built if r.get("moe")]
     return {
         "types": len(results), "built": len(built),
-        "pruned": sum(a["status"] in ("exact", "structural") for a in first),
+        "pruned": sum(a["status"] in VERIFIED for a in first),
         "exact": sum(a["status"] == "exact" for a in first),
-        "reloaded": sum(a["status"] in ("exact", "structural") and a.get("reload") == "same" for a in first),
-        "both": sum(a["status"] in ("exact", "structural") and a.get("reload") == "same"
+        "reloaded": sum(a["status"] in VERIFIED and a.get("reload") == "same" for a in first),
+        "both": sum(a["status"] in VERIFIED and a.get("reload") == "same"
                     and _heads_removed(a) and bool((a.get("removed") or {}).get("channels")) for a in first),
-        "heads_kept": sum(a["status"] in ("exact", "structural") and a.get("reload") == "same"
+        "heads_kept": sum(a["status"] in VERIFIED and a.get("reload") == "same"
                           and not _heads_removed(a) and "heads" in (a.get("kept_by_config") or {}) for a in first),
         "moe": len(moe),
-        "moe_ok": sum(len(r["attempts"]) == 3 and all(a["status"] in ("exact", "structural") and a.get("reload") == "same"
+        "moe_ok": sum(len(r["attempts"]) == 3 and all(a["status"] in VERIFIED and a.get("reload") == "same"
                                                       for a in r["attempts"][1:]) for r in moe),
     }
 

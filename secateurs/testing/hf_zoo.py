@@ -40,7 +40,7 @@ class Attempt:
 
     @property
     def ok(self) -> bool:
-        return self.status in ("exact", "structural") and self.reload == "same"
+        return self.status in ("exact", "partial", "structural") and self.reload == "same"
 
 
 @dataclass

@@ -28,7 +28,7 @@ SAMPLE = {
 def _check_invariants(r: TypeResult) -> None:
     for a in r.attempts:
         assert a.status != "error", f"{r.model_type} {a.ratio}: {a.reason}"
-        if a.status in ("exact", "structural") and not a.stock_config:
+        if a.status in ("exact", "partial", "structural") and not a.stock_config:
             assert a.reload == "same", f"{r.model_type} {a.ratio}: config said expressible, reload {a.reload}: " \
                                        f"{a.reload_reason or a.reload_error}"
 
