@@ -3,27 +3,19 @@ data-aware importance."""
 
 import pytest
 import torch
+from shear_cases import TARGET
+from shear_cases import batches as _data
+from shear_cases import small_llama as _model
 
 import secateurs as sc
 from secateurs.errors import InvalidArgumentError
 from secateurs.sheared.importance import ranked_log_alpha, unit_scores
 from secateurs.sheared.layout import find_layout, structures
 from secateurs.sheared.masks import HardConcrete, init_log_alpha
-from secateurs.testing.hf import tiny, token_batches
 
 pytest.importorskip("transformers")
 
-TARGET = {"num_hidden_layers": 2, "hidden_size": 48, "intermediate_size": 64, "num_attention_heads": 2,
-          "num_key_value_heads": 1}
 FAST = {"steps": 6, "lr": 1e-3, "log_every": 1, "progress": False}
-
-
-def _model():
-    return tiny("llama", layers=3).model  # hidden 64, FFN 128, 4 query heads in 2 KV groups
-
-
-def _data(n: int = 4) -> list[dict[str, torch.Tensor]]:
-    return token_batches(n, seed=5, seq_len=12)
 
 
 def _silence_(model, ffn: list[int], head: int, layer: int) -> None:
