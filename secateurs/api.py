@@ -24,6 +24,7 @@ from secateurs.planning.checks import run_plan_checks
 from secateurs.planning.defaults import fit_memory
 from secateurs.planning.defaults import resolve as resolve_defaults
 from secateurs.planning.make import make_plan
+from secateurs.planning.narrow import narrowed
 from secateurs.plans import Plan
 from secateurs.reporting.prune_report import PruneReport
 from secateurs.rotation.planning import record_rotation, rotate_for_plan
@@ -79,8 +80,8 @@ def plan(model: nn.Module, example_inputs: ExampleInputs, config: PruneConfig | 
     analysis = analysis or _analyze(model, example_inputs)
     width_config, rotation, analysis = rotate_for_plan(model, analysis, example_inputs, config, calibration)
     try:
-        p = make_plan(model, without_dropped(analysis, drop), width_config,
-                      calibration=width_calibration(config, calibration), loss_fn=loss_fn, example_inputs=example_inputs)
+        p = _width_plan(model, without_dropped(analysis, drop), width_config, width_calibration(config, calibration),
+                        loss_fn, example_inputs)
         p = _recorded(attach(record_rotation(p, rotation, config), drop), defaults)
         run_plan_checks(model, p)  # e.g. a Hugging Face config that cannot describe the result
     except Exception:
@@ -88,6 +89,16 @@ def plan(model: nn.Module, example_inputs: ExampleInputs, config: PruneConfig | 
             rotation.undo()
         raise
     return p
+
+
+def _width_plan(model: nn.Module, analysis: Analysis, config: PruneConfig, calibration: Any, loss_fn: LossFn | None,
+                example_inputs: ExampleInputs) -> Plan:
+    """The width plan of ``config``, narrowed to kinds the model's stock config can describe (``planning/narrow``)."""
+
+    def make(cfg: PruneConfig) -> Plan:
+        return make_plan(model, analysis, cfg, calibration=calibration, loss_fn=loss_fn, example_inputs=example_inputs)
+
+    return narrowed(model, config, make, make(config))
 
 
 def _recorded(p: Plan, defaults: dict[str, Any] | None) -> Plan:
@@ -144,8 +155,7 @@ def prune(model: nn.Module, example_inputs: ExampleInputs, config: PruneConfig |
     analysis = _analyze(model, example_inputs)
     width_config, rotation, analysis = rotate_for_plan(model, analysis, example_inputs, config, calibration)
     try:
-        p = make_plan(model, without_dropped(analysis, drop), width_config, calibration=width_cal, loss_fn=loss_fn,
-                      example_inputs=example_inputs)
+        p = _width_plan(model, without_dropped(analysis, drop), width_config, width_cal, loss_fn, example_inputs)
         p = _recorded(attach(record_rotation(p, rotation, config), drop), defaults)
         run_plan_checks(model, p)  # before any surgery: e.g. a Hugging Face config that cannot describe the result
         p.config = config = _auto_compensation(model, p, config, defaults)
