@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -136,7 +137,16 @@ def export_model(model: torch.nn.Module, example_inputs: ExampleInputs) -> Any:
     args, kwargs = model_inputs(model, example_inputs)
     try:
         with eval_mode(model), torch.no_grad():
-            return torch.export.export(model, args, kwargs, strict=False)
+            try:
+                return torch.export.export(model, args, kwargs, strict=False)
+            except Exception as exc:
+                if not _data_dependent(exc):
+                    raise
+                ep = torch.export.draft_export(model, args, kwargs, strict=False)
+                warnings.warn(f"{type(model).__name__}.forward() branches on tensor values ({_first_line(exc)}): captured "
+                              "with torch.export.draft_export, which follows the branch the example inputs take; the "
+                              "plan and its verification hold for inputs that take the same branches", stacklevel=4)
+                return ep
     except SecateursError:
         raise
     except Exception as exc:  # torch raises many unrelated types here; re-raise as ours
@@ -147,6 +157,23 @@ def export_model(model: torch.nn.Module, example_inputs: ExampleInputs) -> Any:
             "keyword names); for Hugging Face models pass use_cache=False; data-dependent Python "
             "control flow in forward() must be rewritten with torch.cond or removed."
         ) from exc
+
+
+def _data_dependent(exc: BaseException) -> bool:
+    """A Python branch on a tensor's value (``if mask.any():``), which torch.export cannot trace symbolically."""
+    from torch.fx.experimental.symbolic_shapes import GuardOnDataDependentSymNode
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, GuardOnDataDependentSymNode) or "data-dependent expression" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:120] if text else type(exc).__name__
 
 
 def capture(model: torch.nn.Module, example_inputs: ExampleInputs) -> Captured:
