@@ -54,7 +54,7 @@ def narrowed(model: nn.Module, config: PruneConfig, make: MakePlan, plan: Plan) 
             _, left, ratios, best, caught = max(tried, key=lambda t: t[0])
             for w in caught:
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-            why = str(problems[0])[:400]
+            why = str(problems[0])
             best.settings["narrowed"] = {"asked": dict(target.value), "used": ratios, "kept_whole": list(left),
                                          "why": why}
             best.config = config

@@ -66,8 +66,9 @@ def test_save_pretrained_reloads_hidden_size_pruning(tmp_path):
 
 def test_config_the_library_rejects_is_a_warning():
     t = tiny("llama")
-    with pytest.warns(UserWarning, match="round_to"):
-        sc.prune(t.model, t.inputs, ratio={"heads": 0.5, "channels": 0.3})  # hidden 45 with 2 heads
+    with pytest.warns(UserWarning, match="round_to"):  # hidden 45 with 2 heads: narrowed to the heads, and why
+        report = sc.prune(t.model, t.inputs, ratio={"heads": 0.5, "channels": 0.3})
+    assert report.plan.settings["narrowed"]["kept_whole"] == ["channels"]
 
 
 @pytest.mark.parametrize("model_type", [t for t in GQA_DECODERS if t != "phi3"])  # fused qkv: test_hf_adapters_more
