@@ -25,7 +25,8 @@ from secateurs.graph.structure import Structure
 #: ops whose output values are the (rearranged) values of their first operand
 _VALUE_PASS = ("aten.view", "aten.reshape", "aten._unsafe_view", "aten.flatten", "aten.clone", "aten.contiguous",
                "aten.to.", "aten._to_copy", "aten.unsqueeze", "aten.squeeze", "aten.select", "aten.slice",
-               "aten.permute", "aten.transpose", "aten.detach", "aten.alias", "aten.clamp", "aten.index.Tensor",
+               "aten.permute", "aten.transpose", "aten.detach", "aten.alias", "aten.clamp", "aten.clamp_max",
+               "aten.clamp_min", "aten.index.Tensor",
                "aten.expand", "aten.lift_fresh_copy")
 
 
