@@ -80,10 +80,10 @@ def plan(model: nn.Module, example_inputs: ExampleInputs, config: PruneConfig | 
     analysis = analysis or _analyze(model, example_inputs)
     width_config, rotation, analysis = rotate_for_plan(model, analysis, example_inputs, config, calibration)
     try:
-        p = _width_plan(model, without_dropped(analysis, drop), width_config, width_calibration(config, calibration),
-                        loss_fn, example_inputs)
+        p, found = _width_plan(model, without_dropped(analysis, drop), width_config, config,
+                               width_calibration(config, calibration), loss_fn, example_inputs)
         p = _recorded(attach(record_rotation(p, rotation, config), drop), defaults)
-        run_plan_checks(model, p)  # e.g. a Hugging Face config that cannot describe the result
+        run_plan_checks(model, p, found)  # e.g. a Hugging Face config that cannot describe the result
     except Exception:
         if rotation is not None:
             rotation.undo()
@@ -91,14 +91,16 @@ def plan(model: nn.Module, example_inputs: ExampleInputs, config: PruneConfig | 
     return p
 
 
-def _width_plan(model: nn.Module, analysis: Analysis, config: PruneConfig, calibration: Any, loss_fn: LossFn | None,
-                example_inputs: ExampleInputs) -> Plan:
-    """The width plan of ``config``, narrowed to kinds the model's stock config can describe (``planning/narrow``)."""
+def _width_plan(model: nn.Module, analysis: Analysis, config: PruneConfig, request: PruneConfig, calibration: Any,
+                loss_fn: LossFn | None, example_inputs: ExampleInputs) -> tuple[Plan, list[Warning] | None]:
+    """The width plan of ``config``, narrowed to kinds the model's stock config can describe (``planning/narrow``)
+    when the width plan is the whole ``request``; with the plan check's findings when they were computed."""
 
     def make(cfg: PruneConfig) -> Plan:
         return make_plan(model, analysis, cfg, calibration=calibration, loss_fn=loss_fn, example_inputs=example_inputs)
 
-    return narrowed(model, config, make, make(config))
+    alone = not (request.removes_layers() or request.rotate)
+    return narrowed(model, config, make, make(config), alone)
 
 
 def _recorded(p: Plan, defaults: dict[str, Any] | None) -> Plan:
@@ -155,9 +157,10 @@ def prune(model: nn.Module, example_inputs: ExampleInputs, config: PruneConfig |
     analysis = _analyze(model, example_inputs)
     width_config, rotation, analysis = rotate_for_plan(model, analysis, example_inputs, config, calibration)
     try:
-        p = _width_plan(model, without_dropped(analysis, drop), width_config, width_cal, loss_fn, example_inputs)
+        p, found = _width_plan(model, without_dropped(analysis, drop), width_config, config, width_cal, loss_fn,
+                               example_inputs)
         p = _recorded(attach(record_rotation(p, rotation, config), drop), defaults)
-        run_plan_checks(model, p)  # before any surgery: e.g. a Hugging Face config that cannot describe the result
+        run_plan_checks(model, p, found)  # before any surgery: a Hugging Face config that cannot describe the result
         p.config = config = _auto_compensation(model, p, config, defaults)
         pending = None
         if config.compensate is not None:

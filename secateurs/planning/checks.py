@@ -23,13 +23,15 @@ PlanCheck = Callable[[nn.Module, Plan], list[Warning]]
 PLAN_CHECKS: Registry[PlanCheck] = Registry("plan check")
 
 
-def run_plan_checks(model: nn.Module, plan: Plan) -> list[str]:
-    """Run the check registered for ``model``'s class (if any), record and issue its warnings; their messages."""
+def run_plan_checks(model: nn.Module, plan: Plan, found: list[Warning] | None = None) -> list[str]:
+    """Run the check registered for ``model``'s class (if any), record and issue its warnings; their messages.
+    ``found``: the check's findings when the caller already has them for this very plan."""
     load_integrations(model)
     check = PLAN_CHECKS.for_type(type(model))
     if check is None or not plan.removed_units() and not plan.dropped_layers:
         return []
-    found = check(model, plan)
+    if found is None:
+        found = check(model, plan)
     plan.settings["checks"] = [str(w) for w in found]
     for warning in found:
         warnings.warn(warning, stacklevel=3)

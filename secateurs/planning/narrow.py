@@ -28,19 +28,22 @@ from secateurs.targets import Ratio
 MakePlan = Callable[[PruneConfig], Plan]
 
 
-def narrowed(model: nn.Module, config: PruneConfig, make: MakePlan, plan: Plan) -> Plan:
-    """``plan`` (made by ``make(config)``), or the plan of the narrowest-cut request the model's plan check passes."""
+def narrowed(model: nn.Module, config: PruneConfig, make: MakePlan, plan: Plan,
+             alone: bool = True) -> tuple[Plan, list[Warning] | None]:
+    """``plan`` (made by ``make(config)``), or the plan of the narrowest-cut request the model's plan check passes;
+    with the check's findings on the plan returned (None: not checked here). Plans that also drop, merge or rotate
+    are left to the check that follows, which sees the whole plan (``alone=False``)."""
     check = PLAN_CHECKS.for_type(type(model))
     target = config.width_target()
     if check is None or not config.valid_heads or not plan.removed_units() or not isinstance(target, Ratio) \
-            or not isinstance(target.value, Mapping):
-        return plan
+            or not isinstance(target.value, Mapping) or not alone:
+        return plan, None
     kinds = [k for k, v in target.value.items() if v > 0]
     if len(kinds) < 2:
-        return plan
+        return plan, None
     problems = check(model, plan)
     if not problems:
-        return plan
+        return plan, problems
     for n in range(1, len(kinds)):
         tried = []
         for left in itertools.combinations(kinds, n):
@@ -61,5 +64,5 @@ def narrowed(model: nn.Module, config: PruneConfig, make: MakePlan, plan: Plan) 
             warnings.warn(f"a stock config cannot describe the result of ratio {dict(target.value)} ({why}); pruned "
                           f"with {ratios} instead, which it can (plan.settings['narrowed']; valid_heads=False keeps "
                           "the request, and the result then saves with secateurs.save)", stacklevel=3)
-            return best
-    return plan
+            return best, []
+    return plan, problems
