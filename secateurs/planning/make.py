@@ -27,7 +27,7 @@ from secateurs.selection.constraints import constrain, describe
 from secateurs.selection.overlap import prefer_finest
 from secateurs.selection.overrides import override_for
 from secateurs.selection.ranking import Counts, global_counts, local_counts
-from secateurs.selection.select import group_is_ignored, ratio_for, ratio_key, select_lowest
+from secateurs.selection.select import IgnoreSpec, group_is_ignored, ratio_for, ratio_key, select_lowest
 from secateurs.targets import DEFAULT_KINDS
 
 
@@ -55,9 +55,7 @@ def make_plan(model: torch.nn.Module, analysis: Analysis, config: PruneConfig, *
     fixed = [g for g in candidates if fixed_ratio.get(g.id, 0.0) > 0]
     fixed_counts = {g.id: req.limits.rounded(g, math.floor(fixed_ratio[g.id] * g.n_units + 1e-9), capped=False)
                     for g in fixed}
-    held = analysis.dropped + tuple(sorted({m.fqn.rsplit(".", 1)[0] + "." for g in analysis.groups
-                                            if group_is_ignored(g, req.ignore, model) for m in g.members}))
-    valid = _Valid(model, candidates, config.valid_heads, held)
+    valid = _Valid(model, candidates, config.valid_heads, _held(model, analysis, req.ignore))
     if not req.targets and req.scope == "local":  # counts known before scoring: say what changes before any work
         valid({**local_counts(free, lambda g: ratio_for(g, req.ratios), req.limits), **fixed_counts})
     stats = statistics_for(criterion, model, calibration, loss_fn, free + fixed) if free or fixed else None
@@ -96,6 +94,12 @@ def make_plan(model: torch.nn.Module, analysis: Analysis, config: PruneConfig, *
     if req.latency is not None:
         return plan_for_latency(model, analysis, req, free, scores, fixed_counts, finish, example_inputs)
     return plan_for_targets(model, analysis, req, free, scores, fixed_counts, finish, example_inputs)
+
+
+def _held(model: torch.nn.Module, analysis: Analysis, ignore: IgnoreSpec) -> tuple[str, ...]:
+    """Module prefixes the user keeps as they are: blocks being dropped and the modules of ignored groups."""
+    return analysis.dropped + tuple(sorted({m.fqn.rsplit(".", 1)[0] + "." for g in analysis.groups
+                                            if group_is_ignored(g, ignore, model) for m in g.members}))
 
 
 class _Valid:

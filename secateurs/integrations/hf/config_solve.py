@@ -89,28 +89,7 @@ def solve(sens: Sensitivity, target: dict[str, int], kept_floats: Collection[str
     kept = set(kept_floats)
     movers = [{k for k, v in sens.probes[g[0]][1].floats.items() if k in kept and sens.base.floats.get(k) != v}
               for g in candidates]
-    found: list[tuple[int, int, dict[str, int | float]]] = []
-    rejected: tuple[dict[str, int | float], list[str]] | None = None
-    for size in range(1, min(MAX_SUBSET, len(candidates)) + 1):
-        for subset in itertools.combinations(range(len(candidates)), size):
-            a = a_all[:, subset]
-            finite = np.isfinite(a).all(axis=1)
-            moved = finite & (a != 0).any(axis=1)
-            hard = finite & ((moved & ~is_attr) | is_changed)  # tensor dims they set, attributes surgery changed
-            if not (hard & is_changed).any():
-                continue
-            solved = _try(sens, [candidates[i] for i in subset], a[hard], b_all[hard])
-            if solved is not None:
-                x, values = solved
-                soft = moved & is_attr & ~is_changed  # attributes left alone: stale, or right
-                recomputed = set().union(*(movers[i] for i, xi in zip(subset, x.tolist(), strict=True)
-                                           if abs(xi) > 1e-12))
-                if recomputed:  # a fresh build would recompute a float the pruned model keeps: not a solution
-                    rejected = rejected or (values, sorted(recomputed))
-                    continue
-                found.append((int(np.sum(np.abs(a[soft] @ x) > 1e-9)), size, values))
-        if any(v == 0 for v, _, _ in found):
-            break
+    found, rejected = _search_subsets(sens, candidates, a_all, b_all, is_attr, is_changed, movers)
     if found:
         found.sort(key=lambda item: (item[0], item[1]))
         return Solution(found[0][2], alternatives=[values for _, _, values in found])
@@ -128,6 +107,40 @@ def solve(sens: Sensitivity, target: dict[str, int], kept_floats: Collection[str
     return Solution(problems=[f"no whole-number values of the config fields "
                               f"{', '.join(g[0] for g in candidates[:6])} give the pruned sizes ({sizes}"
                               f"{f' and {len(changed) - 3} more' if len(changed) > 3 else ''})"])
+
+
+Found = list[tuple[int, int, dict[str, int | float]]]  # (attributes moved, fields changed, values)
+
+
+def _search_subsets(sens: Sensitivity, candidates: list[tuple[str, ...]], a_all: np.ndarray, b_all: np.ndarray,
+                    is_attr: np.ndarray, is_changed: np.ndarray, movers: list[set[str]]
+                    ) -> tuple[Found, tuple[dict[str, int | float], list[str]] | None]:
+    """Exact solutions over subsets of up to ``MAX_SUBSET`` candidate fields, smallest subsets first (stopping at
+    the first size with one that moves no attribute surgery left alone), and the first answer turned down because a
+    fresh build would recompute a kept float (``movers``: per candidate, the kept floats its change moves)."""
+    found: Found = []
+    rejected: tuple[dict[str, int | float], list[str]] | None = None
+    for size in range(1, min(MAX_SUBSET, len(candidates)) + 1):
+        for subset in itertools.combinations(range(len(candidates)), size):
+            a = a_all[:, subset]
+            finite = np.isfinite(a).all(axis=1)
+            moved = finite & (a != 0).any(axis=1)
+            hard = finite & ((moved & ~is_attr) | is_changed)  # tensor dims they set, attributes surgery changed
+            if not (hard & is_changed).any():
+                continue
+            solved = _try(sens, [candidates[i] for i in subset], a[hard], b_all[hard])
+            if solved is None:
+                continue
+            x, values = solved
+            recomputed = set().union(*(movers[i] for i, xi in zip(subset, x.tolist(), strict=True) if abs(xi) > 1e-12))
+            if recomputed:  # a fresh build would recompute a float the pruned model keeps: not a solution
+                rejected = rejected or (values, sorted(recomputed))
+                continue
+            soft = moved & is_attr & ~is_changed  # attributes left alone: stale, or right
+            found.append((int(np.sum(np.abs(a[soft] @ x) > 1e-9)), size, values))
+        if any(v == 0 for v, _, _ in found):
+            break
+    return found, rejected
 
 
 def _try(sens: Sensitivity, subset: list[tuple[str, ...]], a: np.ndarray, b: np.ndarray
