@@ -24,6 +24,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from zoo_cache import load  # type: ignore[import-not-found]  # bench/, beside this script
+
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / "bench" / "results" / "hf_zoo"
 FFN_CACHE = ROOT / "bench" / "results" / "hf_zoo_ffn"  # ratio={"ffn": 0.3} alone: what config discovery covers
@@ -113,19 +115,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.missing:
         todo = [t for t in todo if not (cache / f"{t}.json").exists()]
     if args.ffn_only:  # types the main pass could not build are not tried again
-        main_results = _load(CACHE, todo)
+        main_results = load(CACHE, todo)
         todo = [t for t in todo if main_results.get(t, {}).get("built", True)]
     if todo:
         run(todo, args.jobs, args.timeout, cache, args.ffn_only)
     if not args.types:
         from hf_zoo_render import render  # type: ignore[import-not-found]
 
-        write_section(render(names, _load(CACHE, names), _load(FFN_CACHE, names)))
+        write_section(render(names, load(CACHE, names), load(FFN_CACHE, names)))
     return 0
-
-
-def _load(cache: Path, names: list[str]) -> dict[str, dict[str, Any]]:
-    return {t: json.loads((cache / f"{t}.json").read_text()) for t in names if (cache / f"{t}.json").exists()}
 
 
 def write_section(text: str) -> None:

@@ -12,7 +12,6 @@ after a fix and the table regenerated from the cache with ``--table-only``.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 import traceback
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from zoo_cache import load, record  # type: ignore[import-not-found]  # bench/, beside this script
 
 from secateurs.testing import zoo
 
@@ -158,13 +158,9 @@ def main(argv: list[str] | None = None) -> int:
         todo = [n for n in todo if not (CACHE / f"{n}.json").exists()]
     for name in todo:
         row = run_one(name)
-        (CACHE / f"{name}.json").write_text(json.dumps(row, indent=1))
-        print(json.dumps({k: v for k, v in row.items() if k != "trace"}), flush=True)
-        if row.get("trace"):
-            print(row["trace"], file=sys.stderr, flush=True)
+        record(CACHE, name, row)
     if not args.models:
-        results = {n: json.loads((CACHE / f"{n}.json").read_text()) for n in names if (CACHE / f"{n}.json").exists()}
-        write_section(table(names, results))
+        write_section(table(names, load(CACHE, names)))
     return 0
 
 

@@ -25,6 +25,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from zoo_cache import load, record  # type: ignore[import-not-found]  # bench/, beside this script
+
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / "bench" / "results" / "zoo_timm"
 DOC = ROOT / "docs" / "zoo.md"
@@ -200,13 +202,9 @@ def main(argv: list[str] | None = None) -> int:
         name = selection[family]
         row = ({"family": family, "model": name, "status": "skipped", "reason": TOO_BIG[family]} if family in TOO_BIG
                else run_isolated(family, name, args.timeout))
-        (CACHE / f"{family}.json").write_text(json.dumps(row, indent=1))
-        print(json.dumps({k: v for k, v in row.items() if k != "trace"}), flush=True)
-        if row.get("trace"):
-            print(row["trace"], file=sys.stderr, flush=True)
+        record(CACHE, family, row)
     if not args.families:
-        results = {f: json.loads((CACHE / f"{f}.json").read_text()) for f in names if (CACHE / f"{f}.json").exists()}
-        write_section(section(names, results))
+        write_section(section(names, load(CACHE, names)))
     return 0
 
 
