@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from secateurs.errors import CaptureError
+from secateurs.graph.bindings import bind
 from secateurs.graph.cache import cached
 from secateurs.graph.capture import ExampleInputs, capture
 from secateurs.graph.couple import CoupledGraph, Frozen, couple
@@ -97,7 +98,11 @@ def _analyze(model: torch.nn.Module, example_inputs: ExampleInputs) -> Analysis:
     structure = build_structure(coupled)
     tag_ffn_(structure)
     groups = find_groups(structure)
-    groups += expert_groups(structure, len(groups))
+    experts, counts = expert_groups(structure, len(groups))
+    groups += experts
+    if counts:  # expert counts written next to expert ids: bound like every other literal size
+        coupled.literals = [*coupled.literals, *counts]
+        coupled.bindings = bind(coupled.captured, coupled.spaces, coupled.literals)
     shapes = {k: tuple(v.shape) for k, v in model.state_dict(keep_vars=True).items()}
     return Analysis(structure, groups, couple_unknown(structure), fingerprint(model), shapes)
 

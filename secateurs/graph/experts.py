@@ -18,8 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from secateurs.graph.capture import OpNode, Ref
+from secateurs.graph.capture import OpNode, Ref, refs_in
 from secateurs.graph.groups import Group, Member
+from secateurs.graph.literals import Literal
 from secateurs.graph.structure import Structure
 
 #: ops whose output values are the (rearranged) values of their first operand
@@ -27,7 +28,14 @@ _VALUE_PASS = ("aten.view", "aten.reshape", "aten._unsafe_view", "aten.flatten",
                "aten.to.", "aten._to_copy", "aten.unsqueeze", "aten.squeeze", "aten.select", "aten.slice",
                "aten.permute", "aten.transpose", "aten.detach", "aten.alias", "aten.clamp", "aten.clamp_max",
                "aten.clamp_min", "aten.index.Tensor",
-               "aten.expand", "aten.lift_fresh_copy")
+               "aten.expand", "aten.lift_fresh_copy", "aten.masked_fill")
+#: arithmetic and comparisons on expert ids (zero or skip experts past the routed ones: ``ids >= num_experts``)
+_ID_MATH = ("aten.ge", "aten.gt", "aten.le", "aten.lt", "aten.eq", "aten.ne", "aten.sub", "aten.add", "aten.mul",
+            "aten.floor_divide", "aten.div", "aten.remainder", "aten.bitwise_not", "aten.logical_not")
+
+
+#: ops that pick positions along a dim (their second output, or the output of argmax)
+_SELECT = ("aten.topk", "aten.max.dim")
 
 
 def _is(target: str, names: tuple[str, ...]) -> bool:
@@ -39,19 +47,27 @@ def _ref(value: Any) -> str | None:
 
 
 class _Routes:
-    """Value provenance: which router space (``E``) a tensor's values index, and which dims count experts."""
+    """Value provenance: which router (class of its logits' expert dim) a tensor's values index, and which dim
+    classes count that router's experts."""
 
     def __init__(self, st: Structure):
         self.st = st
         self.spaces = st.coupled.spaces
-        self.values: dict[str, int] = {}  # node -> router space its values index
-        self.topk: dict[int, OpNode] = {}  # router space -> its topk node
-        self.expert_dims: dict[int, int] = {}  # space -> router space it counts
+        self.values: dict[str, int] = {}  # node -> router class its values index
+        self.picks: dict[int, dict[str, int]] = {}  # router class -> selecting node -> experts it picks per token
+        self.expert_dims: dict[int, int] = {}  # class -> router class it counts
+        self.heads: dict[int, int] = {}  # class -> class it is the leading part of (``logits[..., :-shared]``)
+        self.derived: dict[str, int] = {}  # node -> router class: numbers computed from expert ids
+        self.numbers: list[tuple[OpNode, str, int, int]] = []  # (node, arg key, int written, router class)
 
     def space(self, name: str | None, dim: int) -> int | None:
         outs = self.spaces.get(name or "") or [[]]
         dims = outs[0]
         return dims[dim] if -len(dims) <= dim < len(dims) else None
+
+    def cls(self, name: str | None, dim: int) -> int | None:
+        s = self.space(name, dim)
+        return None if s is None else int(self.st.space_class[s])
 
     def walk(self, nodes: list[OpNode]) -> None:
         by_name = {n.name: n for n in nodes}
@@ -59,82 +75,193 @@ class _Routes:
             if node.kind != "call":
                 continue
             t = node.target
-            if _is(t, ("aten.topk",)):
-                s = self.space(_ref(node.args[0]), int(node.args[2]) if len(node.args) > 2 else -1)
-                if s is not None:
-                    self.topk[s] = node
-            elif t == "getitem":
+            if t == "getitem":
                 src = by_name.get(_ref(node.args[0]) or "")
-                if src is not None and _is(src.target, ("aten.topk",)) and node.args[1] == 1:
-                    s = self.space(src.name and _ref(src.args[0]), int(src.args[2]) if len(src.args) > 2 else -1)
-                    if s is not None:
-                        self.values[node.name] = s
+                if src is not None and node.args[1] == 1 and _is(src.target, _SELECT):
+                    self._select(node, src)
                 elif src is not None and _is(src.target, ("aten.sort",)) and node.args[1] == 0:
                     self._pass(node, _ref(src.args[0]))
+            elif _is(t, ("aten.argmax",)):
+                self._select(node, node)
+            elif _is(t, ("aten.slice",)):
+                self._head(node)
+            elif _is(t, ("aten.where",)) and len(node.args) > 2:
+                self._where(node)
+            elif _is(t, _ID_MATH):
+                self._math(node)
+            elif _is(t, ("aten.cat", "aten.concat", "aten.concatenate")):
+                self._cat(node)
             elif _is(t, _VALUE_PASS):
                 self._pass(node, _ref(node.args[0]))
             self._sinks(node)
+
+    def _select(self, out: OpNode, op: OpNode) -> None:
+        """``out`` holds the positions along a router's expert dim that ``op`` (top-k, max, argmax) picked."""
+        args, kwargs = op.args, op.kwargs
+        if _is(op.target, ("aten.topk",)):
+            dim, k = (args[2] if len(args) > 2 else kwargs.get("dim", -1)), args[1] if len(args) > 1 else None
+        else:  # max.dim / argmax: one position per row
+            dim, k = (args[1] if len(args) > 1 else kwargs.get("dim")), 1
+        c = self.cls(_ref(args[0]), dim) if isinstance(dim, int) else None
+        if c is not None and isinstance(k, int):
+            self.picks.setdefault(c, {})[op.name] = k
+            self.values[out.name] = c
+
+    def _where(self, node: OpNode) -> None:
+        """``where(cond, ids_a, ids_b)``: expert ids where either branch holds them (the other branch remaps zero
+        experts onto real ones, with zero weight)."""
+        branches = [self.values.get(_ref(a) or "") for a in node.args[1:3]]
+        found = {b for b in branches if b is not None}
+        if len(found) == 1:
+            self.values[node.name] = found.pop()
+        self._math(node)
+
+    def _math(self, node: OpNode) -> None:
+        """Numbers computed from expert ids, and the ints forward() wrote next to them (an expert count)."""
+        routers = {self.values.get(r.name, self.derived.get(r.name)) for r in refs_in(node.args)} - {None}
+        if len(routers) != 1:
+            return
+        router = routers.pop()
+        if node.name not in self.values:
+            self.derived[node.name] = router  # type: ignore[assignment]
+        for i, a in enumerate(node.args):
+            if type(a) is int:
+                self.numbers.append((node, f"args.{i}", a, router))  # type: ignore[arg-type]
+
+    def literals(self, group: Group) -> list[Literal]:
+        """The expert count written next to expert ids (``ids >= 4`` for zero experts past 4 routed ones) as a
+        literal of the experts' space, so attribute bindings rewrite the attribute it came from."""
+        n = group.n_units
+        counted = [c for c in group.unit_index if int(self.st.class_size[c]) == n]
+        router = next((r for c in counted if (r := self.expert_dims.get(c)) is not None), None)
+        if not counted or router is None or int(self.st.class_size[router]) == n:
+            return []  # no rows past the experts: ids need no count
+        space = int(np.nonzero(self.st.space_class == counted[0])[0][0])
+        return [Literal(node.name, node.target, key, ((space, 1),), scalar=True)
+                for node, key, value, r in self.numbers if r == router and value == n]
+
+    def _head(self, node: OpNode) -> None:
+        """``x[..., :-m]``: the leading part of a dim, with a bound written from the end, so it stays the part
+        before the last ``m`` rows however many rows are removed before them."""
+        args = node.args
+        start = args[2] if len(args) > 2 else 0
+        end = args[3] if len(args) > 3 else None
+        step = args[4] if len(args) > 4 else 1
+        if start in (0, None) and isinstance(end, int) and end < 0 and step == 1 and isinstance(args[1], int):
+            out, src = self.cls(node.name, args[1]), self.cls(_ref(args[0]), args[1])
+            if out is not None and src is not None:
+                self.heads[out] = src
+
+    def weight_class(self, router: int) -> int | None:
+        """The class of a router's weight rows: the router's own, or the one its logits are the leading part of."""
+        ndim = {f: len(spaces) for f, spaces in self.st.coupled.param_spaces().items()}
+        seen: set[int] = set()
+        c: int | None = router
+        while c is not None and c not in seen:
+            seen.add(c)
+            if any(d == 0 and f in self.st.param_fqns and ndim.get(f) == 2 for f, d in self.st.class_params.get(c, [])):
+                return c
+            c = self.heads.get(c)
+        return None
 
     def _pass(self, node: OpNode, source: str | None) -> None:
         if source in self.values:
             self.values[node.name] = self.values[source]
 
+    def _cat(self, node: OpNode) -> None:
+        """Positions picked by several selections of one router, concatenated (a second max after masking the
+        first pick)."""
+        parts = {self.values.get(_ref(p) or "") for p in (node.args[0] if node.args else [])}
+        if len(parts) == 1 and None not in parts:
+            self.values[node.name] = parts.pop()  # type: ignore[assignment]
+
     def _sinks(self, node: OpNode) -> None:
         t, args = node.target, node.args
         source = _ref(args[0]) if args else None
         if _is(t, ("aten.histc",)) and source in self.values:
-            self._count(self.space(node.name, 0), self.values[source])
+            self._count(self.cls(node.name, 0), self.values[source])
         elif _is(t, ("aten.one_hot",)) and source in self.values:
-            self._count(self.space(node.name, -1), self.values[source])
+            self._count(self.cls(node.name, -1), self.values[source])
         elif _is(t, ("aten.cumsum", "aten.to.", "aten._to_copy")) and source is not None:
-            s = self.space(source, 0)
-            if s in self.expert_dims:
-                self._count(self.space(node.name, 0), self.expert_dims[s])
+            c = self.cls(source, 0)
+            if c in self.expert_dims:
+                self._count(self.cls(node.name, 0), self.expert_dims[c])
         elif _is(t, ("transformers.grouped_mm_fallback", "aten._grouped_mm")):
             offs = args[2] if len(args) > 2 else node.kwargs.get("offs")
-            s = self.space(_ref(offs), 0)
-            if s in self.expert_dims:
-                self._count(self.space(_ref(args[1]), 0), self.expert_dims[s])
+            c = self.cls(_ref(offs), 0)
+            if c in self.expert_dims:
+                self._count(self.cls(_ref(args[1]), 0), self.expert_dims[c])
         elif _is(t, ("aten.index.Tensor",)) and len(args) > 1:
             for pos, idx in enumerate(args[1]):
                 if _ref(idx) in self.values:
-                    self._count(self.space(source, pos), self.values[_ref(idx) or ""])
+                    self._count(self.cls(source, pos), self.values[_ref(idx) or ""])
 
-    def _count(self, space: int | None, router: int) -> None:
-        if space is not None and self.st.coupled.rel.sizes[space] == self.st.coupled.rel.sizes[router]:
-            self.expert_dims[space] = router
+    def _count(self, c: int | None, router: int) -> None:
+        if c is not None and self.st.class_size[c] <= self.st.class_size[router]:
+            self.expert_dims[c] = router  # the first ``size(c)`` of the router's positions
+
+    def dense(self) -> None:
+        """Dims that count experts because they factor the same flat dim as one that does, at the same position
+        with the same sizes: a router's dense ``[experts, tokens]`` scores flattened to ``experts * tokens`` rows
+        and multiplied into the tokens repeated once per expert, then viewed as ``[experts, tokens, hidden]`` for
+        a batched product with the stacked expert weights (Llama-4)."""
+        counted = dict(self.expert_dims)
+        counted.update({r: r for r in self.picks})
+        by_flat: dict[int, list[tuple[int, ...]]] = {}
+        for p in self.st.products:
+            by_flat.setdefault(p.flat, []).append(p.factors)
+        changed = True
+        while changed:
+            changed = False
+            for factorings in by_flat.values():
+                for a in factorings:
+                    for b in factorings:
+                        if a == b or len(a) != len(b):
+                            continue
+                        if any(self.st.class_size[x] != self.st.class_size[y] for x, y in zip(a, b, strict=True)):
+                            continue
+                        for x, y in zip(a, b, strict=True):
+                            if x in counted and y not in counted:
+                                counted[y] = self.expert_dims[y] = counted[x]
+                                changed = True
 
 
-def expert_groups(st: Structure, first_id: int) -> list[Group]:
-    """One ``"experts"`` group per router whose experts are all found and whose dims stay inside the model."""
+def expert_groups(st: Structure, first_id: int) -> tuple[list[Group], list[Literal]]:
+    """One ``"experts"`` group per router whose experts are all found and whose dims stay inside the model, and
+    the expert counts written into the graph next to expert ids (see ``_Routes.literals``)."""
     routes = _Routes(st)
     routes.walk(st.coupled.captured.nodes)
+    routes.dense()
     linked: dict[int, set[int]] = {}
-    for space, router in routes.expert_dims.items():
-        linked.setdefault(router, set()).add(int(st.space_class[space]))
+    for c, router in routes.expert_dims.items():
+        if c != router:
+            linked.setdefault(router, set()).add(c)
     groups: list[Group] = []
+    literals: list[Literal] = []
     for router, classes in sorted(linked.items()):
-        g = _group(st, router, classes | {int(st.space_class[router])}, routes.topk.get(router), first_id + len(groups))
+        picks = routes.picks.get(router)
+        if not picks:
+            continue
+        k = max(max(picks.values()), len(picks))  # top-k, or one max per pick
+        weight = routes.weight_class(router)
+        g = None if weight is None else _group(st, weight, classes | {router, weight}, k, first_id + len(groups))
         if g is not None:
             groups.append(g)
-    return groups
+            literals += routes.literals(g)
+    return groups, literals
 
 
-def _group(st: Structure, router: int, classes: set[int], topk: OpNode | None, gid: int) -> Group | None:
-    size = int(st.coupled.rel.sizes[router])
-    rc = int(st.space_class[router])
-    if topk is None or any(int(st.class_size[c]) != size for c in classes):
+def _group(st: Structure, rc: int, classes: set[int], k: int, gid: int) -> Group | None:
+    """Experts ``0 .. n-1`` of every class, ``n`` the experts' count: a router may hold more rows after them (zero or
+    skip experts, shared experts' gates), which stay."""
+    experts = [c for c in classes if c != rc and any(f in st.param_fqns for f, _ in st.class_params.get(c, []))]
+    sizes = {int(st.class_size[c]) for c in experts}
+    if len(sizes) != 1 or any(int(st.class_size[c]) < min(sizes) for c in classes):
         return None
     if any("model output" in r or "model input" in r for c in classes for r in st.class_frozen.get(c, [])):
         return None  # router logits returned by the model: removing experts would change an output's shape
-    ndim = {f: len(spaces) for f, spaces in st.coupled.param_spaces().items()}
-    weights = [(f, d) for f, d in st.class_params.get(rc, []) if d == 0 and f in st.param_fqns and ndim.get(f) == 2]
-    experts = [c for c in classes if c != rc and any(f in st.param_fqns for f, _ in st.class_params.get(c, []))]
-    if not weights or not experts:
-        return None
     members = [Member(f, d, c) for c in sorted(classes) for f, d in st.class_params.get(c, [])]
     members.sort(key=lambda m: (m.cls != rc, m.fqn not in st.param_fqns, m.fqn, m.dim))
-    k = int(topk.args[1]) if len(topk.args) > 1 and isinstance(topk.args[1], int) else 1
-    units = np.arange(size, dtype=np.int64)[:, None]
+    units = np.arange(sizes.pop(), dtype=np.int64)[:, None]
     return Group(gid, "experts", members, {c: units for c in sorted(classes)}, exact=True,
-                 tags={"experts"}, min_units=k, meta={"router": weights[0][0], "top_k": k})
+                 tags={"experts"}, min_units=k, meta={"router": members[0].fqn, "top_k": k})

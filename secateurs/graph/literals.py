@@ -185,8 +185,12 @@ def _slice(node: OpNode, ctx: FindContext) -> list[Literal]:
         return []
     k = start // piece
     found = [Literal(node.name, node.target, "args.2", ((out[d], k),), scalar=True)]
-    if len(node.args) > 3 and node.args[3] is not None and _int(node.args[3]) is not None and int(node.args[3]) < n:
+    written = _int(node.args[3]) if len(node.args) > 3 and node.args[3] is not None else None
+    if written is not None and 0 <= written < n:
         found.append(Literal(node.name, node.target, "args.3", ((out[d], k + 1),), scalar=True))
+    elif written is not None and written < 0 and n % piece == 0:  # counted from the end: the pieces after it
+        found.append(Literal(node.name, node.target, "args.3", ((out[d], -(n // piece - k - 1)),), scalar=True))
+    # a negative end before rows that are not pieces of this size (``logits[..., :-shared]``) stays as written
     return found
 
 

@@ -5,6 +5,8 @@ expert is the same as a router logit of ``-inf``: it gets no softmax mass and to
 ``routed_out(model, plan)``, every ``F.linear`` whose weight is a router of the plan (``plan.settings["experts"]``)
 returns ``-inf`` at the removed experts, and the other per-expert vectors of the router's dim (a router bias, a
 score-correction bias added before top-k) hold ``-inf`` there too, so a biased selection cannot pick them either.
+Experts are the first rows of every member (a router may have rows past them: zero or skip experts, a shared
+expert's gate), so a removed expert's index is the same in each.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ def routed_out(model: nn.Module, plan: Plan) -> Iterator[None]:
             routers[weight.data_ptr()] = removed
             for fqn, dim in group.members:  # other vectors along the router's expert dim (biases)
                 t = state.get(fqn)
-                if t is not None and t is not weight and t.ndim == 1 and dim == 0 and t.shape[0] == weight.shape[0]:
+                if t is not None and t is not weight and t.ndim == 1 and dim == 0 and t.is_floating_point():
                     idx = removed.to(t.device)
                     saved.append((t, idx, t.detach()[idx].clone()))
                     with torch.no_grad():

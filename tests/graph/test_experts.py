@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 import secateurs as sc
-from secateurs.testing.moe import TinyMoE
+from secateurs.testing.moe import DenseScoredMoE, MaxPickMoE, SharedGateMoE, TinyMoE, ZeroExpertMoE
 from secateurs.verification.experts import routed_out
 
 
@@ -94,3 +94,44 @@ def test_hf_moe_expert_width_and_whole_experts_reload(model_type, tmp_path):
         fresh = type(t.model).from_pretrained(tmp_path / model_type).eval()
         with torch.no_grad():
             assert max_relative_error(t.model(**t.inputs), fresh(**t.inputs)) <= 1e-5
+
+
+def _routers_found(model, x):
+    return [g for g in sc.analyze(model, x).groups if g.kind == "experts"]
+
+
+@pytest.mark.parametrize("make, experts_left", [
+    (lambda: DenseScoredMoE(), 3),  # scores scattered into a dense matrix, experts run on repeated tokens
+    (lambda: MaxPickMoE(), 3),  # picks by max, then max again after masking the first
+    (lambda: SharedGateMoE(), 3),  # the router's last row gates a shared expert: logits[..., :-1]
+    (lambda: ZeroExpertMoE(), 3),  # zero experts past the routed ones, counted by an attribute
+])
+def test_routers_that_do_not_index_experts_with_top_k_ids_prune_whole_experts(make, experts_left):
+    torch.manual_seed(0)
+    model, x = make().eval(), torch.randn(24, 8)
+    (g,) = _routers_found(model, x)
+    assert g.n_units == 4
+    report = sc.prune(model, x, ratio={"experts": 0.25})
+    assert report.verification.ok and report.verification.mode == "exact"
+    up = model.moe.up if isinstance(model, SharedGateMoE) else model.up
+    assert up.shape[0] == experts_left
+
+
+def test_router_rows_past_the_experts_stay():
+    torch.manual_seed(0)
+    model, x = SharedGateMoE().eval(), torch.randn(24, 8)
+    sc.prune(model, x, ratio={"experts": 0.5})
+    assert model.moe.router.shape == (3, 8)  # two experts left and the shared expert's gate row
+    torch.manual_seed(0)
+    zeros, x = ZeroExpertMoE().eval(), torch.randn(24, 8)
+    sc.prune(zeros, x, ratio={"experts": 0.5})
+    assert zeros.router.shape == (4, 8) and zeros.num_routed == 2  # two experts and the two zero experts
+
+
+def test_max_picks_count_as_top_k():
+    torch.manual_seed(0)
+    model, x = MaxPickMoE().eval(), torch.randn(24, 8)
+    (g,) = _routers_found(model, x)
+    assert g.min_units == 2 and g.meta["top_k"] == 2
+    p = sc.plan(model, x, ratio={"experts": 0.9})
+    assert len(p.groups[[r.kind for r in p.groups].index("experts")].removed) == 2

@@ -61,3 +61,26 @@ def gather(ctx: RuleContext) -> None:
                 ctx.carry(s, o)
             else:
                 ctx.freeze(s, "gather over a larger source dimension")
+
+
+@register("aten.scatter", "aten.scatter_add", "aten.scatter_reduce")
+def scatter(ctx: RuleContext) -> None:
+    """``out = self.scatter(dim, index, src)``: ``out`` has the dims of ``self``; along ``dim`` the positions written
+    are data (frozen). Off ``dim``, ``index`` and ``src`` address the same positions as ``self`` where their sizes
+    match (a router writing its top-k scores into a dense ``[tokens, experts]`` matrix)."""
+    xs, out = list(ctx.spaces(ctx.arg(0))), list(ctx.out())
+    d = norm_dim(int(ctx.arg(1, "dim")), len(xs))
+    ctx.same_all(xs, out)
+    ctx.freeze(xs[d], "dimension written at positions held in a tensor (scatter)")
+    for ref in (ctx.arg(2, "index"), ctx.arg(3, "src")):
+        if not ctx.is_tensor_ref(ref):
+            continue
+        spaces = list(ctx.spaces(ref))
+        if len(spaces) != len(xs):
+            ctx.freeze_all(spaces, "scatter operand of another rank")
+            continue
+        for i, (s, o) in enumerate(zip(spaces, out, strict=True)):
+            if i != d and ctx.size(s) == ctx.size(o):
+                ctx.same(s, o)
+            else:
+                ctx.freeze(s, "positions of a scatter")
