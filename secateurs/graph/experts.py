@@ -260,8 +260,9 @@ def _group(st: Structure, rc: int, classes: set[int], k: int, gid: int) -> Group
         return None
     if any("model output" in r or "model input" in r for c in classes for r in st.class_frozen.get(c, [])):
         return None  # router logits returned by the model: removing experts would change an output's shape
+    ndim = {f: len(spaces) for f, spaces in st.coupled.param_spaces().items()}
     members = [Member(f, d, c) for c in sorted(classes) for f, d in st.class_params.get(c, [])]
-    members.sort(key=lambda m: (m.cls != rc, m.fqn not in st.param_fqns, m.fqn, m.dim))
+    members.sort(key=lambda m: (m.cls != rc, m.fqn not in st.param_fqns, ndim.get(m.fqn) != 2, m.fqn, m.dim))
     units = np.arange(sizes.pop(), dtype=np.int64)[:, None]
     return Group(gid, "experts", members, {c: units for c in sorted(classes)}, exact=True,
                  tags={"experts"}, min_units=k, meta={"router": members[0].fqn, "top_k": k})

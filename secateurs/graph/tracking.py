@@ -139,25 +139,50 @@ class Recorder(TorchFunctionMode):
 
 @contextlib.contextmanager
 def tracked_attributes(model: torch.nn.Module, recorder: Recorder) -> Iterator[None]:
-    """Every int, float and tuple/list-of-int attribute of every module is a tracked number for the duration."""
-    saved: list[tuple[torch.nn.Module, str, Any]] = []
+    """Every int, float and tuple/list-of-int attribute of every module is a tracked number for the duration, and so
+    is every such field of a config object modules hold as ``config`` (read at forward time, e.g.
+    ``ids == self.config.num_experts``): a field is tracked as attribute ``config.<field>`` of the first module
+    holding that config, so every module reading it reads one attribute."""
+    saved: list[tuple[Any, str, Any]] = []
+    configs: set[int] = set()
     try:
         for path, module in model.named_modules():
             for name, value in list(vars(module).items()):
+                if name == "config" and _is_config(value) and id(value) not in configs:
+                    configs.add(id(value))
+                    _track_fields(value, path, "config.", recorder, saved)
+                    continue
                 if name.startswith("_") or name == "training":
                     continue
-                swapped = tracked(value, Attr(path, name))
-                if swapped is None:
-                    continue
-                saved.append((module, name, value))
-                module.__dict__[name] = swapped
-                recorder.originals[(path, name)] = list(value) if isinstance(value, (tuple, list)) else value
-                for i, v in enumerate(value) if isinstance(value, (tuple, list)) else [(None, value)]:
-                    recorder.values[Attr(path, name, i)] = v
+                _track(module, name, value, Attr(path, name), recorder, saved)
         yield
     finally:
-        for module, name, value in reversed(saved):
-            module.__dict__[name] = value
+        for owner, name, value in reversed(saved):
+            owner.__dict__[name] = value
+
+
+def _is_config(value: Any) -> bool:
+    """A configuration object (transformers' ``PretrainedConfig`` and the like): plain fields, ``to_dict()``."""
+    return not isinstance(value, torch.nn.Module) and callable(getattr(value, "to_dict", None)) and hasattr(
+        value, "__dict__")
+
+
+def _track_fields(config: Any, path: str, prefix: str, recorder: Recorder, saved: list[tuple[Any, str, Any]]) -> None:
+    for name, value in list(vars(config).items()):
+        if not name.startswith("_"):
+            _track(config, name, value, Attr(path, prefix + name), recorder, saved)
+
+
+def _track(owner: Any, name: str, value: Any, leaf: Attr, recorder: Recorder,
+           saved: list[tuple[Any, str, Any]]) -> None:
+    swapped = tracked(value, leaf)
+    if swapped is None:
+        return
+    saved.append((owner, name, value))
+    owner.__dict__[name] = swapped
+    recorder.originals[(leaf.owner, leaf.name)] = list(value) if isinstance(value, (tuple, list)) else value
+    for i, v in enumerate(value) if isinstance(value, (tuple, list)) else [(None, value)]:
+        recorder.values[Attr(leaf.owner, leaf.name, i)] = v
 
 
 @contextlib.contextmanager

@@ -96,7 +96,7 @@ def apply_plan(model: nn.Module, plan: Plan, *, journal: Journal | None = None) 
             merge_layers_(model, plan.merged_layers)  # LaCo: runs merged into their first block, the rest dropped
             drop_layers_(model, plan.dropped_layers)
         _slice_tensors(state, owners, plan, snapshot.journal)
-        write_attributes_(model, plan)  # before the handlers, which know their modules best
+        write_attributes_(model, plan, configs=False)  # before the handlers, which know their modules best
         for path in sorted(touched_paths, key=lambda p: -p.count(".") if p else 1):
             m = modules.get(path)
             if m is None:
@@ -105,6 +105,7 @@ def apply_plan(model: nn.Module, plan: Plan, *, journal: Journal | None = None) 
             if handler is not None:
                 handler(m, {**plan.hints.get(path, {}), "shapes_before": before.get(path, {}), "path": path,
                             "root": model})
+        write_attributes_(model, plan, configs=True)  # config fields: after handlers that rebuild the config
         if plan.literals and is_program_graph(model):
             rewrite_literals_(model, plan.literals)  # type: ignore[arg-type]  # last: undoes itself if it fails
     except Exception as exc:

@@ -133,17 +133,33 @@ def _keep_mha(values: dict[str, Any], out: dict[str, Any]) -> None:
 
 
 def _per_layer_lists(values: dict[str, Any], out: dict[str, Any]) -> None:
-    """Lists with one entry per layer (``layer_types``) keep the first entries, one per layer left."""
+    """Lists with one entry per layer (``layer_types``) keep one entry per layer left: the first ones, with the
+    first layer of each kind the list has past them in place of the last (DeepSeek-V4's three hash-routed layers
+    before the top-k ones, Gemma-3's one global layer in six), so every kind of layer is built."""
     counts = {values[k]: v for k, v in out.items() if k in values and re.fullmatch(SIZES[0][0], k)
               and isinstance(values[k], int)}
     for name, value in values.items():
         if name not in out and isinstance(value, list) and len(value) in counts and len(value) > counts[len(value)]:
-            out[name] = value[: counts[len(value)]]
+            out[name] = _every_kind(value, counts[len(value)])
     layers = min(counts.values(), default=None)
     for name, value in values.items():  # per-layer overrides keyed by layer index ("05": {...}) keep the layers left
         if layers is not None and name not in out and isinstance(value, dict) and value and all(
                 str(k).isdigit() for k in value):
             out[name] = {k: v for k, v in value.items() if int(k) < layers}
+
+
+def _every_kind(value: list[Any], n: int) -> list[Any]:
+    firsts: list[int] = []
+    for i, v in enumerate(value):
+        if _hashable(v) and all(not _hashable(value[j]) or value[j] != v for j in firsts):
+            firsts.append(i)
+    late = [i for i in firsts if i >= n][: n - 1]  # the first layer stays
+    keep = sorted(set(range(n - len(late))) | set(late))
+    return [value[i] for i in keep]
+
+
+def _hashable(v: Any) -> bool:
+    return isinstance(v, str)  # kinds of layer; per-layer numbers keep their first entries
 
 
 def tiny_config(model_type: str) -> Any:

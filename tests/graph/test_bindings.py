@@ -73,3 +73,53 @@ def test_a_call_that_made_several_nodes_is_one_call():
     split = captured.calls["split_with_sizes"]
     pieces = [n.name for n in captured.nodes if n.target == "getitem" and n.args[0].name == "split_with_sizes"]
     assert pieces and all(captured.calls[p] is split for p in pieces)
+
+
+class _Config:
+    """A config object modules hold and read at forward time (transformers' ``PretrainedConfig`` is one)."""
+
+    def __init__(self, heads: int = 4, head_dim: int = 8):
+        self.num_heads, self.head_dim = heads, head_dim
+
+    def to_dict(self):
+        return dict(vars(self))
+
+
+class _ConfigAttention(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        width = config.num_heads * config.head_dim
+        self.qkv, self.proj = nn.Linear(32, 3 * width), nn.Linear(width, 32)
+
+    def forward(self, x):
+        b, t, _ = x.shape
+        q, k, v = self.qkv(x).view(b, t, 3, self.config.num_heads, self.config.head_dim).permute(2, 0, 3, 1, 4)
+        att = torch.softmax(q @ k.transpose(-1, -2) * 8**-0.5, dim=-1)
+        return x + self.proj((att @ v).transpose(1, 2).reshape(b, t, -1))
+
+
+class _SharedConfig(nn.Module):
+    """Two attention layers reading their head count from one shared config object."""
+
+    def __init__(self):
+        super().__init__()
+        self.config = _Config()
+        self.layers = nn.ModuleList([_ConfigAttention(self.config) for _ in range(2)])
+
+    def forward(self, x):
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+def test_config_fields_read_at_forward_are_bound_and_rewritten_once_for_every_layer():
+    torch.manual_seed(0)
+    model, x = _SharedConfig().eval(), torch.randn(2, 5, 32)
+    b = _bindings(model, x)
+    assert {e.expr for e in b.elements if e.node == "view"} >= {Attr("", "config.num_heads"), Attr("", "config.head_dim")}
+    report = sc.prune(model, x, ratio={"heads": 0.25})
+    assert report.verification.ok and report.verification.mode == "exact"
+    assert model.config.num_heads == 3 and model.layers[1].config is model.config
+    assert model.layers[0].qkv.weight.shape == (72, 32) and model.layers[1].qkv.weight.shape == (72, 32)
+    assert type(model.config.num_heads) is int  # the capture left the config's fields as they were

@@ -135,3 +135,27 @@ def test_max_picks_count_as_top_k():
     assert g.min_units == 2 and g.meta["top_k"] == 2
     p = sc.plan(model, x, ratio={"experts": 0.9})
     assert len(p.groups[[r.kind for r in p.groups].index("experts")].removed) == 2
+
+
+class _BiasedRouter(TinyMoE):
+    """A per-expert bias parameter added to the logits (sorted before the router's name)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a_bias = torch.nn.Parameter(torch.zeros(4))
+
+    def forward(self, x):
+        probs = torch.softmax(F.linear(x, self.router) + self.a_bias, dim=-1)
+        weights, index = torch.topk(probs, self.top_k, dim=-1)
+        gates = (F.one_hot(index, probs.shape[-1]).to(x.dtype) * weights.unsqueeze(-1)).sum(-2)
+        inner = torch.relu(torch.einsum("...h,eih->...ei", x, self.up))
+        return x + torch.einsum("...e,...eh->...h", gates, torch.einsum("...ei,ehi->...eh", inner, self.down))
+
+
+def test_the_router_is_the_weight_not_a_per_expert_bias():
+    torch.manual_seed(0)
+    model, x = _BiasedRouter().eval(), torch.randn(24, 8)
+    (g,) = _routers_found(model, x)
+    assert g.meta["router"] == "router" and g.members[0].fqn == "router"
+    report = sc.prune(model, x, ratio={"experts": 0.25})
+    assert report.verification.ok and model.a_bias.shape == (3,)

@@ -129,6 +129,9 @@ def set_field(config: Any, path: str, value: Any) -> None:
 
 def observe(model: nn.Module) -> Observed:
     shapes = {k: tuple(v.shape) for k, v in model.state_dict(keep_vars=True).items()}
+    # buffers outside the state dict (RoPE's inv_freq) are rebuilt from the config too: a config that gives the
+    # same weights with another head size (8 heads of 18 for 6 of 24) rebuilds them wrong
+    shapes.update({k: tuple(v.shape) for k, v in model.named_buffers() if k not in shapes})
     ints: dict[str, int] = {}
     floats: dict[str, float] = {}
     for path, m in model.named_modules():
