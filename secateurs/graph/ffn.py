@@ -131,17 +131,18 @@ def ffn_classes(st: Structure) -> set[int]:
 
 
 def _writing_back(st: Structure, found: set[int], feeds: dict[int, set[int]]) -> set[int]:
-    """In a model with residual streams, the widths whose layers lead back into one (an MLP, a bottleneck, every
-    expert): a pooler or a classifier head between the last block and the outputs is not an FFN."""
+    """In a model with residual streams, the widths whose layers lead back into one, directly or through more
+    weighted layers (an MLP, a bottleneck, every expert): a pooler or a classifier head between the last block
+    and the outputs is not an FFN."""
     residual = {c for c, labels in st.class_tags.items() if "residual" in labels}
     if not residual:
         return found  # plain stacks (VGG, DenseNet's concatenations): every intermediate width
     back = set(residual)
     changed = True
-    while changed:
-        changed = False
-        for c in found - back:
-            if feeds.get(c, set()) & back:
+    while changed:  # through any weighted layers: MuSE-Spark's experts work in a wider normalised space
+        changed = False  # that a projection brings back to the residual stream
+        for c, fed in feeds.items():
+            if c not in back and fed & back:
                 back.add(c)
                 changed = True
     return found & back

@@ -85,3 +85,25 @@ def test_interleaved_gate_up_is_one_ffn_width():
     report = sc.prune(model, x, ratio={"ffn": 0.5})
     assert report.verification.ok and report.verification.mode == "exact"
     assert model.gate_up.out_features == 12 and model.down.in_features == 6
+
+
+class _WideSpaceMLP(torch.nn.Module):
+    """An MLP that works in a wider, normalised space projected from and back to the residual stream (MuSE-Spark's
+    experts): ``x + back(norm(mlp(norm(into(x)))))``; the MLP's inner width is an FFN, the wide space is not."""
+
+    def __init__(self):
+        super().__init__()
+        self.into, self.back = torch.nn.Linear(16, 32), torch.nn.Linear(32, 16)
+        self.norm_in, self.norm_out = torch.nn.LayerNorm(32), torch.nn.LayerNorm(32)
+        self.up, self.down = torch.nn.Linear(32, 24), torch.nn.Linear(24, 32)
+
+    def forward(self, x):
+        h = self.norm_in(self.into(x))
+        return x + self.back(self.norm_out(self.down(torch.relu(self.up(h)))))
+
+
+def test_an_mlp_behind_more_projections_is_still_ffn():
+    torch.manual_seed(0)
+    roles = _roles(_WideSpaceMLP().eval(), torch.randn(2, 5, 16))
+    assert roles["ffn"] == {"up", "down"}
+    assert "into" not in roles["ffn"] and "back" not in roles["ffn"]
