@@ -134,5 +134,7 @@ def settle(value: Any, values: dict[Any, int]) -> tuple[Any, list[tuple[int, int
 def _resolve(size: Any, values: dict[Any, int]) -> int | None:
     if not isinstance(size, torch.SymInt):
         return int(size)
-    expr = size.node.expr.xreplace(values)
+    import sympy
+
+    expr = size.node.expr.xreplace({s: sympy.Integer(v) for s, v in values.items()})
     return int(expr) if getattr(expr, "is_number", False) else None
