@@ -20,6 +20,7 @@ from secateurs.errors import CaptureError, InvalidTypeError, SecateursError
 from secateurs.graph.meta import module_scope, node_value
 from secateurs.graph.provenance import Attr
 from secateurs.graph.tracking import Call, Recorder, recording
+from secateurs.graph.unbacked import example_values, graph_has_unbacked, keep_unbacked, settle
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,8 @@ class Captured:
     calls: dict[str, Call] = field(repr=False, default_factory=dict)
     attribute_values: dict[Attr, int | float] = field(repr=False, default_factory=dict)
     attribute_originals: dict[tuple[str, str], Any] = field(repr=False, default_factory=dict)
+    # (node, output, dim) whose size depends on the input values, set to what the example gave (graph/unbacked.py)
+    data_sized: set[tuple[str, int, int]] = field(default_factory=set)
 
 
 ExampleInputs = Any
@@ -138,15 +141,16 @@ def export_model(model: torch.nn.Module, example_inputs: ExampleInputs) -> Any:
     try:
         with eval_mode(model), torch.no_grad():
             try:
-                return torch.export.export(model, args, kwargs, strict=False)
+                ep = torch.export.export(model, args, kwargs, strict=False)
             except Exception as exc:
                 if not _data_dependent(exc):
                     raise
-                ep = torch.export.draft_export(model, args, kwargs, strict=False)
-                warnings.warn(f"{type(model).__name__}.forward() branches on tensor values ({_first_line(exc)}): captured "
-                              "with torch.export.draft_export, which follows the branch the example inputs take; the "
-                              "plan and its verification hold for inputs that take the same branches", stacklevel=4)
-                return ep
+                why = f"branches on tensor values ({_first_line(exc)})"
+            else:
+                if not graph_has_unbacked(ep):
+                    return ep
+                why = "makes tensors whose sizes depend on the input values (tokens gathered per expert)"
+            return _draft_export(model, args, kwargs, why)
     except SecateursError:
         raise
     except Exception as exc:  # torch raises many unrelated types here; re-raise as ours
@@ -157,6 +161,17 @@ def export_model(model: torch.nn.Module, example_inputs: ExampleInputs) -> Any:
             "keyword names); for Hugging Face models pass use_cache=False; data-dependent Python "
             "control flow in forward() must be rewritten with torch.cond or removed."
         ) from exc
+
+
+def _draft_export(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], why: str) -> Any:
+    """``torch.export.draft_export``, which follows the example inputs where the graph depends on their values
+    (branches taken, sizes of data-dependent tensors, kept as symbols with their example values: graph/unbacked.py)."""
+    with keep_unbacked():
+        ep = torch.export.draft_export(model, args, kwargs, strict=False)
+    warnings.warn(f"{type(model).__name__}.forward() {why}: captured with torch.export.draft_export, which follows the "
+                  "example inputs; sizes that depend on the data are never pruned, and the plan and its verification "
+                  "hold for inputs that take the same branches", stacklevel=5)
+    return ep
 
 
 def _data_dependent(exc: BaseException) -> bool:
@@ -186,10 +201,24 @@ def capture(model: torch.nn.Module, example_inputs: ExampleInputs) -> Captured:
         recorder = Recorder()
         ep = export_model(model, example_inputs)
     captured = from_exported(ep)
+    settle_data_sizes_(captured, ep)
     captured.aliases = tied_placeholders(model, captured)
     captured.calls, captured.attribute_values = recorder.finish(), recorder.values
     captured.attribute_originals = recorder.originals
     return captured
+
+
+def settle_data_sizes_(captured: Captured, ep: Any) -> None:
+    """Write the example's value into every size that depends on the input values and record those dims in
+    ``captured.data_sized`` (a node left unresolved keeps its symbols: coupling then refuses it)."""
+    values = example_values(ep)
+    if not values:
+        return
+    for node in captured.nodes:
+        value, dims, ok = settle(node.value, values)
+        if ok:
+            node.value = value
+            captured.data_sized.update((node.name, k, d) for k, d in dims)
 
 
 def tied_placeholders(model: torch.nn.Module, captured: Captured) -> list[list[str]]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import torch
+
 from secateurs.graph import rules
 from secateurs.graph.bindings import Bindings, bind
 from secateurs.graph.capture import Captured, OpNode, Ref
@@ -39,13 +41,17 @@ class CoupledGraph:
         return out
 
 
-def _allocate(node: OpNode, rel: Relations) -> list[list[int]]:
+def _allocate(node: OpNode, rel: Relations, data_sized: set[tuple[str, int, int]]) -> list[list[int]]:
     value = node.value
     items = list(value) if isinstance(value, (list, tuple)) else [value]
     result = []
     for k, item in enumerate(items):
         shape = tensor_shape(item)
         result.append([] if shape is None else [rel.new_space(n, (node.name, k, d)) for d, n in enumerate(shape)])
+        for d, s in enumerate(result[-1]):
+            if (node.name, k, d) in data_sized:  # a count of tokens (routed to an expert), not a channel
+                rel.frozen.setdefault(s, []).append(
+                    f"size depends on the input values ({rel.sizes[s]} on the example inputs) at {node.where()}")
     return result
 
 
@@ -54,7 +60,7 @@ def couple(captured: Captured) -> CoupledGraph:
     spaces: dict[str, list[list[int]]] = {}
     users: dict[str, list[OpNode]] = {}
     for node in captured.nodes:
-        spaces[node.name] = _allocate(node, rel)
+        spaces[node.name] = _allocate(node, rel, captured.data_sized)
     for node in captured.nodes:
         for ref in RuleContext(node, rel, spaces, users).tensor_refs():
             users.setdefault(ref.name, []).append(node)
@@ -99,6 +105,8 @@ def _apply_rule(graph: CoupledGraph, node: OpNode, users: dict[str, list[OpNode]
     else:
         involved = [s for ref in ctx.tensor_refs() for s in ctx.spaces(ref)]
     involved += [s for outs in spaces[node.name] for s in outs]
+    if rule is None and not involved and not isinstance(node.value, torch.Tensor):
+        return  # arithmetic on sizes or values (``u0 + u1``, ``u0 >= 0`` of a data-dependent size): no dims to couple
     if rule is None:
         reason = f"no coupling rule for {node.target}"
         graph.unknown_ops.append(Frozen(node.target, node.where(), reason))

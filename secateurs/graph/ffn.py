@@ -22,6 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import torch
 
 from secateurs.graph.capture import OpNode, Ref, refs_in
 from secateurs.graph.structure import Structure
@@ -46,13 +47,15 @@ def _starts(target: str, names: tuple[str, ...]) -> bool:
 
 
 def _weights(nodes: list[OpNode], state: dict[str, str], kinds: dict[str, str]) -> set[str]:
-    """Nodes whose value is a parameter seen through views (single tensor operand ops of ``_VIEWS``)."""
+    """Nodes whose value is a parameter seen through views (single tensor operand ops of ``_VIEWS``; a scalar operand,
+    like the expert index a loop over experts reads with ``item()``, is no tensor)."""
     out = {ph for ph, kind in kinds.items() if kind == "parameter" and ph in state}
+    scalars = {n.name for n in nodes if n.kind == "call" and not isinstance(n.value, (torch.Tensor, list, tuple))}
     for node in nodes:
         if node.kind != "call" or not _starts(node.target, _VIEWS):
             continue
         refs = list(refs_in(node.args[:1]))
-        others = [r for r in refs_in((node.args[1:], tuple(node.kwargs.values())))]
+        others = [r for r in refs_in((node.args[1:], tuple(node.kwargs.values()))) if r.name not in scalars]
         if refs and refs[0].name in out and not [r for r in others if r.name not in out]:
             out.add(node.name)
     return out
