@@ -28,7 +28,11 @@ _VALUE_PASS = ("aten.view", "aten.reshape", "aten._unsafe_view", "aten.flatten",
                "aten.to.", "aten._to_copy", "aten.unsqueeze", "aten.squeeze", "aten.select", "aten.slice",
                "aten.permute", "aten.transpose", "aten.detach", "aten.alias", "aten.clamp", "aten.clamp_max",
                "aten.clamp_min", "aten.index.Tensor",
-               "aten.expand", "aten.lift_fresh_copy", "aten.masked_fill")
+               "aten.expand", "aten.lift_fresh_copy", "aten.masked_fill", "aten.unbind", "aten.item",
+               "aten._local_scalar_dense")
+#: ops that keep a per-expert vector per expert (``hit = counts.sum(...) > 0``)
+_KEEP_EXPERTS = ("aten.greater", "aten.gt", "aten.ge", "aten.ne", "aten.eq", "aten.to.", "aten._to_copy",
+                 "aten.abs", "aten.logical_not", "aten.bitwise_not")
 #: arithmetic and comparisons on expert ids (zero or skip experts past the routed ones: ``ids >= num_experts``)
 _ID_MATH = ("aten.ge", "aten.gt", "aten.le", "aten.lt", "aten.eq", "aten.ne", "aten.sub", "aten.add", "aten.mul",
             "aten.floor_divide", "aten.div", "aten.remainder", "aten.bitwise_not", "aten.logical_not")
@@ -58,6 +62,7 @@ class _Routes:
         self.expert_dims: dict[int, int] = {}  # class -> router class it counts
         self.heads: dict[int, int] = {}  # class -> class it is the leading part of (``logits[..., :-shared]``)
         self.derived: dict[str, int] = {}  # node -> router class: numbers computed from expert ids
+        self.per_expert: dict[str, int] = {}  # node -> router class: a 1-D tensor with one entry per expert
         self.numbers: list[tuple[OpNode, str, int, int]] = []  # (node, arg key, int written, router class)
 
     def space(self, name: str | None, dim: int) -> int | None:
@@ -81,6 +86,10 @@ class _Routes:
                     self._select(node, src)
                 elif src is not None and _is(src.target, ("aten.sort",)) and node.args[1] == 0:
                     self._pass(node, _ref(src.args[0]))
+                else:  # one of several outputs holding ids (unbind, split)
+                    self._pass(node, _ref(node.args[0]))
+            elif _is(t, ("aten.nonzero",)) and _ref(node.args[0]) in self.per_expert:
+                self.values[node.name] = self.per_expert[_ref(node.args[0]) or ""]  # the experts where it is set
             elif _is(t, ("aten.argmax",)):
                 self._select(node, node)
             elif _is(t, ("aten.slice",)):
@@ -94,6 +103,19 @@ class _Routes:
             elif _is(t, _VALUE_PASS):
                 self._pass(node, _ref(node.args[0]))
             self._sinks(node)
+            self._per_expert(node)
+
+    def _per_expert(self, node: OpNode) -> None:
+        """A 1-D tensor along a dim that counts experts (tokens per expert), and what keeps it so (``> 0``)."""
+        dims = (self.spaces.get(node.name) or [[]])[0]
+        if len(dims) != 1:
+            return
+        c = int(self.st.space_class[dims[0]])
+        source = _ref(node.args[0]) if node.args else None
+        if c in self.expert_dims:
+            self.per_expert[node.name] = self.expert_dims[c]
+        elif source in self.per_expert and _is(node.target, _KEEP_EXPERTS):
+            self.per_expert[node.name] = self.per_expert[source or ""]
 
     def _select(self, out: OpNode, op: OpNode) -> None:
         """``out`` holds the positions along a router's expert dim that ``op`` (top-k, max, argmax) picked."""
@@ -191,6 +213,8 @@ class _Routes:
             c = self.cls(_ref(offs), 0)
             if c in self.expert_dims:
                 self._count(self.cls(_ref(args[1]), 0), self.expert_dims[c])
+        elif _is(t, ("aten.select.int",)) and len(args) > 2 and _ref(args[2]) in self.values:
+            self._count(self.cls(source, int(args[1])), self.values[_ref(args[2]) or ""])  # weights[expert_id]
         elif _is(t, ("aten.index.Tensor",)) and len(args) > 1:
             for pos, idx in enumerate(args[1]):
                 if _ref(idx) in self.values:

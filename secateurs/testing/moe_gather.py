@@ -45,3 +45,28 @@ class DataSizedSlice(nn.Module):
         torch._check(n <= self.fc1.out_features)
         h = torch.relu(self.fc1(x))[:, :n]
         return F.linear(h, self.fc2.weight[:, :n], self.fc2.bias)
+
+
+class HitLoopMoE(nn.Module):
+    """Stacked expert weights and a loop over the experts the tokens hit (GPT-OSS's eager form, OpenAI's privacy
+    filter): ``one_hot`` of the top-k ids, the experts with any token (``nonzero``), and per hit expert its tokens
+    (``torch.where``) and its weights picked by the id (``self.up[e]``)."""
+
+    def __init__(self, hidden: int = 8, inner: int = 16, experts: int = 4, top_k: int = 2):
+        super().__init__()
+        self.top_k, self.num_experts = top_k, experts
+        self.router = nn.Linear(hidden, experts, bias=False)
+        self.up = nn.Parameter(torch.randn(experts, inner, hidden) * 0.3)
+        self.down = nn.Parameter(torch.randn(experts, hidden, inner) * 0.3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = x.reshape(-1, x.shape[-1])
+        weights, ids = torch.topk(torch.softmax(self.router(tokens), dim=-1), self.top_k, dim=-1)
+        mask = F.one_hot(ids, num_classes=self.num_experts).permute(2, 1, 0)  # [experts, top_k, tokens]
+        out = torch.zeros_like(tokens)
+        for hit in torch.greater(mask.sum(dim=(-1, -2)), 0).nonzero():
+            e = hit[0]
+            slot, rows = torch.where(mask[e])
+            h = F.linear(torch.relu(F.linear(tokens[rows], self.up[e])), self.down[e]) * weights[rows, slot, None]
+            out = out.index_add(0, rows, h)
+        return x + out.reshape(x.shape)
