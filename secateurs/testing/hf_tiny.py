@@ -34,7 +34,7 @@ SIZES: tuple[tuple[str, int], ...] = (
     (r"num_local_experts|num_experts|n_routed_experts|moe_num_experts", 4),
     (r"num_experts_per_tok(en)?|moe_topk|top_k|num_selected_experts", 2),
     (r"n_group|num_expert_group|topk_group|n_shared_experts|num_shared_experts", 1),
-    (r"first_k_dense_replace", 1),
+    (r"first_k_dense_replace|num_sparse_(encoder|decoder)_layers", 1),
     (r"vocab_size", VOCAB),
 )
 _TOKEN = re.compile(r".*_token_(id|index)$")

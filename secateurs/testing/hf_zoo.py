@@ -51,6 +51,7 @@ class TypeResult:
     params: int = 0
     moe: bool = False
     attempts: list[Attempt] = field(default_factory=list)
+    inputs: str = ""  # inputs added to the synthesised ones, and why
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -80,9 +81,28 @@ def check_type(model_type: str, ratio: dict[str, float] | None = None, moe_check
     ratios = [ratio or DEFAULT_RATIO]
     if result.moe and moe_checks:
         ratios += [{"ffn": 0.3}, {"experts": 0.25}]
-    for r in ratios:
-        result.attempts.append(attempt(copy.deepcopy(tiny.model), tiny.inputs, r))
+    inputs = tiny.inputs
+    first = attempt(copy.deepcopy(tiny.model), inputs, ratios[0])
+    masked = _with_mask(tiny.model, inputs) if first.reason.startswith("CaptureError") else None
+    if masked is not None:  # forward() builds no mask while torch.export traces it (LongT5): pass one, as users do
+        retry = attempt(copy.deepcopy(tiny.model), masked, ratios[0])
+        if retry.status != "refused":
+            first, inputs, result.inputs = retry, masked, "attention_mask of ones added (capture needs one)"
+    result.attempts.append(first)
+    for r in ratios[1:]:
+        result.attempts.append(attempt(copy.deepcopy(tiny.model), inputs, r))
     return result
+
+
+def _with_mask(model: nn.Module, inputs: dict[str, Any]) -> dict[str, Any] | None:
+    import inspect
+
+    main = inputs.get(getattr(model, "main_input_name", "input_ids"))
+    if "attention_mask" in inputs or "attention_mask" not in inspect.signature(model.forward).parameters:
+        return None
+    if not isinstance(main, torch.Tensor) or main.ndim != 2 or main.is_floating_point():
+        return None
+    return {**inputs, "attention_mask": torch.ones_like(main)}
 
 
 def attempt(model: nn.Module, inputs: dict[str, Any], ratio: dict[str, float]) -> Attempt:
