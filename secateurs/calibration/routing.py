@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-_LINEAR = (F.linear, torch._C._nn.linear)
+_LINEAR = (F.linear, torch._C._nn.linear, torch.ops.aten.linear.default)  # eager, and a captured program
 
 
 @dataclass

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from secateurs.graph.capture import OpNode, Ref, refs_in
+from secateurs.graph.expert_loops import UnrolledLoops
 from secateurs.graph.groups import Group, Member
 from secateurs.graph.literals import Literal
 from secateurs.graph.structure import Structure
@@ -64,6 +65,7 @@ class _Routes:
         self.derived: dict[str, int] = {}  # node -> router class: numbers computed from expert ids
         self.per_expert: dict[str, int] = {}  # node -> router class: a 1-D tensor with one entry per expert
         self.numbers: list[tuple[OpNode, str, int, int]] = []  # (node, arg key, int written, router class)
+        self.loops = UnrolledLoops(self)
 
     def space(self, name: str | None, dim: int) -> int | None:
         outs = self.spaces.get(name or "") or [[]]
@@ -104,6 +106,8 @@ class _Routes:
                 self._pass(node, _ref(node.args[0]))
             self._sinks(node)
             self._per_expert(node)
+            self.loops.visit(node, by_name)
+        self.loops.finish()
 
     def _per_expert(self, node: OpNode) -> None:
         """A 1-D tensor along a dim that counts experts (tokens per expert), and what keeps it so (``> 0``)."""
@@ -213,6 +217,8 @@ class _Routes:
             c = self.cls(_ref(offs), 0)
             if c in self.expert_dims:
                 self._count(self.cls(_ref(args[1]), 0), self.expert_dims[c])
+        elif _is(t, ("aten.scatter",)) and len(args) > 2 and _ref(args[2]) in self.values:
+            self._count(self.cls(node.name, int(args[1])), self.values[_ref(args[2]) or ""])  # one-hot by scatter
         elif _is(t, ("aten.select.int",)) and len(args) > 2 and _ref(args[2]) in self.values:
             self._count(self.cls(source, int(args[1])), self.values[_ref(args[2]) or ""])  # weights[expert_id]
         elif _is(t, ("aten.index.Tensor",)) and len(args) > 1:

@@ -109,6 +109,14 @@ def _shape_arg(node: OpNode, ctx: FindContext) -> list[Literal]:
     return _per_dim(node, key, ctx.out(node)) if key else []
 
 
+@finds("aten.zeros", "aten.ones", "aten.full", "aten.empty", "aten.rand", "aten.randn")
+def _created_size(node: OpNode, ctx: FindContext) -> list[Literal]:
+    """``torch.zeros(tokens, self.num_experts)``: the size measures the output (frozen dims, but one a plan changes
+    with another group, like the experts a Python loop counts, must follow)."""
+    key = _key(node, 0, "size")
+    return _per_dim(node, key, ctx.out(node)) if key else []
+
+
 @finds("aten.new_empty")
 def _new_empty_size(node: OpNode, ctx: FindContext) -> list[Literal]:
     """``template.new_empty(size)``: the size measures the output (dims tied to the template's by the rule)."""

@@ -70,3 +70,28 @@ class HitLoopMoE(nn.Module):
             h = F.linear(torch.relu(F.linear(tokens[rows], self.up[e])), self.down[e]) * weights[rows, slot, None]
             out = out.index_add(0, rows, h)
         return x + out.reshape(x.shape)
+
+
+class SplitLoopMoE(nn.Module):
+    """JetMoE's parallel experts: tokens sorted by expert, split by each expert's count (``tolist()``), and a Python
+    loop over ``range(num_experts)`` multiplying piece ``i`` with ``self.up[i]``: only the loop's constant picks the
+    weights."""
+
+    def __init__(self, hidden: int = 8, inner: int = 16, experts: int = 4, top_k: int = 2):
+        super().__init__()
+        self.top_k, self.num_experts = top_k, experts
+        self.router = nn.Linear(hidden, experts, bias=False)
+        self.up = nn.Parameter(torch.randn(experts, inner, hidden) * 0.3)
+        self.down = nn.Parameter(torch.randn(experts, hidden, inner) * 0.3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = x.reshape(-1, x.shape[-1])
+        weights, ids = torch.topk(torch.softmax(self.router(tokens), dim=-1), self.top_k, dim=-1)
+        counts = torch.zeros(tokens.shape[0], self.num_experts).scatter(1, ids, 1).long().sum(0).tolist()
+        order = ids.flatten().sort(0)[1]
+        rows = order.div(self.top_k, rounding_mode="trunc")
+        pieces = tokens[rows].split(counts, dim=0)
+        h = torch.cat([F.linear(torch.relu(F.linear(pieces[i], self.up[i])), self.down[i])
+                       for i in range(self.num_experts)], dim=0)
+        out = torch.zeros_like(tokens).index_add(0, rows, h * weights.flatten()[order, None])
+        return x + out.reshape(x.shape)

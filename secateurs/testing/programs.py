@@ -157,6 +157,24 @@ class ExpandKV(GroupedQueryAttention):
         return x + self.o(y.transpose(1, 2).reshape(b, n, -1))
 
 
+class ScatteredGates(nn.Module):
+    """Top-2 gates written into ``torch.zeros(tokens, num_experts)`` (a size the program holds as a constant) and
+    four dense experts: removing experts rewrites the zeros' size."""
+
+    def __init__(self, hidden: int = 16, inner: int = 8, experts: int = 4):
+        super().__init__()
+        self.num_experts = experts
+        self.router = nn.Parameter(torch.randn(experts, hidden) * 0.5)
+        self.up = nn.Parameter(torch.randn(experts, inner, hidden) * 0.3)
+        self.down = nn.Parameter(torch.randn(experts, hidden, inner) * 0.3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weights, ids = torch.topk(torch.softmax(F.linear(x, self.router), dim=-1), 2, dim=-1)
+        gates = torch.zeros(x.shape[0], self.num_experts).scatter(1, ids, weights)
+        inner = torch.relu(torch.einsum("th,eih->tei", x, self.up))
+        return x + torch.einsum("te,teh->th", gates, torch.einsum("tei,ehi->teh", inner, self.down))
+
+
 @dataclass(frozen=True)
 class ProgramToy:
     build: Callable[[], nn.Module]
@@ -185,6 +203,7 @@ PROGRAM_TOYS: dict[str, ProgramToy] = {
     "aten.slice": ProgramToy(RotateHalf, (2, 5, 16), {"head_dim": 0.5}),
     "aten.repeat_interleave": ProgramToy(RepeatKV, (2, 5, 16), {"heads": 0.5}),
     "aten.new_empty": ProgramToy(LatentKeyAttention, (2, 5, 16), {"heads": 0.5}),
+    "aten.zeros": ProgramToy(ScatteredGates, (6, 16), {"experts": 0.5}),
 }
 
 

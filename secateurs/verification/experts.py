@@ -22,7 +22,7 @@ from torch.overrides import TorchFunctionMode
 
 from secateurs.plans import Plan
 
-_LINEAR = (F.linear, torch._C._nn.linear)
+_LINEAR = (F.linear, torch._C._nn.linear, torch.ops.aten.linear.default)  # eager, and a captured program
 
 
 class _RouterMask(TorchFunctionMode):

@@ -8,7 +8,7 @@ import torch
 
 import secateurs as sc
 from secateurs.graph.analysis import analyze
-from secateurs.testing.moe_gather import DataSizedSlice, GatheredMoE, HitLoopMoE
+from secateurs.testing.moe_gather import DataSizedSlice, GatheredMoE, HitLoopMoE, SplitLoopMoE
 
 
 def _quiet_analyze(model: torch.nn.Module, x: torch.Tensor):
@@ -68,3 +68,15 @@ def test_experts_picked_by_the_ids_a_hit_loop_reads_back_are_whole_units():
         report = sc.prune(model, (x,), ratio={"experts": 0.25})
     assert report.verification.ok and report.verification.mode == "exact"
     assert model.up.shape[0] == model.down.shape[0] == model.router.out_features == 3
+
+
+def test_experts_run_by_a_loop_over_constant_positions_are_whole_units():
+    torch.manual_seed(0)
+    model, x = SplitLoopMoE().eval(), torch.randn(2, 6, 8)
+    (g,) = [g for g in _quiet_analyze(model, x).groups if g.kind == "experts"]
+    assert {m.fqn for m in g.members} >= {"router.weight", "up", "down"} and g.n_units == 4
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        report = sc.prune(model, (x,), ratio={"experts": 0.25})
+    assert report.verification.ok and report.verification.mode == "exact"
+    assert model.up.shape[0] == model.router.out_features == model.num_experts == 3
