@@ -104,6 +104,7 @@ def ffn_classes(st: Structure) -> set[int]:
     n = len(st.class_size)
     produced, consumed, mixed = (np.zeros(n, dtype=bool) for _ in range(3))
     feeds: dict[int, set[int]] = {}  # consumed class -> classes the consuming layers produce
+    fed_by: dict[int, set[int]] = {}  # produced class -> classes the producing layers consume
     for node in captured.nodes:
         if node.kind != "call":
             continue
@@ -113,6 +114,8 @@ def ffn_classes(st: Structure) -> set[int]:
         mixed[st.space_class[bad]] = True
         for c in st.space_class[cons].tolist():
             feeds.setdefault(int(c), set()).update(int(p) for p in st.space_class[prod].tolist())
+        for p in st.space_class[prod].tolist():
+            fed_by.setdefault(int(p), set()).update(int(c) for c in st.space_class[cons].tolist())
     broken: set[int] = set()
     for p in st.products:
         nontrivial = [c for c in p.factors if st.class_size[c] > 1 and c not in st.class_frozen
@@ -123,6 +126,10 @@ def ffn_classes(st: Structure) -> set[int]:
             f = nontrivial[0]
             produced[[f, p.flat]] |= produced[p.flat] | produced[f]
             consumed[[f, p.flat]] |= consumed[p.flat] | consumed[f]
+            for edges in (feeds, fed_by):
+                joined = edges.get(f, set()) | edges.get(p.flat, set())
+                if joined:
+                    edges[f] = edges[p.flat] = joined
     ok = produced & consumed & ~mixed
     ok[list(broken)] = False
     for c, labels in st.class_tags.items():
@@ -130,25 +137,34 @@ def ffn_classes(st: Structure) -> set[int]:
             ok[c] = False
     for c in st.class_inexact:
         ok[c] = False
-    return _writing_back(st, {int(c) for c in np.nonzero(ok)[0]}, feeds)
+    return _writing_back(st, {int(c) for c in np.nonzero(ok)[0]}, feeds, fed_by)
 
 
-def _writing_back(st: Structure, found: set[int], feeds: dict[int, set[int]]) -> set[int]:
-    """In a model with residual streams, the widths whose layers lead back into one, directly or through more
-    weighted layers (an MLP, a bottleneck, every expert): a pooler or a classifier head between the last block
-    and the outputs is not an FFN."""
+def _writing_back(st: Structure, found: set[int], feeds: dict[int, set[int]], fed_by: dict[int, set[int]]) -> set[int]:
+    """In a model with residual streams, the widths of a branch off a residual stream and back into one: their
+    layers lead back through other intermediate widths (an MLP, a bottleneck, every expert), or through any
+    weighted layers when layers from a residual stream also lead to them (MuSE-Spark's experts in a wider,
+    normalised space between two projections). A pooler or a classifier head after the last block is not an FFN,
+    nor a feature extractor before the first (wav2vec2's convolutions)."""
     residual = {c for c, labels in st.class_tags.items() if "residual" in labels}
     if not residual:
         return found  # plain stacks (VGG, DenseNet's concatenations): every intermediate width
-    back = set(residual)
+    near = _reach(residual, feeds, found)
+    far = _reach(residual, feeds, set(feeds)) & _reach(residual, fed_by, set(fed_by))
+    return found & (near | far)
+
+
+def _reach(start: set[int], edges: dict[int, set[int]], through: set[int]) -> set[int]:
+    """``start`` and the classes of ``through`` with an edge to a class already reached, repeatedly."""
+    reached = set(start)
     changed = True
-    while changed:  # through any weighted layers: MuSE-Spark's experts work in a wider normalised space
-        changed = False  # that a projection brings back to the residual stream
-        for c, fed in feeds.items():
-            if c not in back and fed & back:
-                back.add(c)
+    while changed:
+        changed = False
+        for c in through - reached:
+            if edges.get(c, set()) & reached:
+                reached.add(c)
                 changed = True
-    return found & back
+    return reached
 
 
 def tag_ffn_(st: Structure) -> None:

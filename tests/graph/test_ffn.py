@@ -107,3 +107,25 @@ def test_an_mlp_behind_more_projections_is_still_ffn():
     roles = _roles(_WideSpaceMLP().eval(), torch.randn(2, 5, 16))
     assert roles["ffn"] == {"up", "down"}
     assert "into" not in roles["ffn"] and "back" not in roles["ffn"]
+
+
+class _FeatureExtractorThenMLP(torch.nn.Module):
+    """wav2vec2's shape: convolutions over the raw input, a normalised projection into the residual stream, then an
+    MLP block; the convolutions' channels lead into the stream but branch off no stream: not FFN."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.conv2 = torch.nn.Conv1d(1, 12, 3), torch.nn.Conv1d(12, 12, 3)
+        self.norm, self.proj = torch.nn.LayerNorm(12), torch.nn.Linear(12, 16)
+        self.up, self.down = torch.nn.Linear(16, 24), torch.nn.Linear(24, 16)
+
+    def forward(self, wave):
+        h = torch.relu(self.conv2(torch.relu(self.conv1(wave)))).transpose(1, 2)
+        x = self.proj(self.norm(h))
+        return x + self.down(torch.relu(self.up(x)))
+
+
+def test_a_feature_extractor_before_the_first_residual_stream_is_not_ffn():
+    torch.manual_seed(0)
+    roles = _roles(_FeatureExtractorThenMLP().eval(), torch.randn(2, 1, 20))
+    assert roles["ffn"] == {"up", "down"}
