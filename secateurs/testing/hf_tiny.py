@@ -72,8 +72,10 @@ def _sub_class(declared: Any, value: dict[str, Any]) -> type | None:
         return None
 
 
-def tiny_kwargs(config_class: type, depth: int = 0, defaults: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Constructor keywords of a tiny ``config_class`` (sub-configs as dicts of their own tiny keywords)."""
+def tiny_kwargs(config_class: type, depth: int = 0, defaults: dict[str, Any] | None = None,
+                every_kind: bool = True) -> dict[str, Any]:
+    """Constructor keywords of a tiny ``config_class`` (sub-configs as dicts of their own tiny keywords);
+    ``every_kind``: per-layer lists keep a layer of every kind (else their first entries)."""
     values = config_class().to_dict() if defaults is None else defaults
     out: dict[str, Any] = {}
     sub = getattr(config_class, "sub_configs", {}) or {}
@@ -81,7 +83,7 @@ def tiny_kwargs(config_class: type, depth: int = 0, defaults: dict[str, Any] | N
         if name in sub and depth < 3 and isinstance(value, dict):
             cls = _sub_class(sub[name], value)
             if cls is not None:
-                out[name] = {**value, **tiny_kwargs(cls, depth + 1, value)}  # whole: the parent's defaults may differ
+                out[name] = {**value, **tiny_kwargs(cls, depth + 1, value, every_kind)}  # whole: parents' defaults differ
             continue
         new = _tiny_value(name, value)
         if new is not value and new != value:
@@ -89,7 +91,7 @@ def tiny_kwargs(config_class: type, depth: int = 0, defaults: dict[str, Any] | N
     _keep_mha(values, out)
     _same_head_dims(values, out)
     _same_widths(values, out)
-    _per_layer_lists(values, out)
+    _per_layer_lists(values, out, every_kind)
     return out
 
 
@@ -132,7 +134,7 @@ def _keep_mha(values: dict[str, Any], out: dict[str, Any]) -> None:
             out[kv] = out[heads]
 
 
-def _per_layer_lists(values: dict[str, Any], out: dict[str, Any]) -> None:
+def _per_layer_lists(values: dict[str, Any], out: dict[str, Any], every_kind: bool = True) -> None:
     """Lists with one entry per layer (``layer_types``) keep one entry per layer left: the first ones, with the
     first layer of each kind the list has past them in place of the last (DeepSeek-V4's three hash-routed layers
     before the top-k ones, Gemma-3's one global layer in six), so every kind of layer is built."""
@@ -140,7 +142,7 @@ def _per_layer_lists(values: dict[str, Any], out: dict[str, Any]) -> None:
               and isinstance(values[k], int)}
     for name, value in values.items():
         if name not in out and isinstance(value, list) and len(value) in counts and len(value) > counts[len(value)]:
-            out[name] = _every_kind(value, counts[len(value)])
+            out[name] = _every_kind(value, counts[len(value)]) if every_kind else value[: counts[len(value)]]
     layers = min(counts.values(), default=None)
     for name, value in values.items():  # per-layer overrides keyed by layer index ("05": {...}) keep the layers left
         if layers is not None and name not in out and isinstance(value, dict) and value and all(
@@ -162,11 +164,11 @@ def _hashable(v: Any) -> bool:
     return isinstance(v, str)  # kinds of layer; per-layer numbers keep their first entries
 
 
-def tiny_config(model_type: str) -> Any:
+def tiny_config(model_type: str, every_kind: bool = True) -> Any:
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
     cls = CONFIG_MAPPING[model_type]
-    return cls(**tiny_kwargs(cls))
+    return cls(**tiny_kwargs(cls, every_kind=every_kind))
 
 
 @dataclass
@@ -254,9 +256,18 @@ def _randomize_zero_matrices_(model: nn.Module) -> None:
 
 
 def build(model_type: str, seed: int = 0) -> TinyModel:
-    """The tiny base model of ``model_type`` in eval mode, with the first example inputs it runs on."""
+    """The tiny base model of ``model_type`` in eval mode, with the first example inputs it runs on: with a layer
+    of every kind its per-layer lists name, or, where such a config is refused or the model fails, the first
+    layers."""
+    try:
+        return _build(model_type, seed, every_kind=True)
+    except Exception:
+        return _build(model_type, seed, every_kind=False)
+
+
+def _build(model_type: str, seed: int, every_kind: bool) -> TinyModel:
     torch.manual_seed(seed)
-    config = tiny_config(model_type)
+    config = tiny_config(model_type, every_kind)
     model = model_class(model_type)(config).eval()
     _randomize_zero_matrices_(model)
     candidates = input_candidates(model, seed)
