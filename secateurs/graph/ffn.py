@@ -116,7 +116,9 @@ def ffn_classes(st: Structure) -> set[int]:
             feeds.setdefault(int(c), set()).update(int(p) for p in st.space_class[prod].tolist())
         for p in st.space_class[prod].tolist():
             fed_by.setdefault(int(p), set()).update(int(c) for c in st.space_class[cons].tolist())
+    feeds_joined = {c: set(fed) for c, fed in feeds.items()}  # through fused pieces too (for the far test)
     broken: set[int] = set()
+    attention: set[int] = set()  # fused pieces of attention: no way through for the far test
     for p in st.products:
         nontrivial = [c for c in p.factors if st.class_size[c] > 1 and c not in st.class_frozen
                       and "conv_groups" not in st.class_tags.get(c, set())]
@@ -126,10 +128,12 @@ def ffn_classes(st: Structure) -> set[int]:
             f = nontrivial[0]
             produced[[f, p.flat]] |= produced[p.flat] | produced[f]
             consumed[[f, p.flat]] |= consumed[p.flat] | consumed[f]
-            for edges in (feeds, fed_by):
+            for edges in (feeds_joined, fed_by):
                 joined = edges.get(f, set()) | edges.get(p.flat, set())
                 if joined:
                     edges[f] = edges[p.flat] = joined
+            if mixed[f] or mixed[p.flat]:  # q/k/v pieces of a fused projection: attention either way
+                attention.update((f, p.flat))
     ok = produced & consumed & ~mixed
     ok[list(broken)] = False
     for c, labels in st.class_tags.items():
@@ -137,20 +141,23 @@ def ffn_classes(st: Structure) -> set[int]:
             ok[c] = False
     for c in st.class_inexact:
         ok[c] = False
-    return _writing_back(st, {int(c) for c in np.nonzero(ok)[0]}, feeds, fed_by)
+    blocked = {int(c) for c in np.nonzero(mixed)[0]} | broken | attention  # scores and heads: no way through
+    return _writing_back(st, {int(c) for c in np.nonzero(ok)[0]}, feeds, feeds_joined, fed_by, blocked)
 
 
-def _writing_back(st: Structure, found: set[int], feeds: dict[int, set[int]], fed_by: dict[int, set[int]]) -> set[int]:
+def _writing_back(st: Structure, found: set[int], feeds: dict[int, set[int]], feeds_joined: dict[int, set[int]],
+                  fed_by: dict[int, set[int]], blocked: set[int]) -> set[int]:
     """In a model with residual streams, the widths of a branch off a residual stream and back into one: their
     layers lead back through other intermediate widths (an MLP, a bottleneck, every expert), or through any
     weighted layers when layers from a residual stream also lead to them (MuSE-Spark's experts in a wider,
-    normalised space between two projections). A pooler or a classifier head after the last block is not an FFN,
+    normalised space between two projections), never through attention (products of activations, heads). A pooler or a classifier head after the last block is not an FFN,
     nor a feature extractor before the first (wav2vec2's convolutions)."""
     residual = {c for c, labels in st.class_tags.items() if "residual" in labels}
     if not residual:
         return found  # plain stacks (VGG, DenseNet's concatenations): every intermediate width
     near = _reach(residual, feeds, found)
-    far = _reach(residual, feeds, set(feeds)) & _reach(residual, fed_by, set(fed_by))
+    far = (_reach(residual, feeds_joined, set(feeds_joined) - blocked)
+           & _reach(residual, fed_by, set(fed_by) - blocked))
     return found & (near | far)
 
 
