@@ -129,3 +129,26 @@ def test_a_feature_extractor_before_the_first_residual_stream_is_not_ffn():
     torch.manual_seed(0)
     roles = _roles(_FeatureExtractorThenMLP().eval(), torch.randn(2, 1, 20))
     assert roles["ffn"] == {"up", "down"}
+
+
+class _FusedOneHeadAttention(torch.nn.Module):
+    """Hiera's first stage: a fused q/k/v projection with one head (so no reshape into several heads breaks the
+    width), attention, a projection back, then an MLP: only the MLP is FFN."""
+
+    def __init__(self):
+        super().__init__()
+        self.norm, self.qkv, self.proj = torch.nn.LayerNorm(16), torch.nn.Linear(16, 48), torch.nn.Linear(16, 16)
+        self.fc1, self.fc2 = torch.nn.Linear(16, 32), torch.nn.Linear(32, 16)
+
+    def forward(self, x):
+        b, n, _ = x.shape
+        q, k, v = self.qkv(self.norm(x)).reshape(b, n, 3, 1, 16).permute(2, 0, 3, 1, 4).unbind(0)
+        y = (torch.softmax(q @ k.transpose(-1, -2) * 0.25, dim=-1) @ v).transpose(1, 2).reshape(b, n, 16)
+        x = x + self.proj(y)
+        return x + self.fc2(torch.relu(self.fc1(x)))
+
+
+def test_a_fused_one_head_attention_is_not_ffn():
+    torch.manual_seed(0)
+    roles = _roles(_FusedOneHeadAttention().eval(), torch.randn(2, 5, 16))
+    assert roles["ffn"] == {"fc1", "fc2"}
