@@ -139,7 +139,7 @@ def _has_cache_flag(config: Any) -> bool:
 def export_model(model: torch.nn.Module, example_inputs: ExampleInputs) -> Any:
     args, kwargs = model_inputs(model, example_inputs)
     try:
-        with eval_mode(model), torch.no_grad():
+        with eval_mode(model), torch.no_grad(), _idle_module_moves():
             try:
                 ep = torch.export.export(model, args, kwargs, strict=False)
             except Exception as exc:
@@ -161,6 +161,31 @@ def export_model(model: torch.nn.Module, example_inputs: ExampleInputs) -> Any:
             "keyword names); for Hugging Face models pass use_cache=False; data-dependent Python "
             "control flow in forward() must be rewritten with torch.cond or removed."
         ) from exc
+
+
+@contextlib.contextmanager
+def _idle_module_moves() -> Iterator[None]:
+    """``module.to(dtype)`` inside forward() (Switch Transformers casts its router every call) where every tensor of
+    the module already has that dtype and device is a no-op; under torch.export it would try to swap the traced
+    parameters and fail, so for the capture it returns the module as it is."""
+    original = torch.nn.Module.to
+
+    def to(self: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
+        try:
+            device, dtype, _, _ = torch._C._nn._parse_to(*args, **kwargs)
+        except Exception:  # arguments torch does not read as a move: let it say so
+            return original(self, *args, **kwargs)
+        tensors = [*self.parameters(), *self.buffers()]
+        if all((dtype is None or not t.is_floating_point() or t.dtype == dtype)
+               and (device is None or t.device == torch.device(device)) for t in tensors):
+            return self
+        return original(self, *args, **kwargs)
+
+    torch.nn.Module.to = to  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        torch.nn.Module.to = original  # type: ignore[method-assign]
 
 
 def _draft_export(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], why: str) -> Any:

@@ -85,9 +85,8 @@ def check_type(model_type: str, ratio: dict[str, float] | None = None, moe_check
     first = attempt(copy.deepcopy(tiny.model), inputs, ratios[0])
     masked = _with_mask(tiny.model, inputs) if first.reason.startswith("CaptureError") else None
     if masked is not None:  # forward() builds no mask while torch.export traces it (LongT5): pass one, as users do
-        retry = attempt(copy.deepcopy(tiny.model), masked, ratios[0])
-        if retry.status != "refused":
-            first, inputs, result.inputs = retry, masked, "attention_mask of ones added (capture needs one)"
+        first = attempt(copy.deepcopy(tiny.model), masked, ratios[0])  # what stops it with a mask, if anything
+        inputs, result.inputs = masked, "attention_mask of ones added (capture needs one)"
     result.attempts.append(first)
     for r in ratios[1:]:
         result.attempts.append(attempt(copy.deepcopy(tiny.model), inputs, r))

@@ -29,3 +29,23 @@ def test_a_value_branch_is_captured_along_the_example_and_pruned_exactly():
     assert report.verification.ok and report.verification.mode == "exact"
     assert model.up.out_features == 16 and model.down.in_features == 16
     assert model(x).shape == reference.shape
+
+
+class _CastsItsLayer(torch.nn.Module):
+    """Switch Transformers' router: forward() casts a sub-module to the dtype it already has, every call."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2 = torch.nn.Linear(8, 16), torch.nn.Linear(16, 8)
+
+    def forward(self, x):
+        self.fc1 = self.fc1.to(torch.float32)
+        return self.fc2(torch.relu(self.fc1(x)))
+
+
+def test_a_forward_that_casts_a_layer_to_its_own_dtype_is_captured_and_pruned():
+    torch.manual_seed(0)
+    model, x = _CastsItsLayer().eval(), torch.randn(3, 8)
+    report = sc.prune(model, x, ratio=0.5)
+    assert report.verification.ok and model.fc1.out_features == 8
+    assert torch.nn.Module.to.__name__ == "to" and torch.nn.Module.to.__qualname__ == "Module.to"  # put back
