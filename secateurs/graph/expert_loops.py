@@ -9,12 +9,21 @@ per-expert counts, read one by one (``counts.tolist()``), in order.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from secateurs.graph.capture import OpNode, Ref
+from secateurs.graph.structure import Structure
 
-if TYPE_CHECKING:
-    from secateurs.graph.experts import _Routes
+
+class Routes(Protocol):
+    """What the loop finder reads of ``graph/experts.py``'s value provenance, and how it reports a dim."""
+
+    st: Structure
+    per_expert: dict[str, int]
+
+    def cls(self, name: str | None, dim: int) -> int | None: ...
+
+    def count(self, c: int | None, router: int) -> None: ...
 
 _CARRY = ("aten.to.", "aten._to_copy", "aten.contiguous", "aten.clone", "aten.alias", "aten.detach")
 _PRODUCT = ("aten.linear", "aten.matmul", "aten.mm")
@@ -29,7 +38,7 @@ def _ref(value: object) -> str | None:
 
 
 class UnrolledLoops:
-    def __init__(self, routes: _Routes):
+    def __init__(self, routes: Routes):
         self.routes = routes
         self.kth: dict[str, tuple[int, int]] = {}  # node -> (router, k): the count of expert k
         self.splits: dict[str, int] = {}  # split node -> router whose per-expert counts size its pieces
@@ -83,4 +92,4 @@ class UnrolledLoops:
         for (placeholder, dim, router), positions in self.seen.items():
             c = self.routes.cls(placeholder, dim)
             if c is not None and positions == set(range(int(st.class_size[c]))):
-                self.routes._count(c, router)
+                self.routes.count(c, router)

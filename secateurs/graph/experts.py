@@ -205,28 +205,28 @@ class _Routes:
         t, args = node.target, node.args
         source = _ref(args[0]) if args else None
         if _is(t, ("aten.histc",)) and source in self.values:
-            self._count(self.cls(node.name, 0), self.values[source])
+            self.count(self.cls(node.name, 0), self.values[source])
         elif _is(t, ("aten.one_hot",)) and source in self.values:
-            self._count(self.cls(node.name, -1), self.values[source])
+            self.count(self.cls(node.name, -1), self.values[source])
         elif _is(t, ("aten.cumsum", "aten.to.", "aten._to_copy")) and source is not None:
             c = self.cls(source, 0)
             if c in self.expert_dims:
-                self._count(self.cls(node.name, 0), self.expert_dims[c])
+                self.count(self.cls(node.name, 0), self.expert_dims[c])
         elif _is(t, ("transformers.grouped_mm_fallback", "aten._grouped_mm")):
             offs = args[2] if len(args) > 2 else node.kwargs.get("offs")
             c = self.cls(_ref(offs), 0)
             if c in self.expert_dims:
-                self._count(self.cls(_ref(args[1]), 0), self.expert_dims[c])
+                self.count(self.cls(_ref(args[1]), 0), self.expert_dims[c])
         elif _is(t, ("aten.scatter",)) and len(args) > 2 and _ref(args[2]) in self.values:
-            self._count(self.cls(node.name, int(args[1])), self.values[_ref(args[2]) or ""])  # one-hot by scatter
+            self.count(self.cls(node.name, int(args[1])), self.values[_ref(args[2]) or ""])  # one-hot by scatter
         elif _is(t, ("aten.select.int",)) and len(args) > 2 and _ref(args[2]) in self.values:
-            self._count(self.cls(source, int(args[1])), self.values[_ref(args[2]) or ""])  # weights[expert_id]
+            self.count(self.cls(source, int(args[1])), self.values[_ref(args[2]) or ""])  # weights[expert_id]
         elif _is(t, ("aten.index.Tensor",)) and len(args) > 1:
             for pos, idx in enumerate(args[1]):
                 if _ref(idx) in self.values:
-                    self._count(self.cls(source, pos), self.values[_ref(idx) or ""])
+                    self.count(self.cls(source, pos), self.values[_ref(idx) or ""])
 
-    def _count(self, c: int | None, router: int) -> None:
+    def count(self, c: int | None, router: int) -> None:
         if c is not None and self.st.class_size[c] <= self.st.class_size[router]:
             self.expert_dims[c] = router  # the first ``size(c)`` of the router's positions
 
