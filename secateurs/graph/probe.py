@@ -32,8 +32,8 @@ def _element_classes(st: Structure, solver: Solver) -> dict[int, list[int]]:
 
 def unbindable_groups(st: Structure, groups: Sequence[Group], solver: Solver) -> dict[int, str]:
     """Group id -> why removing one of its units changes a size that no attribute rewrite produces. Groups of one
-    kind whose sizes come from one shared attribute (a config field every layer reads: ``config.num_experts``) are
-    probed again together, one unit each, as a plan that prunes them alike would be."""
+    kind whose sizes come from one shared config field (every layer reads ``config.num_experts``) are probed again
+    together, one unit each, as a plan that prunes them alike would be."""
     by_class = _element_classes(st, solver)
     affected = {g.id: {i for c in g.unit_index for i in by_class.get(c, ())} for g in groups}
     out: dict[int, str] = {}
@@ -65,8 +65,10 @@ def _problems(st: Structure, solver: Solver, groups: Sequence[Group], affected: 
 
 
 def _attrs(solver: Solver, elements: set[int]) -> set[Attr]:
+    """The config fields (``config.<field>``, shared by every layer that reads them) the elements' sizes come from;
+    a module's own attributes are not shared, and groups that meet in one are probed alone as before."""
     return {leaf for i in elements if (e := solver.elements[i]).expr is not None for leaf in leaves(e.expr)
-            if isinstance(leaf, Attr)}
+            if isinstance(leaf, Attr) and leaf.name.startswith("config.")}
 
 
 def _sharing(g: Group, groups: Sequence[Group], affected: dict[int, set[int]], solver: Solver) -> list[Group]:
