@@ -117,6 +117,15 @@ def _created_size(node: OpNode, ctx: FindContext) -> list[Literal]:
     return _per_dim(node, key, ctx.out(node)) if key else []
 
 
+@finds("aten.one_hot")
+def _one_hot_classes(node: OpNode, ctx: FindContext) -> list[Literal]:
+    """``one_hot(ids, num_classes)``: the classes are the output's last dim (experts, when ids are expert ids)."""
+    key, out = _key(node, 1, "num_classes"), ctx.out(node)
+    if key is None or _int(_get(node, key)) is None or _get(node, key) < 0 or not out:
+        return []
+    return [Literal(node.name, node.target, key, ((out[-1], 1),), scalar=True)]
+
+
 @finds("aten.new_empty")
 def _new_empty_size(node: OpNode, ctx: FindContext) -> list[Literal]:
     """``template.new_empty(size)``: the size measures the output (dims tied to the template's by the rule)."""

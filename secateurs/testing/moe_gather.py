@@ -47,10 +47,8 @@ class DataSizedSlice(nn.Module):
         return F.linear(h, self.fc2.weight[:, :n], self.fc2.bias)
 
 
-class HitLoopMoE(nn.Module):
-    """Stacked expert weights and a loop over the experts the tokens hit (GPT-OSS's eager form, OpenAI's privacy
-    filter): ``one_hot`` of the top-k ids, the experts with any token (``nonzero``), and per hit expert its tokens
-    (``torch.where``) and its weights picked by the id (``self.up[e]``)."""
+class _StackedExperts(nn.Module):
+    """A linear router and stacked two-layer experts (``up`` [E, I, H], ``down`` [E, H, I])."""
 
     def __init__(self, hidden: int = 8, inner: int = 16, experts: int = 4, top_k: int = 2):
         super().__init__()
@@ -58,6 +56,12 @@ class HitLoopMoE(nn.Module):
         self.router = nn.Linear(hidden, experts, bias=False)
         self.up = nn.Parameter(torch.randn(experts, inner, hidden) * 0.3)
         self.down = nn.Parameter(torch.randn(experts, hidden, inner) * 0.3)
+
+
+class HitLoopMoE(_StackedExperts):
+    """Stacked expert weights and a loop over the experts the tokens hit (GPT-OSS's eager form, OpenAI's privacy
+    filter): ``one_hot`` of the top-k ids, the experts with any token (``nonzero``), and per hit expert its tokens
+    (``torch.where``) and its weights picked by the id (``self.up[e]``)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         tokens = x.reshape(-1, x.shape[-1])
@@ -72,17 +76,10 @@ class HitLoopMoE(nn.Module):
         return x + out.reshape(x.shape)
 
 
-class SplitLoopMoE(nn.Module):
+class SplitLoopMoE(_StackedExperts):
     """JetMoE's parallel experts: tokens sorted by expert, split by each expert's count (``tolist()``), and a Python
     loop over ``range(num_experts)`` multiplying piece ``i`` with ``self.up[i]``: only the loop's constant picks the
     weights."""
-
-    def __init__(self, hidden: int = 8, inner: int = 16, experts: int = 4, top_k: int = 2):
-        super().__init__()
-        self.top_k, self.num_experts = top_k, experts
-        self.router = nn.Linear(hidden, experts, bias=False)
-        self.up = nn.Parameter(torch.randn(experts, inner, hidden) * 0.3)
-        self.down = nn.Parameter(torch.randn(experts, hidden, inner) * 0.3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         tokens = x.reshape(-1, x.shape[-1])

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from secateurs.testing.moe import TinyMoE
 from secateurs.testing.toys import GroupedQueryAttention, LatentKeyAttention
 
 
@@ -157,16 +158,13 @@ class ExpandKV(GroupedQueryAttention):
         return x + self.o(y.transpose(1, 2).reshape(b, n, -1))
 
 
-class ScatteredGates(nn.Module):
+class ScatteredGates(TinyMoE):
     """Top-2 gates written into ``torch.zeros(tokens, num_experts)`` (a size the program holds as a constant) and
     four dense experts: removing experts rewrites the zeros' size."""
 
-    def __init__(self, hidden: int = 16, inner: int = 8, experts: int = 4):
-        super().__init__()
-        self.num_experts = experts
-        self.router = nn.Parameter(torch.randn(experts, hidden) * 0.5)
-        self.up = nn.Parameter(torch.randn(experts, inner, hidden) * 0.3)
-        self.down = nn.Parameter(torch.randn(experts, hidden, inner) * 0.3)
+    def __init__(self) -> None:
+        super().__init__(hidden=16, inner=8, experts=4, top_k=2)
+        self.num_experts = 4
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weights, ids = torch.topk(torch.softmax(F.linear(x, self.router), dim=-1), 2, dim=-1)
@@ -204,6 +202,7 @@ PROGRAM_TOYS: dict[str, ProgramToy] = {
     "aten.repeat_interleave": ProgramToy(RepeatKV, (2, 5, 16), {"heads": 0.5}),
     "aten.new_empty": ProgramToy(LatentKeyAttention, (2, 5, 16), {"heads": 0.5}),
     "aten.zeros": ProgramToy(ScatteredGates, (6, 16), {"experts": 0.5}),
+    "aten.one_hot": ProgramToy(lambda: TinyMoE(hidden=16), (6, 16), {"experts": 0.5}),
 }
 
 

@@ -58,25 +58,21 @@ def test_a_width_sliced_to_a_data_dependent_length_is_never_pruned():
     assert report.params_after == report.params_before
 
 
-def test_experts_picked_by_the_ids_a_hit_loop_reads_back_are_whole_units():
-    torch.manual_seed(0)
-    model, x = HitLoopMoE().eval(), torch.randn(2, 6, 8)
+def _prunes_one_whole_expert(model, x):
     (g,) = [g for g in _quiet_analyze(model, x).groups if g.kind == "experts"]
     assert {m.fqn for m in g.members} >= {"router.weight", "up", "down"} and g.n_units == 4
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         report = sc.prune(model, (x,), ratio={"experts": 0.25})
     assert report.verification.ok and report.verification.mode == "exact"
-    assert model.up.shape[0] == model.down.shape[0] == model.router.out_features == 3
+    assert model.up.shape[0] == model.down.shape[0] == model.router.out_features == model.num_experts == 3
+
+
+def test_experts_picked_by_the_ids_a_hit_loop_reads_back_are_whole_units():
+    torch.manual_seed(0)
+    _prunes_one_whole_expert(HitLoopMoE().eval(), torch.randn(2, 6, 8))
 
 
 def test_experts_run_by_a_loop_over_constant_positions_are_whole_units():
     torch.manual_seed(0)
-    model, x = SplitLoopMoE().eval(), torch.randn(2, 6, 8)
-    (g,) = [g for g in _quiet_analyze(model, x).groups if g.kind == "experts"]
-    assert {m.fqn for m in g.members} >= {"router.weight", "up", "down"} and g.n_units == 4
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        report = sc.prune(model, (x,), ratio={"experts": 0.25})
-    assert report.verification.ok and report.verification.mode == "exact"
-    assert model.up.shape[0] == model.router.out_features == model.num_experts == 3
+    _prunes_one_whole_expert(SplitLoopMoE().eval(), torch.randn(2, 6, 8))
