@@ -34,6 +34,7 @@ _VALUE_PASS = ("aten.view", "aten.reshape", "aten._unsafe_view", "aten.flatten",
 #: ops that keep a per-expert vector per expert (``hit = counts.sum(...) > 0``)
 _KEEP_EXPERTS = ("aten.greater", "aten.gt", "aten.ge", "aten.ne", "aten.eq", "aten.to.", "aten._to_copy",
                  "aten.abs", "aten.logical_not", "aten.bitwise_not")
+_COMPARE = ("aten.ge", "aten.gt", "aten.le", "aten.lt", "aten.eq", "aten.ne")
 #: arithmetic and comparisons on expert ids (zero or skip experts past the routed ones: ``ids >= num_experts``)
 _ID_MATH = ("aten.ge", "aten.gt", "aten.le", "aten.lt", "aten.eq", "aten.ne", "aten.sub", "aten.add", "aten.mul",
             "aten.floor_divide", "aten.div", "aten.remainder", "aten.bitwise_not", "aten.logical_not")
@@ -155,16 +156,20 @@ class _Routes:
                 self.numbers.append((node, f"args.{i}", a, router))  # type: ignore[arg-type]
 
     def literals(self, group: Group) -> list[Literal]:
-        """The expert count written next to expert ids (``ids >= 4`` for zero experts past 4 routed ones) as a
-        literal of the experts' space, so attribute bindings rewrite the attribute it came from."""
+        """The expert count written next to expert ids as a literal of the experts' space, so attribute bindings
+        rewrite the attribute it came from: ids compared with it (``ids >= 4`` for zero experts past 4 routed ones,
+        ``id == num_experts`` for a sentinel), and, where the router has rows past the experts, arithmetic that
+        maps those rows onto experts (``(ids - 4) * 4 // zeros``)."""
         n = group.n_units
         counted = [c for c in group.unit_index if int(self.st.class_size[c]) == n]
         router = next((r for c in counted if (r := self.expert_dims.get(c)) is not None), None)
-        if not counted or router is None or int(self.st.class_size[router]) == n:
-            return []  # no rows past the experts: ids need no count
+        if not counted or router is None:
+            return []
+        extra_rows = int(self.st.class_size[router]) > n
         space = int(np.nonzero(self.st.space_class == counted[0])[0][0])
         return [Literal(node.name, node.target, key, ((space, 1),), scalar=True)
-                for node, key, value, r in self.numbers if r == router and value == n]
+                for node, key, value, r in self.numbers
+                if r == router and value == n and (extra_rows or _is(node.target, _COMPARE))]
 
     def _head(self, node: OpNode) -> None:
         """``x[..., :-m]``: the leading part of a dim, with a bound written from the end, so it stays the part

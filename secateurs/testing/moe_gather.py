@@ -70,6 +70,8 @@ class HitLoopMoE(_StackedExperts):
         out = torch.zeros_like(tokens)
         for hit in torch.greater(mask.sum(dim=(-1, -2)), 0).nonzero():
             e = hit[0]
+            if e == self.num_experts:  # GPT-OSS's sentinel for a masked token: an id compared with the count
+                continue
             slot, rows = torch.where(mask[e])
             h = F.linear(torch.relu(F.linear(tokens[rows], self.up[e])), self.down[e]) * weights[rows, slot, None]
             out = out.index_add(0, rows, h)
