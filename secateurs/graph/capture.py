@@ -30,6 +30,17 @@ class Ref:
     name: str
 
 
+def ref_name(value: Any) -> str | None:
+    """The node a ``Ref`` names; None for anything else (a constant argument)."""
+    return value.name if isinstance(value, Ref) else None
+
+
+def op_in(target: str, names: tuple[str, ...]) -> bool:
+    """Whether ``target`` (``aten.topk.default``) is one of ``names``: an op packet (``aten.topk``, any overload),
+    a prefix ending in a dot (``aten.to.``), or the full name."""
+    return any(target == n or target.startswith(n if n.endswith(".") else n + ".") for n in names)
+
+
 def refs_in(value: Any) -> Iterator[Ref]:
     """Every ``Ref`` in ``value`` (node args and kwargs: nested lists, tuples and dicts)."""
     if isinstance(value, Ref):

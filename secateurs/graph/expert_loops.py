@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from secateurs.graph.capture import OpNode, Ref
+from secateurs.graph.capture import OpNode, op_in, ref_name
 from secateurs.graph.structure import Structure
 
 
@@ -29,14 +29,6 @@ _CARRY = ("aten.to.", "aten._to_copy", "aten.contiguous", "aten.clone", "aten.al
 _PRODUCT = ("aten.linear", "aten.matmul", "aten.mm")
 
 
-def _is(target: str, names: tuple[str, ...]) -> bool:
-    return any(target.startswith(n if n.endswith(".") else n + ".") or target == n for n in names)
-
-
-def _ref(value: object) -> str | None:
-    return value.name if isinstance(value, Ref) else None
-
-
 class UnrolledLoops:
     def __init__(self, routes: Routes):
         self.routes = routes
@@ -48,29 +40,29 @@ class UnrolledLoops:
 
     def visit(self, node: OpNode, by_name: dict[str, OpNode]) -> None:
         t, args = node.target, node.args
-        source = _ref(args[0]) if args else None
+        source = ref_name(args[0]) if args else None
         per_expert = self.routes.per_expert
         if t == "getitem" and source is not None:
             src = by_name.get(source)
-            if src is not None and _is(src.target, ("aten.unbind",)) and _ref(src.args[0]) in per_expert:
-                self.kth[node.name] = (per_expert[_ref(src.args[0]) or ""], int(args[1]))
+            if src is not None and op_in(src.target, ("aten.unbind",)) and ref_name(src.args[0]) in per_expert:
+                self.kth[node.name] = (per_expert[ref_name(src.args[0]) or ""], int(args[1]))
             elif source in self.splits:
                 self.pieces[node.name] = (self.splits[source], int(args[1]))
-        elif _is(t, ("aten.select.int",)) and len(args) > 2 and isinstance(args[2], int):
+        elif op_in(t, ("aten.select.int",)) and len(args) > 2 and isinstance(args[2], int):
             if source in per_expert and args[1] == 0:
                 self.kth[node.name] = (per_expert[source or ""], args[2])
             elif source in self.routes.st.coupled.captured.state_inputs:
                 self.selected[node.name] = (source or "", int(args[1]), args[2])
-        elif _is(t, ("aten.item", "aten._local_scalar_dense")) and source in self.kth:
+        elif op_in(t, ("aten.item", "aten._local_scalar_dense")) and source in self.kth:
             self.kth[node.name] = self.kth[source or ""]
-        elif _is(t, ("aten.split_with_sizes",)) and len(args) > 1:
+        elif op_in(t, ("aten.split_with_sizes",)) and len(args) > 1:
             self._split(node)
-        elif _is(t, _CARRY) and source is not None:
+        elif op_in(t, _CARRY) and source is not None:
             for table in (self.pieces, self.selected):
                 if source in table:
                     table[node.name] = table[source]  # type: ignore[assignment]
-        elif _is(t, _PRODUCT) and len(args) > 1:
-            piece, weight = self.pieces.get(_ref(args[0]) or ""), self.selected.get(_ref(args[1]) or "")
+        elif op_in(t, _PRODUCT) and len(args) > 1:
+            piece, weight = self.pieces.get(ref_name(args[0]) or ""), self.selected.get(ref_name(args[1]) or "")
             if piece is not None and weight is not None and piece[1] == weight[2]:
                 self.seen.setdefault((weight[0], weight[1], piece[0]), set()).add(piece[1])
         if source in self.pieces and node.name not in self.pieces and self._same_rows(node, source or ""):
@@ -81,7 +73,7 @@ class UnrolledLoops:
         return a is not None and a == b
 
     def _split(self, node: OpNode) -> None:
-        counts = [self.kth.get(_ref(s) or "") for s in node.args[1]] if isinstance(node.args[1], list) else []
+        counts = [self.kth.get(ref_name(s) or "") for s in node.args[1]] if isinstance(node.args[1], list) else []
         routers = {c[0] for c in counts if c is not None}
         if counts and None not in counts and len(routers) == 1 and [c[1] for c in counts] == list(range(len(counts))):  # type: ignore[index]
             self.splits[node.name] = routers.pop()

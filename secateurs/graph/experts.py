@@ -1,12 +1,18 @@
 """Whole mixture-of-experts experts as units (kind ``"experts"``), found from the graph.
 
-A router is a weighted linear whose output dim ``E`` goes to ``topk``: the top-k *indices* are values that
-name experts. Following those values (through reshapes, sorts, casts and gathers) to where they size or index
-other tensors finds every dim that counts experts: a histogram of expert ids (``histc(bins=E)``, then the
-offsets of a grouped matrix product and the expert dim of its stacked weights), a gather of per-expert biases by
-expert id, a ``one_hot(num_classes=E)``. Removing expert ``e`` removes row ``e`` of the router and slice ``e``
-of every such tensor; the coupling rules cannot join these dims (they meet only through values), so the group is
-built here.
+A router is a weighted linear whose output dim ``E`` goes to a selection (``topk``, ``max``, ``argmax``): the
+positions it picks are values that name experts. Following those values (through reshapes, sorts, casts,
+gathers, ``where``, concatenation) to where they size or index other tensors finds every dim that counts experts:
+a histogram of expert ids (``histc(bins=E)``, then the offsets of a grouped matrix product and the expert dim of
+its stacked weights), a ``one_hot(num_classes=E)``, a ``scatter`` at expert ids, a gather or ``select`` of
+per-expert weights by id, including ids an eager loop reads back from the experts it hits (``nonzero``). Dims
+that factor the same flattened dim as a counted one at the same position count experts too (dense routing:
+Llama-4), and so do weights an unrolled loop over every expert picks by constant position
+(``graph/expert_loops.py``). A router may have rows past its experts (zero or skip experts, a shared expert's
+gate split off by ``logits[..., :-1]``): experts are its first rows, and the expert count forward() writes next
+to expert ids is returned as a literal so attribute bindings rewrite it. Removing expert ``e`` removes row ``e``
+of the router and slice ``e`` of every such tensor; the coupling rules cannot join these dims (they meet only
+through values), so the group is built here.
 
 Removing an expert equals masking its router logit to ``-inf`` (it is never selected and takes no softmax mass):
 ``verification/experts.py`` checks plans that way. ``top_k`` experts are always kept.
@@ -14,11 +20,11 @@ Removing an expert equals masking its router logit to ``-inf`` (it is never sele
 
 from __future__ import annotations
 
-from typing import Any
+import functools
 
 import numpy as np
 
-from secateurs.graph.capture import OpNode, Ref, refs_in
+from secateurs.graph.capture import OpNode, op_in, ref_name, refs_in
 from secateurs.graph.expert_loops import UnrolledLoops
 from secateurs.graph.groups import Group, Member
 from secateurs.graph.literals import Literal
@@ -36,20 +42,10 @@ _KEEP_EXPERTS = ("aten.greater", "aten.gt", "aten.ge", "aten.ne", "aten.eq", "at
                  "aten.abs", "aten.logical_not", "aten.bitwise_not")
 _COMPARE = ("aten.ge", "aten.gt", "aten.le", "aten.lt", "aten.eq", "aten.ne")
 #: arithmetic and comparisons on expert ids (zero or skip experts past the routed ones: ``ids >= num_experts``)
-_ID_MATH = ("aten.ge", "aten.gt", "aten.le", "aten.lt", "aten.eq", "aten.ne", "aten.sub", "aten.add", "aten.mul",
-            "aten.floor_divide", "aten.div", "aten.remainder", "aten.bitwise_not", "aten.logical_not")
-
-
+_ID_MATH = (*_COMPARE, "aten.sub", "aten.add", "aten.mul", "aten.floor_divide", "aten.div", "aten.remainder",
+            "aten.bitwise_not", "aten.logical_not")
 #: ops that pick positions along a dim (their second output, or the output of argmax)
 _SELECT = ("aten.topk", "aten.max.dim")
-
-
-def _is(target: str, names: tuple[str, ...]) -> bool:
-    return any(target.startswith(n if n.endswith(".") else n + ".") or target == n for n in names)
-
-
-def _ref(value: Any) -> str | None:
-    return value.name if isinstance(value, Ref) else None
 
 
 class _Routes:
@@ -84,27 +80,27 @@ class _Routes:
                 continue
             t = node.target
             if t == "getitem":
-                src = by_name.get(_ref(node.args[0]) or "")
-                if src is not None and node.args[1] == 1 and _is(src.target, _SELECT):
+                src = by_name.get(ref_name(node.args[0]) or "")
+                if src is not None and node.args[1] == 1 and op_in(src.target, _SELECT):
                     self._select(node, src)
-                elif src is not None and _is(src.target, ("aten.sort",)) and node.args[1] == 0:
-                    self._pass(node, _ref(src.args[0]))
+                elif src is not None and op_in(src.target, ("aten.sort",)) and node.args[1] == 0:
+                    self._pass(node, ref_name(src.args[0]))
                 else:  # one of several outputs holding ids (unbind, split)
-                    self._pass(node, _ref(node.args[0]))
-            elif _is(t, ("aten.nonzero",)) and _ref(node.args[0]) in self.per_expert:
-                self.values[node.name] = self.per_expert[_ref(node.args[0]) or ""]  # the experts where it is set
-            elif _is(t, ("aten.argmax",)):
+                    self._pass(node, ref_name(node.args[0]))
+            elif op_in(t, ("aten.nonzero",)) and ref_name(node.args[0]) in self.per_expert:
+                self.values[node.name] = self.per_expert[ref_name(node.args[0]) or ""]  # the experts where it is set
+            elif op_in(t, ("aten.argmax",)):
                 self._select(node, node)
-            elif _is(t, ("aten.slice",)):
+            elif op_in(t, ("aten.slice",)):
                 self._head(node)
-            elif _is(t, ("aten.where",)) and len(node.args) > 2:
+            elif op_in(t, ("aten.where",)) and len(node.args) > 2:
                 self._where(node)
-            elif _is(t, _ID_MATH):
+            elif op_in(t, _ID_MATH):
                 self._math(node)
-            elif _is(t, ("aten.cat", "aten.concat", "aten.concatenate")):
+            elif op_in(t, ("aten.cat", "aten.concat", "aten.concatenate")):
                 self._cat(node)
-            elif _is(t, _VALUE_PASS):
-                self._pass(node, _ref(node.args[0]))
+            elif op_in(t, _VALUE_PASS):
+                self._pass(node, ref_name(node.args[0]))
             self._sinks(node)
             self._per_expert(node)
             self.loops.visit(node, by_name)
@@ -116,20 +112,20 @@ class _Routes:
         if len(dims) != 1:
             return
         c = int(self.st.space_class[dims[0]])
-        source = _ref(node.args[0]) if node.args else None
+        source = ref_name(node.args[0]) if node.args else None
         if c in self.expert_dims:
             self.per_expert[node.name] = self.expert_dims[c]
-        elif source in self.per_expert and _is(node.target, _KEEP_EXPERTS):
+        elif source in self.per_expert and op_in(node.target, _KEEP_EXPERTS):
             self.per_expert[node.name] = self.per_expert[source or ""]
 
     def _select(self, out: OpNode, op: OpNode) -> None:
         """``out`` holds the positions along a router's expert dim that ``op`` (top-k, max, argmax) picked."""
         args, kwargs = op.args, op.kwargs
-        if _is(op.target, ("aten.topk",)):
+        if op_in(op.target, ("aten.topk",)):
             dim, k = (args[2] if len(args) > 2 else kwargs.get("dim", -1)), args[1] if len(args) > 1 else None
         else:  # max.dim / argmax: one position per row
             dim, k = (args[1] if len(args) > 1 else kwargs.get("dim")), 1
-        c = self.cls(_ref(args[0]), dim) if isinstance(dim, int) else None
+        c = self.cls(ref_name(args[0]), dim) if isinstance(dim, int) else None
         if c is not None and isinstance(k, int):
             self.picks.setdefault(c, {})[op.name] = k
             self.values[out.name] = c
@@ -137,7 +133,7 @@ class _Routes:
     def _where(self, node: OpNode) -> None:
         """``where(cond, ids_a, ids_b)``: expert ids where either branch holds them (the other branch remaps zero
         experts onto real ones, with zero weight)."""
-        branches = [self.values.get(_ref(a) or "") for a in node.args[1:3]]
+        branches = [self.values.get(ref_name(a) or "") for a in node.args[1:3]]
         found = {b for b in branches if b is not None}
         if len(found) == 1:
             self.values[node.name] = found.pop()
@@ -169,7 +165,7 @@ class _Routes:
         space = int(np.nonzero(self.st.space_class == counted[0])[0][0])
         return [Literal(node.name, node.target, key, ((space, 1),), scalar=True)
                 for node, key, value, r in self.numbers
-                if r == router and value == n and (extra_rows or _is(node.target, _COMPARE))]
+                if r == router and value == n and (extra_rows or op_in(node.target, _COMPARE))]
 
     def _head(self, node: OpNode) -> None:
         """``x[..., :-m]``: the leading part of a dim, with a bound written from the end, so it stays the part
@@ -179,13 +175,18 @@ class _Routes:
         end = args[3] if len(args) > 3 else None
         step = args[4] if len(args) > 4 else 1
         if start in (0, None) and isinstance(end, int) and end < 0 and step == 1 and isinstance(args[1], int):
-            out, src = self.cls(node.name, args[1]), self.cls(_ref(args[0]), args[1])
+            out, src = self.cls(node.name, args[1]), self.cls(ref_name(args[0]), args[1])
             if out is not None and src is not None:
                 self.heads[out] = src
 
+    @functools.cached_property
+    def ndim(self) -> dict[str, int]:
+        """Rank of every parameter and buffer, by FQN."""
+        return {f: len(spaces) for f, spaces in self.st.coupled.param_spaces().items()}
+
     def weight_class(self, router: int) -> int | None:
         """The class of a router's weight rows: the router's own, or the one its logits are the leading part of."""
-        ndim = {f: len(spaces) for f, spaces in self.st.coupled.param_spaces().items()}
+        ndim = self.ndim
         seen: set[int] = set()
         c: int | None = router
         while c is not None and c not in seen:
@@ -202,34 +203,34 @@ class _Routes:
     def _cat(self, node: OpNode) -> None:
         """Positions picked by several selections of one router, concatenated (a second max after masking the
         first pick)."""
-        parts = {self.values.get(_ref(p) or "") for p in (node.args[0] if node.args else [])}
+        parts = {self.values.get(ref_name(p) or "") for p in (node.args[0] if node.args else [])}
         if len(parts) == 1 and None not in parts:
             self.values[node.name] = parts.pop()  # type: ignore[assignment]
 
     def _sinks(self, node: OpNode) -> None:
         t, args = node.target, node.args
-        source = _ref(args[0]) if args else None
-        if _is(t, ("aten.histc",)) and source in self.values:
+        source = ref_name(args[0]) if args else None
+        if op_in(t, ("aten.histc",)) and source in self.values:
             self.count(self.cls(node.name, 0), self.values[source])
-        elif _is(t, ("aten.one_hot",)) and source in self.values:
+        elif op_in(t, ("aten.one_hot",)) and source in self.values:
             self.count(self.cls(node.name, -1), self.values[source])
-        elif _is(t, ("aten.cumsum", "aten.to.", "aten._to_copy")) and source is not None:
+        elif op_in(t, ("aten.cumsum", "aten.to.", "aten._to_copy")) and source is not None:
             c = self.cls(source, 0)
             if c in self.expert_dims:
                 self.count(self.cls(node.name, 0), self.expert_dims[c])
-        elif _is(t, ("transformers.grouped_mm_fallback", "aten._grouped_mm")):
+        elif op_in(t, ("transformers.grouped_mm_fallback", "aten._grouped_mm")):
             offs = args[2] if len(args) > 2 else node.kwargs.get("offs")
-            c = self.cls(_ref(offs), 0)
+            c = self.cls(ref_name(offs), 0)
             if c in self.expert_dims:
-                self.count(self.cls(_ref(args[1]), 0), self.expert_dims[c])
-        elif _is(t, ("aten.scatter",)) and len(args) > 2 and _ref(args[2]) in self.values:
-            self.count(self.cls(node.name, int(args[1])), self.values[_ref(args[2]) or ""])  # one-hot by scatter
-        elif _is(t, ("aten.select.int",)) and len(args) > 2 and _ref(args[2]) in self.values:
-            self.count(self.cls(source, int(args[1])), self.values[_ref(args[2]) or ""])  # weights[expert_id]
-        elif _is(t, ("aten.index.Tensor",)) and len(args) > 1:
+                self.count(self.cls(ref_name(args[1]), 0), self.expert_dims[c])
+        elif op_in(t, ("aten.scatter",)) and len(args) > 2 and ref_name(args[2]) in self.values:
+            self.count(self.cls(node.name, int(args[1])), self.values[ref_name(args[2]) or ""])  # one-hot by scatter
+        elif op_in(t, ("aten.select.int",)) and len(args) > 2 and ref_name(args[2]) in self.values:
+            self.count(self.cls(source, int(args[1])), self.values[ref_name(args[2]) or ""])  # weights[expert_id]
+        elif op_in(t, ("aten.index.Tensor",)) and len(args) > 1:
             for pos, idx in enumerate(args[1]):
-                if _ref(idx) in self.values:
-                    self.count(self.cls(source, pos), self.values[_ref(idx) or ""])
+                if ref_name(idx) in self.values:
+                    self.count(self.cls(source, pos), self.values[ref_name(idx) or ""])
 
     def count(self, c: int | None, router: int) -> None:
         if c is not None and self.st.class_size[c] <= self.st.class_size[router]:
@@ -279,14 +280,15 @@ def expert_groups(st: Structure, first_id: int) -> tuple[list[Group], list[Liter
             continue
         k = max(max(picks.values()), len(picks))  # top-k, or one max per pick
         weight = routes.weight_class(router)
-        g = None if weight is None else _group(st, weight, classes | {router, weight}, k, first_id + len(groups))
+        g = None if weight is None else _group(st, weight, classes | {router, weight}, k, first_id + len(groups),
+                                               routes.ndim)
         if g is not None:
             groups.append(g)
             literals += routes.literals(g)
     return groups, literals
 
 
-def _group(st: Structure, rc: int, classes: set[int], k: int, gid: int) -> Group | None:
+def _group(st: Structure, rc: int, classes: set[int], k: int, gid: int, ndim: dict[str, int]) -> Group | None:
     """Experts ``0 .. n-1`` of every class, ``n`` the experts' count: a router may hold more rows after them (zero or
     skip experts, shared experts' gates), which stay."""
     experts = [c for c in classes if c != rc and any(f in st.param_fqns for f, _ in st.class_params.get(c, []))]
@@ -295,7 +297,6 @@ def _group(st: Structure, rc: int, classes: set[int], k: int, gid: int) -> Group
         return None
     if any("model output" in r or "model input" in r for c in classes for r in st.class_frozen.get(c, [])):
         return None  # router logits returned by the model: removing experts would change an output's shape
-    ndim = {f: len(spaces) for f, spaces in st.coupled.param_spaces().items()}
     members = [Member(f, d, c) for c in sorted(classes) for f, d in st.class_params.get(c, [])]
     members.sort(key=lambda m: (m.cls != rc, m.fqn not in st.param_fqns, ndim.get(m.fqn) != 2, m.fqn, m.dim))
     units = np.arange(sizes.pop(), dtype=np.int64)[:, None]

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from secateurs.graph.capture import OpNode, Ref, refs_in
+from secateurs.graph.capture import OpNode, Ref, op_in, refs_in
 from secateurs.graph.structure import Structure
 
 #: ops through which a parameter is still "a weight" (views, layout, dtype, expert selection)
@@ -40,11 +40,6 @@ _GROUPED = ("transformers.grouped_mm_fallback", "aten._grouped_mm", "aten.groupe
 _ATTENTION = ("aten.scaled_dot_product_attention", "aten._scaled_dot_product")
 
 
-def _starts(target: str, names: tuple[str, ...]) -> bool:
-    return any(target == n or target.startswith(n + ".") or (n.endswith(".") and target.startswith(n))
-               for n in names)
-
-
 
 def _weights(nodes: list[OpNode], state: dict[str, str], kinds: dict[str, str]) -> set[str]:
     """Nodes whose value is a parameter seen through views (single tensor operand ops of ``_VIEWS``; a scalar operand,
@@ -52,7 +47,7 @@ def _weights(nodes: list[OpNode], state: dict[str, str], kinds: dict[str, str]) 
     out = {ph for ph, kind in kinds.items() if kind == "parameter" and ph in state}
     scalars = {n.name for n in nodes if n.kind == "call" and not isinstance(n.value, (torch.Tensor, list, tuple))}
     for node in nodes:
-        if node.kind != "call" or not _starts(node.target, _VIEWS):
+        if node.kind != "call" or not op_in(node.target, _VIEWS):
             continue
         refs = list(refs_in(node.args[:1]))
         others = [r for r in refs_in((node.args[1:], tuple(node.kwargs.values()))) if r.name not in scalars]
@@ -70,27 +65,27 @@ def _contraction(node: OpNode, spaces: dict[str, list[list[int]]], weights: set[
         return spaces.get(value.name, [[]])[0] if isinstance(value, Ref) else []
 
     out = (spaces.get(node.name) or [[]])[0]
-    if _starts(t, ("aten.linear",)):
+    if op_in(t, ("aten.linear",)):
         x, w = node.args[0], node.args[1]
         if isinstance(w, Ref) and w.name in weights and sp(x) and out:
             return [out[-1]], [sp(x)[-1]], []
         return [], [], sp(x) + sp(w) + out
-    if _starts(t, _MATMUL + _ADDMM + _GROUPED):
-        a, b = (node.args[1], node.args[2]) if _starts(t, _ADDMM) else (node.args[0], node.args[1])
+    if op_in(t, _MATMUL + _ADDMM + _GROUPED):
+        a, b = (node.args[1], node.args[2]) if op_in(t, _ADDMM) else (node.args[0], node.args[1])
         a_s, b_s = sp(a), sp(b)
         if isinstance(b, Ref) and b.name in weights and a_s and out:
             return [out[-1]], [a_s[-1]], []
         if isinstance(a, Ref) and a.name in weights and len(b_s) >= 2 and len(out) >= 2:
             return [out[-2]], [b_s[-2]], []
         return [], [], a_s + b_s + out
-    if _starts(t, _CONV):
+    if op_in(t, _CONV):
         x, w = node.args[0], node.args[1]
         xs = sp(x)
         cx = 1 if len(xs) == len(sp(w)) else 0
         if isinstance(w, Ref) and w.name in weights and len(xs) > cx and len(out) > cx:
             return [out[cx]], [xs[cx]], []
         return [], [], []
-    if _starts(t, _ATTENTION) or _starts(t, ("aten.einsum",)) and not any(
+    if op_in(t, _ATTENTION) or op_in(t, ("aten.einsum",)) and not any(
             r.name in weights for r in refs_in(node.args[1:])):
         return [], [], [s for r in refs_in(node.args) for s in sp(r)] + out
     return [], [], []
